@@ -1,0 +1,131 @@
+"""Config round trips, strict errors that carry the names, overrides and cross-field rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from audiodiff.config import (
+    ExperimentConfig,
+    apply_overrides,
+    architecture_changes,
+    dump_config,
+    from_dict,
+    load_config,
+    mel_profile,
+    mel_profile_names,
+    to_dict,
+    upsample_factors,
+    validate,
+)
+
+
+def test_default_round_trip_through_dict_and_yaml(tmp_path):
+    cfg = apply_overrides(ExperimentConfig(), ["mel.name=bigvgan-24k", "train.lr=3e-4"])
+    assert from_dict(ExperimentConfig, to_dict(cfg)) == cfg
+    path = tmp_path / "c.yaml"
+    dump_config(cfg, path)
+    assert load_config(path) == cfg
+
+
+def test_to_dict_holds_only_primitives():
+    def walk(v):
+        if isinstance(v, dict):
+            assert all(isinstance(k, str) for k in v)
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+        else:
+            assert v is None or isinstance(v, (str, int, float, bool))
+
+    walk(to_dict(ExperimentConfig()))
+
+
+def test_unknown_key_lists_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown key train\.lrr.*max_steps, lr,"):
+        from_dict(ExperimentConfig, {"train": {"lrr": 1e-4}})
+    with pytest.raises(ValueError, match=r"unknown key bogus"):
+        from_dict(ExperimentConfig, {"bogus": {}})
+
+
+def test_wrong_type_names_field_value_and_type():
+    with pytest.raises(ValueError, match=r"train\.lr = 'fast' is not a valid float"):
+        from_dict(ExperimentConfig, {"train": {"lr": "fast"}})
+    with pytest.raises(ValueError, match=r"model\.residual_layers = 2\.5 is not a valid int"):
+        from_dict(ExperimentConfig, {"model": {"residual_layers": 2.5}})
+    with pytest.raises(ValueError, match=r"mel\.padding = 'same'.*'hifigan' \| 'center'"):
+        from_dict(ExperimentConfig, {"mel": {"padding": "same"}})
+    with pytest.raises(ValueError, match=r"train\.compile = 1 is not a valid bool"):
+        from_dict(ExperimentConfig, {"train": {"compile": 1}})
+
+
+def test_int_widens_to_float():
+    cfg = from_dict(ExperimentConfig, {"train": {"lr": 1}})
+    assert isinstance(cfg.train.lr, float) and cfg.train.lr == 1.0
+
+
+def test_profile_name_starts_from_that_profile():
+    cfg = from_dict(ExperimentConfig, {"mel": {"name": "bigvgan-24k", "hop_length": 300}})
+    assert (cfg.mel.sample_rate, cfg.mel.n_mels, cfg.mel.f_max) == (24000, 100, 12000.0)
+    assert cfg.mel.hop_length == 300
+    assert from_dict(ExperimentConfig, {"mel": "diffwave"}).mel == mel_profile("diffwave")
+
+
+def test_overrides_parse_types_and_reject_bad_keys():
+    cfg = apply_overrides(
+        ExperimentConfig(),
+        [
+            "train.lr=1e-4",
+            "train.compile=true",
+            "model.upsample_factors=[16, 16]",
+            "mel.f_max=none",
+        ],
+    )
+    assert cfg.train.lr == 1e-4 and cfg.train.compile is True
+    assert cfg.model.upsample_factors == [16, 16] and cfg.mel.f_max is None
+    with pytest.raises(ValueError, match="section.field=value"):
+        apply_overrides(cfg, ["lr=1"])
+    with pytest.raises(ValueError, match="unknown section 'trian'"):
+        apply_overrides(cfg, ["trian.lr=1"])
+    with pytest.raises(ValueError, match=r"unknown key train\.lrr"):
+        apply_overrides(cfg, ["train.lrr=1"])
+
+
+@pytest.mark.parametrize(
+    ("hop", "factors"),
+    [
+        (200, [10, 20]),
+        (240, [15, 16]),
+        (256, [16, 16]),
+        (300, [15, 20]),
+        (441, [21, 21]),
+        (512, [16, 32]),
+    ],
+)
+def test_upsample_factors(hop, factors):
+    assert upsample_factors(hop) == factors
+
+
+def test_validate_rejects_cross_field_mistakes():
+    validate(ExperimentConfig())
+    for name in mel_profile_names():
+        validate(apply_overrides(ExperimentConfig(), [f"mel.name={name}"]))
+    with pytest.raises(ValueError, match="hop_length 257 cannot be split.*prime factor is 257"):
+        validate(apply_overrides(ExperimentConfig(), ["mel.padding=center", "mel.hop_length=257"]))
+    with pytest.raises(ValueError, match=r"upsample_factors \[16, 8\] multiply to 128 .*256"):
+        validate(apply_overrides(ExperimentConfig(), ["model.upsample_factors=[16, 8]"]))
+    with pytest.raises(ValueError, match="f_max"):
+        validate(apply_overrides(ExperimentConfig(), ["mel.f_max=20000"]))
+    with pytest.raises(ValueError, match="conditioning must be 'none'"):
+        validate(apply_overrides(ExperimentConfig(), ["model.domain=mel"]))
+    with pytest.raises(ValueError, match="label_dropout > 0 needs model.n_labels"):
+        validate(apply_overrides(ExperimentConfig(), ["diffusion.label_dropout=0.1"]))
+    with pytest.raises(ValueError, match="segment_frames must be at least 1"):
+        validate(apply_overrides(ExperimentConfig(), ["data.segment_frames=0"]))
+
+
+def test_architecture_changes_names_fields():
+    a = ExperimentConfig()
+    b = apply_overrides(a, ["model.residual_layers=20", "train.lr=1e-3"])
+    assert architecture_changes(a, b) == ["model.residual_layers: 30 -> 20"]
