@@ -1,0 +1,117 @@
+"""The import direction of DESIGN.md §3, enforced by parsing every module's imports with ``ast``.
+
+Layers (imports only point down): config -> {audio, schedule, model, dist, plot} -> {diffusion,
+samplers, data, datasets, metrics, griffin_lim} -> checkpoint -> {train, vocoder, ...} -> cli.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "audiodiff"
+
+# Lower number = lower layer. A module may import only modules of a strictly lower layer, plus the
+# explicit exceptions below. Modules not listed here fail the test: every new module picks a layer.
+LAYER = {
+    "config": 0,
+    "audio": 1,
+    "schedule": 1,
+    "model": 1,
+    "dist": 1,
+    "plot": 1,
+    "diffusion": 2,
+    "samplers": 2,
+    "data": 2,
+    "datasets": 2,
+    "dataset_layouts": 2,
+    "metrics": 2,
+    "griffin_lim": 2,
+    "checkpoint": 3,
+    "train": 4,
+    "vocoder": 4,
+    "generate": 5,
+    "schedule_search": 5,
+    "diffwave_import": 5,
+    "pretrained": 3,
+    "cli": 6,
+    "__main__": 7,
+    "__init__": 7,
+}
+
+FORBIDDEN = {
+    # DESIGN §3: the network knows no diffusion and no audio front end.
+    "model": {"schedule", "diffusion", "audio"},
+    # Samplers are plain functions over a denoiser: they import nothing of ours.
+    "samplers": set(LAYER) - {"samplers"},
+    "train": {"vocoder"},
+    "vocoder": {"train"},
+}
+
+
+def _our_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "audiodiff" and len(parts) > 1:
+                    found.add(parts[1])
+        elif isinstance(node, ast.ImportFrom):
+            if node.level and node.module:
+                found.add(node.module.split(".")[0])
+            elif node.module and node.module.split(".")[0] == "audiodiff":
+                parts = node.module.split(".")
+                if len(parts) > 1:
+                    found.add(parts[1])
+                else:
+                    found.update(alias.name for alias in node.names)
+    return found
+
+
+MODULES = sorted(p.stem for p in PACKAGE.glob("*.py"))
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_imports_point_down(name):
+    assert name in LAYER, f"audiodiff/{name}.py has no layer in tests/test_layering.py"
+    imports = _our_imports(PACKAGE / f"{name}.py") - {name}
+    if name == "__init__":
+        return
+    for dep in imports:
+        assert dep in LAYER, f"{name} imports unknown module audiodiff.{dep}"
+        assert dep not in FORBIDDEN.get(name, set()), f"{name} must not import {dep}"
+        assert LAYER[dep] < LAYER[name], (
+            f"{name} (layer {LAYER[name]}) imports {dep} (layer {LAYER[dep]}): imports point down"
+        )
+
+
+def test_click_only_in_cli_and_package_import_is_light():
+    for path in PACKAGE.glob("*.py"):
+        if path.stem != "cli":
+            tree = ast.parse(path.read_text())
+            names = {
+                a.name.split(".")[0]
+                for n in ast.walk(tree)
+                if isinstance(n, ast.Import)
+                for a in n.names
+            } | {
+                n.module.split(".")[0]
+                for n in ast.walk(tree)
+                if isinstance(n, ast.ImportFrom) and n.module
+            }
+            assert "click" not in names, f"{path.name} imports click"
+            assert "torchaudio" not in names, f"{path.name} imports torchaudio"
+    code = (
+        "import sys, audiodiff; "
+        "heavy = ('click', 'tensorboard', 'torch.utils.tensorboard'); "
+        "bad = [m for m in heavy if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
