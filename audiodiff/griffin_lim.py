@@ -1,0 +1,222 @@
+"""Griffin-Lim inversion of a mel spectrogram of any profile: the quality floor of every vocoder.
+
+A mel spectrogram keeps no phase and only ``n_mels`` bands of magnitude, so inverting it takes
+three steps, each undoing one step of :class:`audiodiff.audio.MelSpectrogram`:
+
+1. undo the compression (``ln`` -> ``exp``; ``diffwave-db`` -> back from the [0, 1] dB scale),
+2. undo the mel filterbank: non-negative least squares ``min ||fb @ P - mel||``, ``P >= 0`` for the
+   linear power-``p`` spectrogram ``P = |STFT|**p`` (pseudo-inverse start, then multiplicative
+   updates, which keep ``P`` non-negative without clipping it to a hard floor),
+3. recover a phase with the fast Griffin-Lim iteration, using an STFT/ISTFT pair with exactly the
+   profile's window, padding and normalisation, so that the signal it returns has the mel it was
+   given as nearly as the information left allows.
+
+Bins outside ``[f_min, f_max]`` carry no mel energy and come back silent: with the ``hifigan``
+profile (f_max 8 kHz at 22.05 kHz) Griffin-Lim output has no content above 8 kHz.
+
+Output length: ``frames * hop_length`` for ``hifigan`` padding (the inverse of frames = T / hop);
+``(frames - 1) * hop_length`` for ``center`` padding (frames = T // hop + 1).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from audiodiff.audio import MelSpectrogram
+from audiodiff.config import MelConfig
+
+# Floor of the ln compression (DESIGN.md §5); values at the floor carry no information.
+LN_FLOOR = 1e-5
+# Tiny value that keeps divisions finite where a magnitude or a window overlap is exactly zero.
+_TINY = 1e-12
+
+
+def mel_basis(cfg: MelConfig) -> Tensor:
+    """The profile's mel filterbank, float32 ``[n_mels, n_fft // 2 + 1]``, exactly the one
+    :class:`~audiodiff.audio.MelSpectrogram` applies."""
+    return MelSpectrogram(cfg).mel_basis.float()
+
+
+def stft_window(cfg: MelConfig, device: torch.device | None = None) -> Tensor:
+    """Periodic Hann window of ``win_length``, zero-padded centrally to ``n_fft``: ``[n_fft]``.
+
+    This is the window ``torch.stft`` applies when given a ``win_length`` window.
+    """
+    window = torch.hann_window(cfg.win_length, periodic=True, device=device)
+    left = (cfg.n_fft - cfg.win_length) // 2
+    return F.pad(window, (left, cfg.n_fft - cfg.win_length - left))
+
+
+def _stft_scale(cfg: MelConfig, window: Tensor) -> float:
+    # ``normalized`` profiles (legacy diffwave, torchaudio's normalized=True) divide the STFT by
+    # the window's L2 norm; multiplying the recovered magnitude by it restores the raw STFT scale.
+    return float(window.pow(2).sum().sqrt()) if cfg.normalized else 1.0
+
+
+def _padding(cfg: MelConfig) -> int:
+    if cfg.padding == "hifigan":
+        return (cfg.n_fft - cfg.hop_length) // 2
+    return cfg.n_fft // 2
+
+
+def output_length(cfg: MelConfig, frames: int) -> int:
+    """Samples of the waveform that ``frames`` mel frames of this profile describe."""
+    return frames * cfg.hop_length if cfg.padding == "hifigan" else (frames - 1) * cfg.hop_length
+
+
+def decompress_mel(mel: Tensor, cfg: MelConfig) -> Tensor:
+    """Undo the profile's compression: the linear mel ``fb @ |STFT|**power``, same shape.
+
+    Args:
+        mel: compressed mel ``[..., n_mels, frames]``.
+        cfg: its profile.
+    """
+    if cfg.compression == "ln":
+        return mel.exp()
+    # diffwave-db: mel = clamp((20 log10(max(M, 1e-5)) - 20 + 100) / 100, 0, 1), so
+    # 20 log10(M) = 100 mel - 100 + 20 wherever the clamp did not bite.
+    return torch.pow(10.0, (mel * 100.0 - 80.0) / 20.0)
+
+
+def mel_to_linear(mel_linear: Tensor, cfg: MelConfig, *, nnls_iters: int = 200) -> Tensor:
+    """Non-negative least-squares inverse of the mel filterbank.
+
+    Lee & Seung 2001 (multiplicative updates for non-negative least squares), started from the
+    pseudo-inverse solution clipped to a small positive value.
+
+    Args:
+        mel_linear: linear (decompressed) mel ``[..., n_mels, frames]``.
+        cfg: its profile.
+        nnls_iters: multiplicative updates after the pseudo-inverse start (0: clipped pinv only).
+
+    Returns:
+        Linear STFT magnitude ``[..., n_fft // 2 + 1, frames]`` (power 1, the STFT's own scale).
+    """
+    fb = mel_basis(cfg).to(mel_linear.device)
+    power = mel_linear.clamp_min(0.0)
+    start = torch.linalg.pinv(fb) @ power
+    # Start strictly positive: a multiplicative update can never move a zero.
+    floor = 1e-3 * start.clamp_min(0).amax(dim=-2, keepdim=True).clamp_min(_TINY)
+    spec = torch.maximum(start, floor)
+    gram = fb.T @ fb
+    target = fb.T @ power
+    for _ in range(nnls_iters):
+        spec = spec * target / (gram @ spec).clamp_min(_TINY)
+    magnitude = spec.clamp_min(0).pow(1.0 / cfg.power)
+    return magnitude * _stft_scale(cfg, stft_window(cfg))
+
+
+def _stft(x: Tensor, cfg: MelConfig, window: Tensor) -> Tensor:
+    """Complex STFT with the profile's padding: ``[B, T] -> [B, n_fft // 2 + 1, frames]``."""
+    pad = _padding(cfg)
+    x = F.pad(x.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
+    return torch.stft(
+        x,
+        cfg.n_fft,
+        hop_length=cfg.hop_length,
+        win_length=cfg.n_fft,
+        window=window,
+        center=False,
+        return_complex=True,
+    )
+
+
+def _istft(spec: Tensor, cfg: MelConfig, window: Tensor, length: int) -> Tensor:
+    """Least-squares ISTFT (Griffin & Lim 1984, eq. 6) inverting :func:`_stft`: ``[B, T]``.
+
+    Written with ``fold`` rather than ``torch.istft`` because the latter rejects ``center=False``
+    windows whose overlap-add vanishes at the edges, which the profile padding then crops anyway.
+    """
+    n_frames = spec.shape[-1]
+    frames = torch.fft.irfft(spec, n=cfg.n_fft, dim=-2) * window[:, None]
+    padded_length = (n_frames - 1) * cfg.hop_length + cfg.n_fft
+    fold = {"output_size": (1, padded_length), "kernel_size": (1, cfg.n_fft)}
+    fold["stride"] = (1, cfg.hop_length)
+    signal = F.fold(frames, **fold).flatten(1)
+    overlap = F.fold(window.pow(2)[None, :, None].expand(1, -1, n_frames), **fold).flatten(1)
+    signal = signal / overlap.clamp_min(_TINY)
+    pad = _padding(cfg)
+    return signal[:, pad : pad + length]
+
+
+def griffin_lim(
+    mel: Tensor,
+    cfg: MelConfig,
+    *,
+    n_iter: int = 64,
+    momentum: float = 0.99,
+    init: Literal["random", "zeros"] = "random",
+    nnls_iters: int = 200,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Invert a compressed mel spectrogram of profile ``cfg`` to a waveform.
+
+    Fast Griffin-Lim: Perraudin, Balazs & Sondergaard 2013, "A fast Griffin-Lim algorithm"
+    (Griffin & Lim 1984 with momentum ``alpha``; ``momentum=0`` is the original algorithm).
+
+    Args:
+        mel: compressed mel ``[..., n_mels, frames]`` as made by ``MelSpectrogram(cfg)``.
+        cfg: the mel profile it was made with.
+        n_iter: phase-recovery iterations; 0 returns the magnitude with the initial phase
+            (random-phase inversion, the floor below Griffin-Lim).
+        momentum: fast Griffin-Lim's ``alpha`` in [0, 1]; 0.99 as librosa.
+        init: initial phase, uniform random or all zero.
+        nnls_iters: multiplicative NNLS updates of the filterbank inversion.
+        generator: source of the random initial phase; ``None`` uses a generator seeded with 0,
+            so the result is reproducible.
+
+    Returns:
+        Waveform ``[..., T]`` with ``T = frames * hop_length`` (hifigan padding) or
+        ``(frames - 1) * hop_length`` (center padding), float32 on ``mel``'s device.
+
+    Raises:
+        ValueError: wrong number of mel bands, non-finite values, or a bad option.
+    """
+    if mel.dim() < 2 or mel.shape[-2] != cfg.n_mels:
+        raise ValueError(
+            f"mel of shape {tuple(mel.shape)} has {mel.shape[-2] if mel.dim() >= 2 else 'no'} "
+            f"bands but profile {cfg.name!r} expects [..., {cfg.n_mels}, frames]"
+        )
+    if not torch.isfinite(mel).all():
+        raise ValueError("mel contains NaN or infinite values")
+    if n_iter < 0:
+        raise ValueError(f"n_iter must be >= 0, got {n_iter}")
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+    if init not in ("random", "zeros"):
+        raise ValueError(f"init must be 'random' or 'zeros', got {init!r}")
+    frames = mel.shape[-1]
+    length = output_length(cfg, frames)
+    if length < 1 or length <= _padding(cfg):
+        raise ValueError(
+            f"{frames} mel frames are too few to invert with profile {cfg.name!r} "
+            f"(the reflect padding of {_padding(cfg)} samples needs a longer signal)"
+        )
+    lead = mel.shape[:-2]
+    mel = mel.detach().float().reshape(-1, cfg.n_mels, frames)
+    magnitude = mel_to_linear(decompress_mel(mel, cfg), cfg, nnls_iters=nnls_iters)
+    window = stft_window(cfg, mel.device)
+
+    if init == "random":
+        if generator is None:
+            generator = torch.Generator().manual_seed(0)
+        # Drawn on the CPU so one seed gives the same phases on every device.
+        phase = torch.rand(magnitude.shape, generator=generator) * (2 * math.pi)
+        angles = torch.polar(torch.ones_like(phase), phase).to(mel.device)
+    else:
+        angles = torch.ones_like(magnitude, dtype=torch.complex64)
+
+    previous = torch.zeros_like(angles)
+    for _ in range(n_iter):
+        rebuilt = _stft(_istft(magnitude * angles, cfg, window, length), cfg, window)
+        # The momentum term extrapolates along the last step, which is what makes it "fast".
+        angles = rebuilt - (momentum / (1.0 + momentum)) * previous
+        angles = angles / (angles.abs() + _TINY)
+        previous = rebuilt
+    audio = _istft(magnitude * angles, cfg, window, length)
+    return audio.reshape(*lead, length)

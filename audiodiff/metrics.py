@@ -1,0 +1,427 @@
+"""Objective audio quality metrics and the ``evaluate`` pairing of two folders.
+
+Every metric compares a reference waveform with a generated one of the same length (see
+:func:`align_pair`). Distances (lower is better): multi-resolution STFT distance, log-mel L1,
+mel-cepstral distortion, F0 RMSE, voiced/unvoiced error. Similarities (higher is better):
+wide-band PESQ and STOI, only with the ``eval`` extra (``pip install 'audiodiff[eval]'``).
+
+Waveforms are ``[T]`` or ``[B, T]`` (``[B, 1, T]`` is accepted) float tensors or arrays; the
+batched metrics return one value per item. Nothing here is differentiable by design: these are
+measurements, computed in float64 where rounding would otherwise leave a non-zero distance
+between identical inputs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+from typing import Any
+
+import librosa
+import numpy as np
+import torch
+from torch import Tensor
+
+from audiodiff.audio import MelSpectrogram, load_audio, resample
+from audiodiff.config import MelConfig, mel_profile
+
+# (n_fft, hop_length, win_length) of Parallel WaveGAN's / HiFi-GAN's auxiliary STFT losses.
+DEFAULT_RESOLUTIONS = ((512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))
+# Floor of |X|^2 before the square root and log: Parallel WaveGAN's value.
+STFT_POWER_FLOOR = 1e-7
+# Floor of the mel amplitude before the log of mel-cepstral distortion (HiFi-GAN's clip value).
+MCD_MEL_FLOOR = 1e-5
+# MCD = MCD_DB_PER_NEPER * sqrt(2 * sum of squared cepstral differences).
+MCD_DB_PER_NEPER = 10.0 / math.log(10.0)
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
+# Metric keys in table order, and which way is better.
+DISTANCES = ("mr_stft", "log_mel_l1", "mcd_db", "f0_rmse_hz", "vuv_error")
+SIMILARITIES = ("pesq_wb", "stoi")
+METRIC_ORDER = ("mr_stft", "log_mel_l1", "mcd_db", "pesq_wb", "stoi", "f0_rmse_hz", "vuv_error")
+EVAL_EXTRA_HINT = "install the eval extra: pip install 'audiodiff[eval]'"
+
+
+def _as_batch(x: Tensor | np.ndarray, name: str) -> Tensor:
+    """``[T]``, ``[B, T]`` or ``[B, 1, T]`` -> float64 ``[B, T]`` on the CPU."""
+    t = torch.as_tensor(x).detach().to("cpu", torch.float64)
+    if t.dim() == 3 and t.shape[1] == 1:
+        t = t[:, 0]
+    if t.dim() == 1:
+        t = t.unsqueeze(0)
+    if t.dim() != 2:
+        raise ValueError(f"{name} must be [T], [B, T] or [B, 1, T], got shape {tuple(t.shape)}")
+    return t
+
+
+def _pair(ref: Tensor | np.ndarray, gen: Tensor | np.ndarray) -> tuple[Tensor, Tensor]:
+    r, g = _as_batch(ref, "ref"), _as_batch(gen, "gen")
+    if r.shape != g.shape:
+        raise ValueError(
+            f"ref has shape {tuple(r.shape)} but gen has {tuple(g.shape)}; align them first "
+            "(align_pair)"
+        )
+    return r, g
+
+
+def align_pair(ref: Tensor, gen: Tensor, hop_length: int) -> tuple[Tensor, Tensor, int]:
+    """Trim the longer of two waveforms to the shorter one when they differ by at most a hop.
+
+    A vocoder's output may differ from its reference by a partial frame (``T // hop`` frames);
+    anything larger means the pair is misaligned, and cropping it would hide that.
+
+    Args:
+        ref: reference ``[..., T_ref]``.
+        gen: generated ``[..., T_gen]``.
+        hop_length: the mel hop in samples: the largest difference that is trimmed.
+
+    Returns:
+        ``(ref, gen, trimmed_samples)`` with equal last dimensions; the trim is at the end.
+
+    Raises:
+        ValueError: the lengths differ by more than ``hop_length`` (both lengths named).
+    """
+    n_ref, n_gen = ref.shape[-1], gen.shape[-1]
+    if abs(n_ref - n_gen) > hop_length:
+        raise ValueError(
+            f"lengths differ by more than one hop ({hop_length} samples): reference has {n_ref} "
+            f"samples but generated has {n_gen}"
+        )
+    n = min(n_ref, n_gen)
+    return ref[..., :n], gen[..., :n], abs(n_ref - n_gen)
+
+
+def _magnitude(x: Tensor, n_fft: int, hop_length: int, win_length: int) -> Tensor:
+    window = torch.hann_window(win_length, dtype=x.dtype)
+    spec = torch.stft(x, n_fft, hop_length, win_length, window, center=True, return_complex=True)
+    return (spec.real**2 + spec.imag**2).clamp_min(STFT_POWER_FLOOR).sqrt()
+
+
+def mr_stft_distance(
+    ref: Tensor | np.ndarray,
+    gen: Tensor | np.ndarray,
+    *,
+    resolutions: tuple[tuple[int, int, int], ...] = DEFAULT_RESOLUTIONS,
+) -> Tensor:
+    """Multi-resolution STFT distance (Yamamoto et al. 2020, Parallel WaveGAN, eq. 4-6).
+
+    For each resolution ``(n_fft, hop_length, win_length)`` with a periodic Hann window and
+    ``center=True`` STFT, magnitudes ``|X| = sqrt(max(re^2 + im^2, 1e-7))``:
+    spectral convergence ``SC = ||X_ref| - |X_gen||_F / ||X_ref||_F`` plus log-magnitude
+    ``LM = mean |ln|X_ref| - ln|X_gen||``; the distance is the mean of ``SC + LM`` over resolutions.
+    0 for identical inputs; unitless.
+
+    Args:
+        ref: reference ``[T]`` or ``[B, T]``.
+        gen: generated, same shape.
+        resolutions: ``(n_fft, hop_length, win_length)`` triples.
+
+    Returns:
+        ``[]`` for ``[T]`` inputs, ``[B]`` otherwise (float64).
+    """
+    r, g = _pair(ref, gen)
+    longest = max(n_fft for n_fft, _, _ in resolutions)
+    if r.shape[-1] <= longest // 2:
+        raise ValueError(
+            f"signals of {r.shape[-1]} samples are too short for an STFT of n_fft {longest}"
+        )
+    total = torch.zeros(r.shape[0], dtype=torch.float64)
+    for n_fft, hop, win in resolutions:
+        mag_r, mag_g = _magnitude(r, n_fft, hop, win), _magnitude(g, n_fft, hop, win)
+        sc = (mag_r - mag_g).flatten(1).norm(dim=1) / mag_r.flatten(1).norm(dim=1)
+        lm = (mag_r.log() - mag_g.log()).abs().flatten(1).mean(dim=1)
+        total += sc + lm
+    out = total / len(resolutions)
+    return out[0] if torch.as_tensor(ref).dim() == 1 else out
+
+
+def log_mel_l1(ref: Tensor | np.ndarray, gen: Tensor | np.ndarray, mel: MelSpectrogram) -> Tensor:
+    """Mean absolute difference of compressed mels in ``mel``'s profile (HiFi-GAN's "mel error").
+
+    For ``ln`` profiles the unit is nepers of mel amplitude; for ``diffwave-db`` it is the
+    profile's [0, 1] scale (1 = 100 dB). Computed in float64, so identical inputs give 0.
+
+    Returns:
+        ``[]`` for ``[T]`` inputs, ``[B]`` otherwise.
+    """
+    r, g = _pair(ref, gen)
+    out = (mel(r) - mel(g)).abs().flatten(1).mean(dim=1)
+    return out[0] if torch.as_tensor(ref).dim() == 1 else out
+
+
+def mel_cepstrum(x: Tensor, sample_rate: int, *, n_cepstra: int = 13, n_mels: int = 40) -> Tensor:
+    """Mel-cepstra ``c_1..c_n_cepstra`` of ``x`` ``[B, T]``: ``[B, frames, n_cepstra]``.
+
+    Amplitude STFT (periodic Hann, ``n_fft`` = the power of two nearest 46 ms, hop ``n_fft/4``,
+    centred), a Slaney mel filterbank of ``n_mels`` bands over 0 Hz..Nyquist, ``L = ln(max(mel,
+    1e-5))``, then ``c_k = (1/N) sum_n L_n cos(pi k (n + 1/2) / N)``: the scaling under which
+    ``L_n = c_0 + 2 sum_k c_k cos(...)``, the real-cepstrum convention the MCD constant assumes.
+    """
+    n_fft = 2 ** round(math.log2(0.046 * sample_rate))
+    mag = _magnitude(x, n_fft, n_fft // 4, n_fft).clamp_min(0)
+    fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, dtype=np.float64)
+    log_mel = (torch.from_numpy(fb) @ mag).clamp_min(MCD_MEL_FLOOR).log()  # [B, n_mels, frames]
+    k = torch.arange(1, n_cepstra + 1, dtype=torch.float64)[:, None]
+    n = torch.arange(n_mels, dtype=torch.float64)[None, :]
+    dct = torch.cos(math.pi * k * (n + 0.5) / n_mels) / n_mels  # [n_cepstra, n_mels]
+    return (dct @ log_mel).transpose(1, 2)
+
+
+def mel_cepstral_distortion(
+    ref: Tensor | np.ndarray,
+    gen: Tensor | np.ndarray,
+    sample_rate: int,
+    *,
+    n_cepstra: int = 13,
+) -> Tensor:
+    """Mel-cepstral distortion in dB (Kubichek 1993), on :func:`mel_cepstrum` features.
+
+    ``MCD = (10 / ln 10) * sqrt(2 * sum_{k=1..K} (c_k - c'_k)^2)`` per frame (c_0, the loudness,
+    excluded), averaged over all frames of the time-aligned pair (no DTW: copy synthesis is
+    aligned by construction). No pysptk: the cepstra are MFCC-like, so values are comparable
+    between systems scored here, not with numbers from SPTK mel-generalised cepstra.
+
+    Returns:
+        ``[]`` for ``[T]`` inputs, ``[B]`` otherwise, in dB.
+    """
+    r, g = _pair(ref, gen)
+    diff = mel_cepstrum(r, sample_rate, n_cepstra=n_cepstra) - mel_cepstrum(
+        g, sample_rate, n_cepstra=n_cepstra
+    )
+    out = MCD_DB_PER_NEPER * (2.0 * diff.pow(2).sum(dim=-1)).sqrt().mean(dim=-1)
+    return out[0] if torch.as_tensor(ref).dim() == 1 else out
+
+
+def eval_extra_available() -> bool:
+    """Whether ``pesq`` and ``pystoi`` (the ``eval`` extra) are importable."""
+    return all(importlib.util.find_spec(m) is not None for m in ("pesq", "pystoi"))
+
+
+def _mono(x: Tensor | np.ndarray, name: str) -> np.ndarray:
+    t = _as_batch(x, name)
+    if t.shape[0] != 1:
+        raise ValueError(f"{name} must be a single waveform, got a batch of {t.shape[0]}")
+    return t[0].numpy()
+
+
+def pesq_wb(ref: Tensor | np.ndarray, gen: Tensor | np.ndarray, sample_rate: int) -> float:
+    """Wide-band PESQ (ITU-T P.862.2), MOS-LQO in [1.04, 4.64], both resampled to 16 kHz.
+
+    Raises:
+        ModuleNotFoundError: without the ``eval`` extra (the message says how to install it).
+        ValueError: PESQ found no speech, or another PESQ error (its message kept).
+    """
+    if importlib.util.find_spec("pesq") is None:
+        raise ModuleNotFoundError(f"PESQ needs the 'pesq' package; {EVAL_EXTRA_HINT}")
+    import pesq
+
+    r = resample(torch.from_numpy(_mono(ref, "ref")), sample_rate, 16000).numpy()
+    g = resample(torch.from_numpy(_mono(gen, "gen")), sample_rate, 16000).numpy()
+    try:
+        return float(pesq.pesq(16000, r, g, "wb"))
+    except pesq.PesqError as err:
+        raise ValueError(f"PESQ failed: {type(err).__name__} {err}") from None
+
+
+def stoi(ref: Tensor | np.ndarray, gen: Tensor | np.ndarray, sample_rate: int) -> float:
+    """Short-time objective intelligibility (Taal et al. 2011) in [0, 1], via pystoi.
+
+    Raises:
+        ModuleNotFoundError: without the ``eval`` extra (the message says how to install it).
+    """
+    if importlib.util.find_spec("pystoi") is None:
+        raise ModuleNotFoundError(f"STOI needs the 'pystoi' package; {EVAL_EXTRA_HINT}")
+    from pystoi import stoi as _stoi
+
+    return float(_stoi(_mono(ref, "ref"), _mono(gen, "gen"), sample_rate, extended=False))
+
+
+def f0_errors(
+    ref: Tensor | np.ndarray,
+    gen: Tensor | np.ndarray,
+    sample_rate: int,
+    *,
+    f_min_hz: float = 65.0,
+    f_max_hz: float = 1000.0,
+) -> tuple[float, float]:
+    """F0 RMSE and voicing error from pYIN (Mauch & Dixon 2014, librosa.pyin).
+
+    Returns:
+        ``(f0_rmse_hz, vuv_error)``: RMSE in Hz over frames voiced in both (NaN if none), and the
+        fraction of frames whose voiced/unvoiced decisions differ.
+    """
+    frame_length = 2 ** round(math.log2(0.093 * sample_rate))  # ~93 ms: two periods of 20 Hz
+    kwargs = {"fmin": f_min_hz, "fmax": f_max_hz, "sr": sample_rate}
+    kwargs["frame_length"] = frame_length
+    f0_r, voiced_r, _ = librosa.pyin(_mono(ref, "ref"), **kwargs)
+    f0_g, voiced_g, _ = librosa.pyin(_mono(gen, "gen"), **kwargs)
+    both = voiced_r & voiced_g
+    rmse = float(np.sqrt(np.mean((f0_r[both] - f0_g[both]) ** 2))) if both.any() else math.nan
+    return rmse, float(np.mean(voiced_r != voiced_g))
+
+
+def real_time_factor(compute_s: float, audio_s: float) -> float:
+    """Seconds of compute per second of audio produced (< 1 is faster than real time)."""
+    if audio_s <= 0:
+        raise ValueError(f"audio_s must be positive, got {audio_s} (compute_s {compute_s})")
+    return compute_s / audio_s
+
+
+def _audio_files(folder: Path, role: str) -> dict[str, Path]:
+    if not folder.exists():
+        raise FileNotFoundError(f"{role} directory {folder} does not exist")
+    if not folder.is_dir():
+        raise ValueError(f"{role} directory {folder} is a file, not a directory")
+    files: dict[str, Path] = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if path.suffix.lower() not in AUDIO_SUFFIXES or any(p.startswith(".") for p in rel.parts):
+            continue
+        name = rel.with_suffix("").as_posix()
+        if name in files:
+            raise ValueError(f"{files[name]} and {path} in {role} both have the name {name!r}")
+        files[name] = path
+    return files
+
+
+def evaluate_dirs(
+    ref_dir: str | Path,
+    gen_dir: str | Path,
+    *,
+    mel_cfg: MelConfig | None = None,
+    pesq: bool | None = None,
+    f0: bool = False,
+) -> dict[str, Any]:
+    """Score every generated file against the reference file of the same name.
+
+    Names are paths relative to each folder without the extension (``a/b.flac`` pairs with
+    ``a/b.wav``). Both sides are loaded as mono at the profile's sample rate. Pairs whose lengths
+    differ by more than one hop, and files that cannot be read, are listed under ``errors``.
+
+    Args:
+        ref_dir: folder of reference audio.
+        gen_dir: folder of generated audio.
+        mel_cfg: profile of the log-mel L1 and the common sample rate (default ``hifigan``).
+        pesq: compute PESQ WB and STOI; ``None`` computes them when the extra is installed.
+        f0: compute F0 RMSE and voicing error (pYIN; slow, about a second per second of audio).
+
+    Returns:
+        JSON-ready dict: ``files`` (per-file rows: ``name``, ``duration_s``, ``trimmed_samples``
+        and one key per metric), ``total`` (mean of each metric over the scored files, plus
+        ``files`` and ``duration_s``), ``metrics``, ``unmatched_ref``, ``unmatched_gen``,
+        ``errors``, ``notes``, ``profile``, ``sample_rate``.
+
+    Raises:
+        FileNotFoundError: a folder is missing.
+        ModuleNotFoundError: ``pesq=True`` without the ``eval`` extra.
+        ValueError: no names in common, or two files of one folder with the same name.
+    """
+    cfg = mel_cfg or mel_profile("hifigan")
+    ref_files = _audio_files(Path(ref_dir), "reference")
+    gen_files = _audio_files(Path(gen_dir), "generated")
+    names = sorted(set(ref_files) & set(gen_files))
+    if not names:
+        raise ValueError(
+            f"no file names in common: reference {ref_dir} has {len(ref_files)} audio files, "
+            f"generated {gen_dir} has {len(gen_files)}"
+        )
+    notes = []
+    if pesq and not eval_extra_available():
+        raise ModuleNotFoundError(f"PESQ and STOI need pesq and pystoi; {EVAL_EXTRA_HINT}")
+    if pesq is None:
+        pesq = eval_extra_available()
+        if not pesq:
+            notes.append(f"PESQ and STOI skipped: {EVAL_EXTRA_HINT}")
+    metrics = ["mr_stft", "log_mel_l1", "mcd_db"]
+    metrics += ["pesq_wb", "stoi"] if pesq else []
+    metrics += ["f0_rmse_hz", "vuv_error"] if f0 else []
+    mel = MelSpectrogram(cfg).double()
+    sr = cfg.sample_rate
+    rows, errors = [], []
+    for name in names:
+        try:
+            ref, _ = load_audio(ref_files[name], sr)
+            gen, _ = load_audio(gen_files[name], sr)
+            ref, gen, trimmed = align_pair(ref[0], gen[0], cfg.hop_length)
+            row: dict[str, Any] = {"name": name, "duration_s": ref.shape[-1] / sr}
+            row["trimmed_samples"] = trimmed
+            row["mr_stft"] = float(mr_stft_distance(ref, gen))
+            row["log_mel_l1"] = float(log_mel_l1(ref, gen, mel))
+            row["mcd_db"] = float(mel_cepstral_distortion(ref, gen, sr))
+        except ValueError as err:  # AudioError is a ValueError
+            errors.append({"name": name, "error": str(err)})
+            continue
+        if pesq:
+            # One unscorable file (PESQ finds no speech in silence) must not sink the evaluation.
+            try:
+                row["pesq_wb"] = pesq_wb(ref, gen, sr)
+            except ValueError as err:
+                row["pesq_wb"] = None
+                notes.append(f"{name}: pesq_wb not computed: {err}")
+            row["stoi"] = stoi(ref, gen, sr)
+        if f0:
+            row["f0_rmse_hz"], row["vuv_error"] = f0_errors(ref, gen, sr)
+            row["f0_rmse_hz"] = None if math.isnan(row["f0_rmse_hz"]) else row["f0_rmse_hz"]
+        rows.append(row)
+    total: dict[str, Any] = {"files": len(rows), "duration_s": sum(r["duration_s"] for r in rows)}
+    for key in metrics:
+        values = [r[key] for r in rows if r.get(key) is not None]
+        total[key] = sum(values) / len(values) if values else None
+    return {
+        "ref_dir": str(ref_dir),
+        "gen_dir": str(gen_dir),
+        "profile": cfg.name,
+        "sample_rate": sr,
+        "metrics": metrics,
+        "files": rows,
+        "total": total,
+        "unmatched_ref": sorted(set(ref_files) - set(gen_files)),
+        "unmatched_gen": sorted(set(gen_files) - set(ref_files)),
+        "errors": errors,
+        "notes": notes,
+    }
+
+
+def _cell(value: Any, key: str) -> str:
+    if value is None:
+        return "-"
+    if key in ("files", "trimmed_samples"):
+        return str(value)
+    return (
+        f"{value:.3f}"
+        if key in ("mcd_db", "pesq_wb", "f0_rmse_hz", "duration_s")
+        else (f"{value:.4f}")
+    )
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """Plain-text table of an :func:`evaluate_dirs` result: one row per file, then the mean."""
+    keys = ["duration_s", *result["metrics"]]
+    header = ["name", *keys]
+    body = [[r["name"], *(_cell(r.get(k), k) for k in keys)] for r in result["files"]]
+    total = result["total"]
+    footer = [f"mean of {total['files']}", *(_cell(total.get(k), k) for k in keys)]
+    footer[1] = _cell(total["duration_s"], "duration_s") + " (sum)"
+    widths = [max(len(row[i]) for row in [header, *body, footer]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    rule = "-" * len(line(header))
+    out = [line(header), rule, *(line(r) for r in body), rule, line(footer)]
+    lower = [k for k in result["metrics"] if k in DISTANCES]
+    higher = [k for k in result["metrics"] if k in SIMILARITIES]
+    out.append(
+        f"lower is better: {', '.join(lower)}"
+        + (f"; higher is better: {', '.join(higher)}" if higher else "")
+    )
+    out.append(f"profile {result['profile']} at {result['sample_rate']} Hz")
+    for key, label in (("unmatched_ref", "only in reference"), ("unmatched_gen", "only generated")):
+        if result[key]:
+            out.append(f"{label} ({len(result[key])}): {', '.join(result[key])}")
+    out += [f"not scored: {e['name']}: {e['error']}" for e in result["errors"]]
+    out += [f"note: {n}" for n in result["notes"]]
+    return "\n".join(out)
