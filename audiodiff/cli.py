@@ -57,6 +57,64 @@ def main() -> None:
 
 # --- evaluate ----
 
+
+@main.command()
+@click.argument("ref_dir")
+@click.argument("gen_dir")
+@click.option("--json", "json_path", metavar="OUT", help="Also write the full result as JSON.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --json file.")
+@click.option(
+    "--profile",
+    default="hifigan",
+    show_default=True,
+    help="Mel profile of the log-mel L1; its sample rate is the one both sides are scored at.",
+)
+@click.option(
+    "--pesq/--no-pesq",
+    default=None,
+    help="Wide-band PESQ and STOI (the eval extra). Default: when installed.",
+)
+@click.option("--f0", is_flag=True, help="Also F0 RMSE and voiced/unvoiced error (pYIN; slow).")
+@user_errors
+def evaluate(
+    ref_dir: str,
+    gen_dir: str,
+    json_path: str | None,
+    overwrite: bool,
+    profile: str,
+    pesq: bool | None,
+    f0: bool,
+) -> None:
+    """Score GEN_DIR's audio against REF_DIR's, pairing files by name.
+
+    Prints one row per file and the mean: multi-resolution STFT distance, log-mel L1, mel-cepstral
+    distortion, and with the eval extra PESQ (wide-band) and STOI. Length differences within one
+    hop are trimmed; larger ones, unreadable files and unmatched names are listed, not scored.
+    """
+    import json
+    from pathlib import Path
+
+    from audiodiff.config import mel_profile
+    from audiodiff.metrics import evaluate_dirs, format_table
+
+    cfg = mel_profile(profile)
+    out = Path(json_path) if json_path else None
+    # Checked before scoring too, so a long evaluation is not lost to a refusal at the end.
+    if out is not None and out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    try:
+        result = evaluate_dirs(ref_dir, gen_dir, mel_cfg=cfg, pesq=pesq, f0=f0)
+    except ModuleNotFoundError as err:
+        fail(str(err))
+    click.echo(format_table(result))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "w" if overwrite else "x") as fh:
+            json.dump(result, fh, indent=2)
+            fh.write("\n")
+        click.echo(f"wrote {out}")
+
+
 # --- mel / vocode / generate / export / import-diffwave / search-schedule ----
 
 
