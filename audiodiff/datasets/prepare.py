@@ -1,0 +1,280 @@
+"""Probe every clip a layout names, split deterministically, write manifests and the report."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from audiodiff.datasets.layouts import (
+    FRACTIONS,
+    READERS,
+    SPLITS,
+    STANDARD_SAMPLE_RATES,
+    Clip,
+    Layout,
+    PrepareOptions,
+)
+
+MANIFEST_NAMES = tuple(f"{s}.jsonl" for s in SPLITS) + ("prepare_report.json",)
+
+
+def probe_audio(
+    path: Path, min_duration_s: float, silence_threshold: float, full: bool = True
+) -> dict[str, Any]:
+    """Open one file and say whether it is usable.
+
+    Returns:
+        ``{"sample_rate", "channels", "n_frames"}`` plus ``"skip": (kind, reason)`` when the file
+        must not be used; kind is one of unreadable, empty, bad_sample_rate, non_finite,
+        too_short, silent. ``full=False`` trusts the header and skips the silence check.
+    """
+    try:
+        with sf.SoundFile(str(path)) as f:
+            out: dict[str, Any] = {"sample_rate": f.samplerate, "channels": f.channels}
+            n_frames, peak = f.frames, None
+            if full:
+                n_frames, peak = 0, 0.0
+                for block in f.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
+                    n_frames += len(block)
+                    if not np.isfinite(block).all():
+                        return {**out, "n_frames": n_frames, "skip": ("non_finite", "NaN/inf")}
+                    peak = max(peak, float(np.abs(block).max(initial=0.0)))
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as err:
+        return {"skip": ("unreadable", str(err).strip() or type(err).__name__)}
+    out["n_frames"] = n_frames
+    rate = out["sample_rate"]
+    if n_frames == 0:
+        out["skip"] = ("empty", "no samples")
+    elif rate not in STANDARD_SAMPLE_RATES:
+        out["skip"] = ("bad_sample_rate", f"{rate} Hz is not an audio rate; header is wrong")
+    elif n_frames / rate < min_duration_s:
+        out["skip"] = ("too_short", f"{n_frames / rate:.3f} s < {min_duration_s} s")
+    elif peak is not None and peak < silence_threshold:
+        out["skip"] = ("silent", f"peak {peak:.2e} < {silence_threshold:.0e}")
+    return out
+
+
+def _probe_star(args: tuple[Path, float, float, bool]) -> dict[str, Any]:
+    return probe_audio(*args)
+
+
+def _hash_unit(key: str, seed: int) -> float:
+    digest = hashlib.blake2b(f"{seed}/{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+def ranked_split(
+    keys: list[str], val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, str]:
+    """Assign each key to a split: sort by seeded hash, take exact val then test counts.
+
+    At least one key stays in train whenever there is one, so a small group is never emptied.
+    """
+    ranked = sorted(keys, key=lambda k: (_hash_unit(k, seed), k))
+    n_val = round(len(ranked) * val_fraction)
+    n_test = min(round(len(ranked) * test_fraction), max(len(ranked) - 1 - n_val, 0))
+    n_val = min(n_val, max(len(ranked) - 1, 0))
+    return {
+        k: "val" if i < n_val else "test" if i < n_val + n_test else "train"
+        for i, k in enumerate(ranked)
+    }
+
+
+def _fractions(name: str, opts: PrepareOptions) -> tuple[float, float]:
+    out = []
+    for given, default, flag in zip(
+        (opts.val_fraction, opts.test_fraction), FRACTIONS[name], ("val", "test"), strict=True
+    ):
+        if default is None and given is not None:
+            raise ValueError(f"{name} decides its {flag} split itself; drop --{flag}-fraction")
+        value = default if given is None else given
+        if value is not None and not 0 <= value < 1:
+            raise ValueError(f"--{flag}-fraction must be in [0, 1), got {value}")
+        out.append(value or 0.0)
+    if out[0] + out[1] >= 1:
+        raise ValueError(f"val fraction {out[0]} + test fraction {out[1]} leaves nothing to train")
+    return out[0], out[1]
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)  # a crash never leaves half a manifest behind
+
+
+def _probe_all(layout: Layout, opts: PrepareOptions) -> list[dict[str, Any]]:
+    jobs = [
+        (c.path, opts.min_duration_s, opts.silence_threshold, opts.check_audio == "full")
+        for c in layout.clips
+    ]
+    if opts.workers > 1 and len(jobs) > 1:
+        # Decoding dominates on big corpora; map() keeps the input order, so output is identical.
+        with ProcessPoolExecutor(opts.workers) as pool:
+            return list(pool.map(_probe_star, jobs, chunksize=16))
+    return [probe_audio(*job) for job in jobs]
+
+
+def _manifest_rows(
+    name: str,
+    root: Path,
+    layout: Layout,
+    probes: list[dict[str, Any]],
+    fractions: tuple[float, float],
+    seed: int,
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, str]]], Counter, Counter]:
+    """Rows per split, skipped files per kind, and the sample-rate and channel counts found."""
+    skipped: dict[str, list[dict[str, str]]] = {}
+    rates, channels = Counter(), Counter()
+    usable: list[tuple[Clip, dict[str, Any]]] = []
+    for clip, probe in zip(layout.clips, probes, strict=True):
+        rel = clip.path.relative_to(root).as_posix()
+        if "sample_rate" in probe:
+            rates[str(probe["sample_rate"])] += 1
+            channels[str(probe["channels"])] += 1
+        if "skip" in probe:
+            kind, reason = probe["skip"]
+            if rel in layout.known_bad:
+                reason += f" ({layout.known_bad[rel]})"
+            skipped.setdefault(kind, []).append({"path": rel, "reason": reason})
+        else:
+            usable.append((clip, probe))
+    if not usable:
+        counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(skipped.items()))
+        why = (
+            f"{len(layout.clips)} file(s) found, none usable: {counts}"
+            if layout.clips
+            else ("no audio files where this layout keeps them")
+        )
+        raise ValueError(f"{name}: nothing usable in {root}: {why}")
+
+    # Clips without a fixed split are ranked within their speaker/label group (stratified).
+    groups: dict[tuple[str, str], list[str]] = {}
+    for clip, _ in usable:
+        if clip.split is None:
+            key = (clip.speaker or "", str(clip.label))
+            groups.setdefault(key, []).append(clip.path.relative_to(root).as_posix())
+    assigned: dict[str, str] = {}
+    for keys in groups.values():
+        assigned.update(ranked_split(keys, *fractions, seed))
+
+    rows: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+    for clip, probe in usable:
+        split = clip.split or assigned[clip.path.relative_to(root).as_posix()]
+        row = {
+            "path": str(clip.path),
+            "duration_s": round(probe["n_frames"] / probe["sample_rate"], 6),
+            "sample_rate": probe["sample_rate"],
+            "channels": probe["channels"],
+            "split": split,
+        }
+        for key in ("speaker", "label", "text"):
+            if getattr(clip, key) is not None:
+                row[key] = getattr(clip, key)
+        rows[split].append(row)
+    if not rows["train"]:
+        raise ValueError(f"{name}: {len(usable)} usable clip(s) but none in the train split")
+    for split_rows in rows.values():
+        split_rows.sort(key=lambda x: x["path"])
+    return rows, skipped, rates, channels
+
+
+def prepare(
+    name: str,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    options: PrepareOptions | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Read dataset ``name`` from ``data_dir``; write manifests and report into ``out_dir``.
+
+    Returns:
+        The report (also written as ``prepare_report.json``): ``clips``, ``hours`` and
+        ``speakers`` per split, ``sample_rates`` and ``channels`` found, ``missing_files``
+        (metadata rows with no file), ``unlisted_files`` (files with no metadata row),
+        ``skipped`` (per kind: path and reason), ``label_names``, ``split_rule``, ``notes``.
+
+    Raises:
+        ValueError: unknown layout, missing metadata, bad option, or nothing usable (says why).
+        FileExistsError: ``out_dir`` already holds manifests and ``overwrite`` is False.
+    """
+    opts = options or PrepareOptions()
+    if name not in READERS:
+        raise ValueError(f"unknown dataset layout {name!r}; known: {', '.join(READERS)}")
+    root, out = Path(data_dir).resolve(), Path(out_dir).resolve()
+    if not root.is_dir():
+        raise ValueError(f"data folder {data_dir} does not exist or is not a folder")
+    if out == root or root in out.parents:
+        raise ValueError(
+            f"--out {out} is inside the dataset folder {root}; prepare never writes there"
+        )
+    existing = [n for n in MANIFEST_NAMES if (out / n).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{out / existing[0]} exists; pass --overwrite to replace it")
+    val_fraction, test_fraction = _fractions(name, opts)  # bad options fail before any decoding
+    layout = READERS[name](root, opts)
+    probes = _probe_all(layout, opts)
+    fractions = (val_fraction, test_fraction)
+    rows, skipped, rates, channels = _manifest_rows(
+        name, root, layout, probes, fractions, opts.seed
+    )
+
+    options_used = {**opts.__dict__, "val_fraction": val_fraction, "test_fraction": test_fraction}
+    options_used["holdout"] = list(opts.holdout) if opts.holdout is not None else None
+    report = {
+        "dataset": name,
+        "data_dir": str(root),
+        "options": options_used,
+        "split_rule": layout.split_rule,
+        "files_found": len(layout.clips),
+        "clips": {s: len(r) for s, r in rows.items()},
+        "hours": {s: round(sum(x["duration_s"] for x in r) / 3600, 4) for s, r in rows.items()},
+        "speakers": {s: len({x["speaker"] for x in r if "speaker" in x}) for s, r in rows.items()},
+        "label_names": layout.label_names,
+        "sample_rates": dict(sorted(rates.items(), key=lambda kv: int(kv[0]))),
+        "channels": dict(sorted(channels.items(), key=lambda kv: int(kv[0]))),
+        "missing_files": layout.missing,
+        "unlisted_files": layout.unlisted,
+        "skipped": {k: skipped[k] for k in sorted(skipped)},
+        "notes": layout.notes,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    for split, split_rows in rows.items():
+        text = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in split_rows)
+        _write_text(out / f"{split}.jsonl", text)
+    _write_text(
+        out / "prepare_report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+    )
+    return report
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    """A few human lines: clips, hours and speakers per split, rates found, what was skipped."""
+    lines = [f"{report['dataset']}: {report['files_found']} files found in {report['data_dir']}"]
+    for split in SPLITS:
+        speakers = report["speakers"][split]
+        lines.append(
+            f"  {split:5s} {report['clips'][split]:7d} clips {report['hours'][split]:9.3f} h"
+            + (f"  {speakers} speakers" if speakers else "")
+        )
+    lines.append(f"  sample rates {report['sample_rates']}  channels {report['channels']}")
+    problems = [
+        f"{len(report['missing_files'])} metadata rows without a file",
+        f"{len(report['unlisted_files'])} files without a metadata row",
+    ] + [f"{len(v)} {k}" for k, v in report["skipped"].items()]
+    lines.append("  " + "; ".join(problems))
+    lines += [f"  note: {n}" for n in report["notes"]]
+    return "\n".join(lines)
+
+
+def prepare_options(**kwargs: Any) -> PrepareOptions:
+    """Build :class:`PrepareOptions` from keyword arguments, ``None`` meaning "the default"."""
+    return replace(PrepareOptions(), **{k: v for k, v in kwargs.items() if v is not None})
