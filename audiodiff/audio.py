@@ -1,0 +1,476 @@
+"""Audio I/O, resampling, the MelConfig-driven mel spectrogram, and the mel normaliser.
+
+Files are read and written with soundfile (libsndfile): wav at any bit depth, flac, ogg/vorbis and
+mp3 where the installed libsndfile has it. Resampling uses soxr through librosa. No torchaudio
+(DESIGN.md §2): its ``MelSpectrogram`` is ``torch.stft`` plus a filterbank, which is what
+:class:`MelSpectrogram` computes here, with every convention named by a :class:`MelConfig`
+(DESIGN.md §5):
+
+- ``padding="hifigan"`` (HiFi-GAN ``meldataset.mel_spectrogram``, BigVGAN): reflect-pad
+  ``(n_fft - hop_length) / 2`` samples on both sides, STFT with ``center=False``, magnitude
+  ``sqrt(re^2 + im^2 + 1e-9)``. Frames = ``T // hop_length`` (= ``T / hop_length`` for crops).
+- ``padding="center"`` (torchaudio / lmnt-com/diffwave, Tacotron 2): ``torch.stft(center=True)``
+  with reflect padding, magnitude ``|X|`` (no epsilon). Frames = ``T // hop_length + 1``.
+- ``normalized=True`` divides the STFT by ``sqrt(sum(window^2))`` (torchaudio's
+  ``normalized=True``, i.e. its ``"window"`` normalisation, which lmnt-com/diffwave uses).
+- ``power`` raises the magnitude (1 = magnitude, 2 = power) before the filterbank.
+- Filterbank: ``librosa.filters.mel`` (Slaney or HTK scale, Slaney or no area norm); window: a
+  periodic Hann of ``win_length`` samples, centred in ``n_fft`` like ``torch.stft`` does.
+- ``compression="ln"``: ``ln(max(mel, 1e-5))``; ``"diffwave-db"``:
+  ``clamp((20 log10(max(mel, 1e-5)) - 20 + 100) / 100, 0, 1)``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+import librosa
+import numpy as np
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+
+from audiodiff.config import MelConfig
+
+# Floor of the mel before the logarithm: HiFi-GAN's and lmnt-com/diffwave's clip value.
+MEL_FLOOR = 1e-5
+# HiFi-GAN adds this under the square root of the magnitude (keeps its gradient finite at 0).
+HIFIGAN_MAGNITUDE_EPS = 1e-9
+# PCM_16 full scale used when writing: +1.0 -> +32767 and -1.0 -> -32767 (no wrap-around at +1).
+PCM16_SCALE = 32767
+
+
+class AudioError(ValueError):
+    """A file that cannot be used as audio; the message names the file and the reason."""
+
+
+# --------------------------------------------------------------------------------------------------
+# I/O
+# --------------------------------------------------------------------------------------------------
+
+
+def _open_error(path: Path, err: Exception) -> AudioError:
+    if not path.exists():
+        return AudioError(f"{path}: no such file")
+    if path.is_dir():
+        return AudioError(f"{path}: is a directory, not an audio file")
+    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return AudioError(f"{path}: not a readable audio file ({reason})")
+
+
+def audio_info(path: str | Path) -> tuple[int, int, int]:
+    """Read only the header of an audio file.
+
+    Returns:
+        ``(sample_rate, n_frames, channels)``. For compressed formats (ogg, mp3) ``n_frames`` is
+        what libsndfile reports, which can differ slightly from the decoded length.
+
+    Raises:
+        AudioError: the file is missing or not readable audio.
+    """
+    path = Path(path)
+    try:
+        info = sf.info(str(path))
+    except Exception as err:  # soundfile raises LibsndfileError, RuntimeError or OSError
+        raise _open_error(path, err) from None
+    return int(info.samplerate), int(info.frames), int(info.channels)
+
+
+def load_audio(path: str | Path, sample_rate: int | None = None) -> tuple[torch.Tensor, int]:
+    """Load a file as mono float32, optionally resampled.
+
+    Integer PCM is scaled by libsndfile's convention (``int16 / 32768``), the one HiFi-GAN,
+    librosa and torchaudio use, so mels match those computed by other toolkits.
+
+    Args:
+        path: any format libsndfile reads (wav 16/24/32-bit int or float, flac, ogg, mp3, ...).
+        sample_rate: target rate in Hz; resampled with soxr (``soxr_hq``) when it differs.
+
+    Returns:
+        ``(audio [1, T] float32, sample_rate_hz)``, channels averaged to mono.
+
+    Raises:
+        AudioError: missing, unreadable or empty (0 frames) file.
+    """
+    path = Path(path)
+    try:
+        data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as err:
+        raise _open_error(path, err) from None
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: empty (0 frames)")
+    mono = data.mean(axis=1, dtype=np.float32)
+    audio = torch.from_numpy(np.ascontiguousarray(mono)).unsqueeze(0)
+    if sample_rate is not None and sample_rate != file_rate:
+        audio = resample(audio, int(file_rate), int(sample_rate))
+        return audio, int(sample_rate)
+    return audio, int(file_rate)
+
+
+def resample(audio: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:
+    """Resample along the last axis with soxr (``librosa.resample(res_type="soxr_hq")``).
+
+    Args:
+        audio: ``[..., T]`` float tensor on any device.
+        orig_sr: sample rate of ``audio`` in Hz.
+        target_sr: wanted sample rate in Hz.
+
+    Returns:
+        ``[..., ceil(T * target_sr / orig_sr)]``, same dtype and device as ``audio``.
+
+    Raises:
+        ValueError: a non-positive sample rate.
+    """
+    if orig_sr <= 0 or target_sr <= 0:
+        raise ValueError(
+            f"sample rates must be positive, got orig_sr {orig_sr}, target {target_sr}"
+        )
+    if orig_sr == target_sr:
+        return audio
+    dtype = audio.dtype if audio.dtype in (torch.float32, torch.float64) else torch.float32
+    y = audio.detach().to("cpu", dtype).numpy()
+    out = librosa.resample(y, orig_sr=orig_sr, target_sr=target_sr, res_type="soxr_hq", axis=-1)
+    return torch.from_numpy(np.ascontiguousarray(out)).to(audio.device, audio.dtype)
+
+
+def _as_mono_numpy(audio: torch.Tensor | np.ndarray) -> np.ndarray:
+    arr = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
+    shape = tuple(arr.shape)
+    if arr.ndim == 0 or arr.ndim > 3 or any(n != 1 for n in shape[:-1]):
+        raise ValueError(f"save_audio expects mono audio [T], [1, T] or [1, 1, T], got {shape}")
+    return arr.reshape(-1).astype(np.float64)
+
+
+def save_audio(
+    path: str | Path,
+    audio: torch.Tensor | np.ndarray,
+    sample_rate: int,
+    *,
+    subtype: str = "PCM_16",
+    overwrite: bool = False,
+) -> Path:
+    """Write mono audio atomically (temp file in the same folder, then ``os.replace``).
+
+    Values are clipped to [-1, 1]. For ``PCM_16`` the integers are ``round(x * 32767)``, computed
+    here so the mapping is exact (libsndfile would otherwise choose its own scaling). Reading such
+    a file back with :func:`load_audio` (``/ 32768``) gives an error of at most
+    ``(|x| + 0.5) / 32768`` per sample.
+
+    Args:
+        path: output file; its extension picks the container (``.wav``, ``.flac``, ``.ogg``).
+        audio: torch or numpy ``[T]``, ``[1, T]`` or ``[1, 1, T]`` in [-1, 1].
+        sample_rate: in Hz.
+        subtype: libsndfile subtype, e.g. ``"PCM_16"``, ``"PCM_24"``, ``"FLOAT"``, ``"VORBIS"``.
+        overwrite: replace an existing file; otherwise an existing file is an error.
+
+    Returns:
+        The path written.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is false.
+        ValueError: audio of another shape.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"{path} exists; pass overwrite=True (--overwrite on the CLI) to replace it"
+        )
+    x = np.clip(_as_mono_numpy(audio), -1.0, 1.0)
+    data = (
+        np.round(x * PCM16_SCALE).astype(np.int16) if subtype == "PCM_16" else x.astype(np.float32)
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Keep the extension on the temp name: soundfile picks the container from it.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        sf.write(tmp, data, int(sample_rate), subtype=subtype)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Mel spectrogram
+# --------------------------------------------------------------------------------------------------
+
+
+def _filterbank(cfg: MelConfig) -> np.ndarray:
+    """librosa mel filterbank ``[n_mels, n_fft // 2 + 1]`` in float64."""
+    return librosa.filters.mel(
+        sr=cfg.sample_rate,
+        n_fft=cfg.n_fft,
+        n_mels=cfg.n_mels,
+        fmin=cfg.f_min,
+        fmax=cfg.f_max,
+        htk=cfg.mel_scale == "htk",
+        norm="slaney" if cfg.norm == "slaney" else None,
+        dtype=np.float64,
+    )
+
+
+def _compress(mel: torch.Tensor, compression: Literal["ln", "diffwave-db"]) -> torch.Tensor:
+    floored = torch.clamp(mel, min=MEL_FLOOR)
+    if compression == "ln":
+        return torch.log(floored)
+    if compression == "diffwave-db":
+        db = 20.0 * torch.log10(floored) - 20.0
+        return torch.clamp((db + 100.0) / 100.0, 0.0, 1.0)
+    raise ValueError(f"unknown mel compression {compression!r}; expected 'ln' or 'diffwave-db'")
+
+
+class MelSpectrogram(torch.nn.Module):
+    """Mel spectrogram exactly as a :class:`MelConfig` defines it (DESIGN.md §5).
+
+    The filterbank and window are non-persistent buffers: they are derived from the config, so
+    they never go stale in a checkpoint. They are kept in float64 and cast to the compute dtype.
+    """
+
+    mel_basis: torch.Tensor
+    window: torch.Tensor
+
+    def __init__(self, cfg: MelConfig) -> None:
+        super().__init__()
+        if cfg.win_length > cfg.n_fft:
+            raise ValueError(f"win_length {cfg.win_length} exceeds n_fft {cfg.n_fft}")
+        if cfg.padding == "hifigan" and (cfg.n_fft - cfg.hop_length) % 2:
+            raise ValueError(
+                f"hifigan padding needs n_fft - hop_length even, got {cfg.n_fft} - {cfg.hop_length}"
+            )
+        self.cfg = cfg
+        self.register_buffer("mel_basis", torch.from_numpy(_filterbank(cfg)), persistent=False)
+        self.register_buffer(
+            "window",
+            torch.hann_window(cfg.win_length, periodic=True, dtype=torch.float64),
+            persistent=False,
+        )
+
+    def n_frames(self, n_samples: int) -> int:
+        """Frames produced for ``n_samples`` input samples.
+
+        ``hifigan`` padding: ``n_samples // hop_length`` (exactly ``n_samples / hop_length`` when
+        divisible; a trailing partial hop yields no frame). ``center``: ``n_samples // hop + 1``.
+        """
+        hop = self.cfg.hop_length
+        return n_samples // hop if self.cfg.padding == "hifigan" else n_samples // hop + 1
+
+    def min_samples(self) -> int:
+        """Shortest input accepted: reflect padding needs more samples than it pads."""
+        if self.cfg.padding == "hifigan":
+            return max((self.cfg.n_fft - self.cfg.hop_length) // 2 + 1, self.cfg.hop_length)
+        return self.cfg.n_fft // 2 + 1
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        """Compute the compressed mel spectrogram.
+
+        Args:
+            audio: ``[B, T]`` or ``[B, 1, T]`` float waveform in [-1, 1]. float32 and float64 are
+                computed in their own dtype; half precision is computed in float32. Autocast is
+                disabled inside (an fp16 STFT loses the low bins).
+
+        Returns:
+            ``[B, n_mels, frames]`` with ``frames = self.n_frames(T)``.
+
+        Raises:
+            ValueError: wrong rank, a channel count other than 1, or fewer samples than the
+                reflect padding needs.
+        """
+        cfg = self.cfg
+        if audio.dim() == 3:
+            if audio.shape[1] != 1:
+                raise ValueError(f"expected mono audio [B, 1, T], got shape {tuple(audio.shape)}")
+            audio = audio[:, 0]
+        if audio.dim() != 2:
+            raise ValueError(f"expected audio [B, T] or [B, 1, T], got shape {tuple(audio.shape)}")
+        if audio.shape[-1] < self.min_samples():
+            raise ValueError(
+                f"audio has {audio.shape[-1]} samples but the {cfg.name!r} mel needs at least "
+                f"{self.min_samples()}"
+            )
+        dtype = audio.dtype if audio.dtype in (torch.float32, torch.float64) else torch.float32
+        with torch.autocast(device_type=audio.device.type, enabled=False):
+            x = audio.to(dtype)
+            window = self.window.to(device=x.device, dtype=dtype)
+            if cfg.padding == "hifigan":
+                pad = (cfg.n_fft - cfg.hop_length) // 2
+                x = F.pad(x.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
+            spec = torch.stft(
+                x,
+                n_fft=cfg.n_fft,
+                hop_length=cfg.hop_length,
+                win_length=cfg.win_length,
+                window=window,
+                center=cfg.padding == "center",
+                pad_mode="reflect",
+                normalized=False,
+                onesided=True,
+                return_complex=True,
+            )
+            if cfg.normalized:
+                spec = spec / torch.sqrt(torch.sum(window**2))
+            power = spec.real**2 + spec.imag**2
+            if cfg.padding == "hifigan":
+                power = power + HIFIGAN_MAGNITUDE_EPS
+            magnitude = torch.sqrt(power)
+            if cfg.power != 1.0:
+                magnitude = magnitude**cfg.power
+            mel = torch.matmul(self.mel_basis.to(device=x.device, dtype=dtype), magnitude)
+            return _compress(mel, cfg.compression)
+
+
+def mel_value_range(cfg: MelConfig) -> tuple[float, float]:
+    """Range of values :class:`MelSpectrogram` can produce for ``cfg`` on audio in [-1, 1].
+
+    ``diffwave-db`` clamps to (0, 1). For ``ln`` the lower end is ``ln(1e-5)``; the upper end is a
+    proven bound, the smaller of two per filter row ``f`` (window ``w``, ``N = n_fft``):
+
+    - triangle inequality: ``|X_k| <= sum(w)``, so ``mel <= sum(f) * sum(w)^power``;
+    - for ``power`` 1, Cauchy-Schwarz with Parseval: ``mel <= ||f||_2 * sqrt(sum_k |X_k|^2)``, and
+      for a real frame with ``|x| <= 1`` the one-sided ``sum_k |X_k|^2 <= (N sum(w^2) +
+      2 sum(w)^2) / 2`` (the DC and Nyquist bins are not mirrored).
+
+    Magnitudes are divided by ``sqrt(sum(w^2))`` when ``normalized``; HiFi-GAN's ``1e-9`` adds at
+    most ``sqrt(1e-9) * sum(f)``. A margin of 1e-3 on the ln scale absorbs float32 rounding. Full-
+    scale square waves come within about 0.7 nats of the bound for the built-in profiles.
+
+    Returns:
+        ``(low, high)`` on the compressed scale.
+    """
+    low = math.log(MEL_FLOOR)
+    if cfg.compression == "diffwave-db":
+        return 0.0, 1.0
+    window = np.hanning(cfg.win_length + 1)[:-1]  # periodic Hann, as torch.hann_window
+    scale = 1.0 / math.sqrt(float((window**2).sum())) if cfg.normalized else 1.0
+    # sqrt(|X|^2 + eps) <= |X| + sqrt(eps): HiFi-GAN's epsilon shifts every magnitude bound.
+    eps_shift = math.sqrt(HIFIGAN_MAGNITUDE_EPS) if cfg.padding == "hifigan" else 0.0
+    fb = _filterbank(cfg)
+    row_sum = fb.sum(axis=1)
+    bound = row_sum * (float(window.sum()) * scale + eps_shift) ** cfg.power
+    if cfg.power == 1.0:
+        energy = (cfg.n_fft * float((window**2).sum()) + 2 * float(window.sum()) ** 2) / 2
+        parseval = np.sqrt((fb**2).sum(axis=1)) * math.sqrt(energy) * scale + row_sum * eps_shift
+        bound = np.minimum(bound, parseval)
+    high = math.log(max(float(bound.max()), MEL_FLOOR)) + 1e-3
+    return low, high
+
+
+# --------------------------------------------------------------------------------------------------
+# Mel normaliser (mel-domain diffusion)
+# --------------------------------------------------------------------------------------------------
+
+
+class MelStatsAccumulator:
+    """Streaming per-bin mean and standard deviation over frames, accumulated in float64.
+
+    Merges batches with Chan et al.'s parallel variance update (stable for millions of frames,
+    unlike sum / sum-of-squares).
+    """
+
+    def __init__(self, n_mels: int) -> None:
+        self.n_mels = n_mels
+        self.count = 0
+        self.mean = torch.zeros(n_mels, dtype=torch.float64)
+        self.m2 = torch.zeros(n_mels, dtype=torch.float64)
+
+    def update(self, mel: torch.Tensor) -> None:
+        """Add frames from ``mel`` ``[n_mels, F]`` or ``[B, n_mels, F]``."""
+        m = mel.detach().to("cpu", torch.float64)
+        if m.dim() == 2:
+            m = m.unsqueeze(0)
+        if m.dim() != 3 or m.shape[1] != self.n_mels:
+            raise ValueError(
+                f"mel has shape {tuple(mel.shape)} but the accumulator expects "
+                f"[B, {self.n_mels}, F]"
+            )
+        frames = m.transpose(0, 1).reshape(self.n_mels, -1)
+        n = frames.shape[1]
+        if n == 0:
+            return
+        batch_mean = frames.mean(dim=1)
+        batch_m2 = ((frames - batch_mean[:, None]) ** 2).sum(dim=1)
+        total = self.count + n
+        delta = batch_mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + batch_m2 + delta**2 * (self.count * n / total)
+        self.count = total
+
+    def std(self) -> torch.Tensor:
+        """Population standard deviation per bin, ``[n_mels]`` float64."""
+        if self.count == 0:
+            raise ValueError("no frames accumulated; call update() with at least one mel first")
+        return torch.sqrt(self.m2 / self.count)
+
+    def normalizer(self, min_std: float = 1e-3) -> MelNormalizer:
+        """A :class:`MelNormalizer` holding the accumulated statistics."""
+        return MelNormalizer.from_stats(self.mean, self.std(), min_std=min_std)
+
+
+class MelNormalizer(torch.nn.Module):
+    """Per-bin standardisation of mels: ``(mel - mean) / std`` and back.
+
+    ``mean`` and ``std`` (``[n_mels]``) are persistent buffers, so they travel in state dicts with
+    the model. ``std`` is floored at ``min_std``: bins that are constant in the data (for example
+    always at the 1e-5 clamp) would otherwise blow up to +-inf.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, n_mels: int, min_std: float = 1e-3) -> None:
+        super().__init__()
+        if min_std <= 0:
+            raise ValueError(f"min_std must be positive, got {min_std}")
+        self.min_std = min_std
+        self.register_buffer("mean", torch.zeros(n_mels))
+        self.register_buffer("std", torch.ones(n_mels))
+
+    @classmethod
+    def from_stats(
+        cls, mean: torch.Tensor | np.ndarray, std: torch.Tensor | np.ndarray, min_std: float = 1e-3
+    ) -> MelNormalizer:
+        """Build from per-bin ``mean`` and ``std`` ``[n_mels]``; ``std`` floored at ``min_std``."""
+        mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
+        std_t = torch.as_tensor(std, dtype=torch.float32).reshape(-1)
+        if mean_t.shape != std_t.shape:
+            raise ValueError(f"mean has {mean_t.numel()} bins but std has {std_t.numel()}")
+        norm = cls(mean_t.numel(), min_std=min_std)
+        norm.mean.copy_(mean_t)
+        norm.std.copy_(torch.clamp(std_t, min=min_std))
+        return norm
+
+    @classmethod
+    def fit(cls, mels: Iterable[torch.Tensor], min_std: float = 1e-3) -> MelNormalizer:
+        """Statistics over every frame of ``mels`` (each ``[n_mels, F]`` or ``[B, n_mels, F]``)."""
+        acc: MelStatsAccumulator | None = None
+        for mel in mels:
+            if acc is None:
+                acc = MelStatsAccumulator(mel.shape[-2])
+            acc.update(mel)
+        if acc is None:
+            raise ValueError("MelNormalizer.fit got no mels")
+        return acc.normalizer(min_std=min_std)
+
+    def _check(self, mel: torch.Tensor) -> None:
+        if mel.dim() < 2 or mel.shape[-2] != self.mean.numel():
+            raise ValueError(
+                f"mel has shape {tuple(mel.shape)} but this normaliser expects "
+                f"{self.mean.numel()} bins in [B, n_mels, F]"
+            )
+
+    def normalize(self, mel: torch.Tensor) -> torch.Tensor:
+        """``[B, n_mels, F]`` -> standardised ``[B, n_mels, F]`` (same dtype)."""
+        self._check(mel)
+        mean = self.mean.to(mel.dtype)[:, None]
+        return (mel - mean) / self.std.to(mel.dtype)[:, None]
+
+    def denormalize(self, mel: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`normalize`, ``[B, n_mels, F]``."""
+        self._check(mel)
+        return mel * self.std.to(mel.dtype)[:, None] + self.mean.to(mel.dtype)[:, None]
