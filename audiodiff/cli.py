@@ -55,6 +55,75 @@ def main() -> None:
 
 # --- prepare ----
 
+PREPARE_LAYOUTS = ("ljspeech", "vctk", "libritts", "sc09", "maestro", "gtzan", "folder", "klettres")
+
+
+@main.command()
+@click.argument("layout", metavar="RECIPE", type=click.Choice(PREPARE_LAYOUTS))
+@click.argument("data_dir", type=click.Path(file_okay=False))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for train/val/test.jsonl and prepare_report.json.",
+)
+@click.option("--mic", type=click.Choice(["mic1", "mic2"]), default=None, help="VCTK microphone.")
+@click.option(
+    "--val-fraction",
+    type=float,
+    default=None,
+    help="Share of clips for val (layouts without an official split).",
+)
+@click.option(
+    "--test-fraction", type=float, default=None, help="Share of clips for test (ljspeech, folder)."
+)
+@click.option("--seed", type=int, default=None, help="Seed of the ranked-hash split (default 0).")
+@click.option(
+    "--holdout", default=None, help="Comma-separated test speakers (vctk) or languages (klettres)."
+)
+@click.option(
+    "--label-from-folder",
+    is_flag=True,
+    default=None,
+    help="folder: label each file by its parent folder's name.",
+)
+@click.option(
+    "--min-duration-s", type=float, default=None, help="Skip shorter files (default 0.1)."
+)
+@click.option(
+    "--silence-threshold",
+    type=float,
+    default=None,
+    help="Skip files whose peak is below this (default 1e-4).",
+)
+@click.option(
+    "--check-audio",
+    type=click.Choice(["full", "header"]),
+    default=None,
+    help="full: decode every file (default); header: trust headers, no silence check.",
+)
+@click.option("--workers", type=int, default=None, help="Decoding processes (default 0: inline).")
+@click.option("--overwrite", is_flag=True, help="Replace manifests already in --out.")
+@user_errors
+def prepare(
+    layout: str, data_dir: str, out_dir: str, holdout: str | None, overwrite: bool, **options: Any
+) -> None:
+    """Read DATA_DIR in RECIPE's published layout and write deterministic manifests to --out.
+
+    The dataset folder is only read. Missing, unlisted, unreadable, empty, silent and too-short
+    files are listed in prepare_report.json; a short summary is printed here.
+    """
+    from audiodiff.datasets import format_summary, prepare_options
+    from audiodiff.datasets import prepare as run_prepare
+
+    if holdout is not None:
+        options["holdout"] = tuple(s.strip() for s in holdout.split(",") if s.strip())
+    report = run_prepare(layout, data_dir, out_dir, prepare_options(**options), overwrite)
+    click.echo(format_summary(report))
+    click.echo(f"wrote train.jsonl, val.jsonl, test.jsonl and prepare_report.json to {out_dir}")
+
+
 # --- evaluate ----
 
 
