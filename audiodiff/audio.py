@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
@@ -173,26 +173,34 @@ def save_audio(
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is false.
-        ValueError: audio of another shape.
+        ValueError: audio of another shape, or an extension / subtype libsndfile cannot write.
     """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(
             f"{path} exists; pass overwrite=True (--overwrite on the CLI) to replace it"
         )
+    container = path.suffix[1:].upper()
+    if container not in sf.available_formats():
+        raise ValueError(f"{path}: unknown audio extension {path.suffix!r}; use .wav or .flac")
+    if not sf.check_format(container, subtype):
+        raise ValueError(
+            f"{path}: subtype {subtype!r} cannot be written to {container}; valid subtypes: "
+            + ", ".join(sf.available_subtypes(container))
+        )
     x = np.clip(_as_mono_numpy(audio), -1.0, 1.0)
     data = (
         np.round(x * PCM16_SCALE).astype(np.int16) if subtype == "PCM_16" else x.astype(np.float32)
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Keep the extension on the temp name: soundfile picks the container from it.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
+    # Same folder as the target, so os.replace is an atomic rename on one filesystem. Not
+    # mkstemp: its 0600 mode would survive the rename and make the output owner-only.
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
-        sf.write(tmp, data, int(sample_rate), subtype=subtype)
+        sf.write(tmp, data, int(sample_rate), subtype=subtype, format=container)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
@@ -279,8 +287,8 @@ class MelSpectrogram(torch.nn.Module):
             ``[B, n_mels, frames]`` with ``frames = self.n_frames(T)``.
 
         Raises:
-            ValueError: wrong rank, a channel count other than 1, or fewer samples than the
-                reflect padding needs.
+            ValueError: wrong rank, a channel count other than 1, integer samples, or fewer
+                samples than the reflect padding needs.
         """
         cfg = self.cfg
         if audio.dim() == 3:
@@ -289,6 +297,8 @@ class MelSpectrogram(torch.nn.Module):
             audio = audio[:, 0]
         if audio.dim() != 2:
             raise ValueError(f"expected audio [B, T] or [B, 1, T], got shape {tuple(audio.shape)}")
+        if not audio.is_floating_point():
+            raise ValueError(f"audio must be a float tensor in [-1, 1], got dtype {audio.dtype}")
         if audio.shape[-1] < self.min_samples():
             raise ValueError(
                 f"audio has {audio.shape[-1]} samples but the {cfg.name!r} mel needs at least "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
+import uuid
 import zlib
 from pathlib import Path
 
@@ -119,12 +119,12 @@ def spectrogram_png(
         top += arr.shape[0] + GAP_PX
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # Temp file beside the target, then an atomic rename (a reader never sees half a PNG).
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(_png_bytes(image))
+        tmp.write_bytes(_png_bytes(image))
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path

@@ -128,9 +128,15 @@ def test_save_accepts_mono_shapes(tmp_path: Path, shape: tuple[int, ...]) -> Non
     assert sf.info(tmp_path / "t.wav").frames == sf.info(tmp_path / "n.wav").frames == 300
 
 
-def test_save_rejects_multichannel(tmp_path: Path) -> None:
+def test_save_rejects_multichannel_and_unwritable_formats(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"\(2, 300\)"):
         save_audio(tmp_path / "x.wav", np.zeros((2, 300)), 16000)
+    with pytest.raises(ValueError, match="'PCM_16' cannot be written to OGG"):
+        save_audio(tmp_path / "x.ogg", np.zeros(300), 16000)
+    with pytest.raises(ValueError, match="unknown audio extension '.xyz'"):
+        save_audio(tmp_path / "x.xyz", np.zeros(300), 16000)
+    save_audio(tmp_path / "x.ogg", np.zeros(3000), 16000, subtype="VORBIS")
+    assert audio_info(tmp_path / "x.ogg")[0] == 16000
 
 
 def test_pcm16_mapping_is_exact_and_round_trip_error_is_bounded(

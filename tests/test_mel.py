@@ -168,6 +168,25 @@ def test_bad_shapes_and_too_short_audio_are_errors() -> None:
         mel_fn(torch.zeros(4096))
     with pytest.raises(ValueError, match="100 samples .* at least"):
         mel_fn(torch.zeros(1, 100))
+    with pytest.raises(ValueError, match="torch.int16"):
+        mel_fn(torch.zeros(1, 4096, dtype=torch.int16))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["hifigan", "diffwave"])
+def test_cuda_matches_reference_under_fp16_autocast(
+    name: str, make_audio: Callable[..., np.ndarray]
+) -> None:
+    cfg = mel_profile(name)
+    x = make_audio(cfg.sample_rate)
+    mel_fn = MelSpectrogram(cfg).cuda()
+    with torch.autocast("cuda", dtype=torch.float16):
+        mel = mel_fn(torch.from_numpy(x).cuda()[None])
+    assert mel.dtype == torch.float32 and mel.device.type == "cuda"
+    err = float(np.max(np.abs(mel[0].double().cpu().numpy() - reference_mel(x, cfg))))
+    print(f"mel profile {name:16s} cuda float32 under fp16 autocast: max abs error {err:.2e}")
+    assert err <= 1e-4
 
 
 @pytest.mark.parametrize("name", PROFILES)
