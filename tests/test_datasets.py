@@ -259,16 +259,13 @@ def test_ljspeech(tmp_path):
     on_disk = json.loads((tmp_path / "out" / "prepare_report.json").read_text())
     assert on_disk == json.loads(json.dumps(report))
 
-    # Deterministic: a second run gives byte-identical files; the default split keeps all in train
-    # (1% / 3% of 10 clips round to zero); another seed picks other clips.
+    # Deterministic: a second run gives byte-identical files; the default 1% / 3% of 10 clips round
+    # to zero but a positive fraction always gets one clip; another seed picks other clips.
     prepare("ljspeech", root, tmp_path / "again", opts)
     for name in ("train.jsonl", "val.jsonl", "test.jsonl", "prepare_report.json"):
         assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
-    assert prepare("ljspeech", root, tmp_path / "dflt")["clips"] == {
-        "train": 10,
-        "val": 0,
-        "test": 0,
-    }
+    default = prepare("ljspeech", root, tmp_path / "dflt")
+    assert default["clips"] == {"train": 8, "val": 1, "test": 1}
     reseeded = prepare("ljspeech", root, tmp_path / "s7", replace_opts(opts, seed=7))
     assert reseeded["clips"] == report["clips"]
     assert manifests(tmp_path / "s7")["val"] != manifests(tmp_path / "out")["val"]
@@ -381,7 +378,7 @@ def test_folder_any_tree_with_optional_folder_labels(tmp_path):
     root = build_folder(tmp_path / "audio")
     report = prepare("folder", root, tmp_path / "out")
     assert report["files_found"] == 6  # hidden files, hidden folders and readme.txt are not audio
-    assert report["clips"] == {"train": 5, "val": 0, "test": 0}
+    assert report["clips"] == {"train": 3, "val": 1, "test": 1}  # 5% of 5, at least one
     assert report["skipped"]["unreadable"][0]["path"] == "music/broken.wav"
     assert report["sample_rates"] == {"16000": 1, "22050": 1, "44100": 2, "48000": 1}
 
@@ -417,7 +414,7 @@ def test_klettres_layout_wrong_header_and_held_out_language(tmp_path):
     assert bad["path"] == "da/alpha/a-0.wav" and "128000" in bad["reason"]
     assert report["missing_files"] == ["en/alpha/B.ogg", "id/alpha/a.wav"]
     assert report["unlisted_files"] == ["en/alpha/C.ogg"]
-    assert report["clips"] == {"train": 4, "val": 0, "test": 1}
+    assert report["clips"] == {"train": 3, "val": 1, "test": 1}  # en: 1 of 3 to val, da: 1 file
 
 
 # --------------------------------------------------------------------------------------------------
@@ -474,6 +471,9 @@ def test_ranked_split_exact_counts_deterministic_and_never_empties_train():
     assert split == ranked_split(list(reversed(keys)), 0.1, 0.05, seed=0)  # order-independent
     assert split != ranked_split(keys, 0.1, 0.05, seed=1)
     assert ranked_split(["only.wav"], 0.5, 0.4, seed=0) == {"only.wav": "train"}
+    small = list(ranked_split(["a", "b", "c"], 0.01, 0.01, seed=0).values())
+    assert sorted(small) == ["test", "train", "val"]  # a positive fraction gets at least one
+    assert list(ranked_split(["a", "b", "c"], 0.0, 0.0, seed=0).values()) == ["train"] * 3
     assert list(ranked_split(["a", "b"], 0.5, 0.5, seed=0).values()).count("train") == 1
 
 

@@ -16,8 +16,8 @@ Split rules (deterministic; the same folder always gives the same manifests):
   :data:`KLETTRES_TEST_LANGUAGES` (unseen languages and voices); ``holdout`` overrides either.
 - otherwise a ranked hash: within each speaker/label group, clips are sorted by
   ``blake2b(f"{seed}/{relative path}")``; the first ``round(n * val_fraction)`` go to val, the
-  next ``round(n * test_fraction)`` to test, at least one stays in train. Exact counts,
-  independent of file-system order.
+  next ``round(n * test_fraction)`` to test (at least one each when the fraction is positive),
+  and at least one stays in train. Exact counts, independent of file-system order.
 
 Files are skipped, with the reason in the report, when unreadable, empty, at a sample rate no audio
 format uses (klettres ships Danish files whose header says 128 kHz), non-finite, shorter than

@@ -77,12 +77,13 @@ def ranked_split(
 ) -> dict[str, str]:
     """Assign each key to a split: sort by seeded hash, take exact val then test counts.
 
-    At least one key stays in train whenever there is one, so a small group is never emptied.
+    Counts are ``round(n * fraction)``, but at least one when the fraction is positive (a small
+    folder still gets a validation clip), and at least one key always stays in train.
     """
     ranked = sorted(keys, key=lambda k: (_hash_unit(k, seed), k))
-    n_val = round(len(ranked) * val_fraction)
-    n_test = min(round(len(ranked) * test_fraction), max(len(ranked) - 1 - n_val, 0))
-    n_val = min(n_val, max(len(ranked) - 1, 0))
+    room = max(len(ranked) - 1, 0)  # everything but one train key
+    n_val = min(max(round(len(ranked) * val_fraction), int(val_fraction > 0)), room)
+    n_test = min(max(round(len(ranked) * test_fraction), int(test_fraction > 0)), room - n_val)
     return {
         k: "val" if i < n_val else "test" if i < n_val + n_test else "train"
         for i, k in enumerate(ranked)
