@@ -1,7 +1,8 @@
 """The import direction of DESIGN.md §3, enforced by parsing every module's imports with ``ast``.
 
 Layers (imports only point down): config -> {audio, schedule, model, dist, plot} -> {diffusion,
-samplers, data, datasets, metrics, griffin_lim} -> checkpoint -> {train, vocoder, ...} -> cli.
+samplers, data, datasets, metrics, griffin_lim} -> checkpoint -> pretrained -> {train, vocoder}
+-> {generate, schedule_search, diffwave_import, demo} -> cli.
 """
 
 from __future__ import annotations
@@ -32,15 +33,16 @@ LAYER = {
     "metrics": 2,
     "griffin_lim": 2,
     "checkpoint": 3,
-    "train": 4,
-    "vocoder": 4,
-    "generate": 5,
-    "schedule_search": 5,
-    "diffwave_import": 5,
-    "pretrained": 3,
-    "cli": 6,
-    "__main__": 7,
-    "__init__": 7,
+    "pretrained": 4,
+    "train": 5,
+    "vocoder": 5,
+    "generate": 6,
+    "schedule_search": 6,
+    "diffwave_import": 6,
+    "demo": 6,
+    "cli": 7,
+    "__main__": 8,
+    "__init__": 8,
 }
 
 FORBIDDEN = {

@@ -1,0 +1,81 @@
+"""Resolve a model source to ``(weights, config)``: a training checkpoint, a run directory, an
+exported ``.safetensors`` file, or the name of a model shipped inside the package.
+
+Inference always rebuilds the network from the config returned here (never from defaults), and
+always prefers EMA weights, which are what samples and exports are made with.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from audiodiff.checkpoint import load_checkpoint, load_export
+from audiodiff.config import ExperimentConfig, from_dict, validate
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "pretrained_models"
+
+
+def shipped_models() -> list[str]:
+    """Names of the models shipped with the package (``Vocoder.from_pretrained(name)``)."""
+    return sorted(p.stem for p in SHIPPED_DIR.glob("*.safetensors"))
+
+
+def resolve_source(source: str | Path) -> Path:
+    """The file or run directory behind ``source``.
+
+    Raises:
+        FileNotFoundError: neither an existing path nor a shipped model name.
+    """
+    path = Path(source)
+    if path.exists():
+        return path
+    shipped = SHIPPED_DIR / f"{source}.safetensors"
+    if shipped.is_file():
+        return shipped
+    names = ", ".join(shipped_models()) or "none"
+    raise FileNotFoundError(f"{source} is neither an existing file nor a shipped model ({names})")
+
+
+def config_from_dict(data: dict[str, Any], where: str) -> ExperimentConfig:
+    """Strictly rebuild and validate a stored config.
+
+    Raises:
+        ValueError: the stored config does not fit this version of audiodiff.
+    """
+    try:
+        return validate(from_dict(ExperimentConfig, data))
+    except ValueError as err:
+        raise ValueError(f"{where}: stored config is not usable: {err}") from None
+
+
+def load_model_source(
+    source: str | Path,
+) -> tuple[dict[str, torch.Tensor], ExperimentConfig, dict[str, Any]]:
+    """Weights (EMA when present), config and metadata of any model source.
+
+    Returns:
+        ``(state_dict, config, info)``; ``info`` holds ``path``, ``kind`` ("checkpoint" or
+        "export"), ``step`` and the export metadata when there is one.
+
+    Raises:
+        FileNotFoundError: nothing at ``source``.
+        ValueError: not an audiodiff checkpoint or export, or an unusable config.
+    """
+    path = resolve_source(source)
+    if path.is_file() and path.suffix == ".safetensors":
+        state, cfg_dict, metadata = load_export(path)
+        info: dict[str, Any] = {"path": str(path), "kind": "export", "metadata": metadata}
+        info["step"] = int(metadata.get("step", 0))
+        if "sample_schedule" in metadata:
+            cfg_dict = dict(cfg_dict)
+            cfg_dict["sample"] = dict(cfg_dict.get("sample", {}))
+            cfg_dict["sample"]["schedule"] = json.loads(metadata["sample_schedule"])
+        return state, config_from_dict(cfg_dict, str(path)), info
+    ckpt = load_checkpoint(path)
+    state = ckpt.get("ema") or ckpt["model"]
+    info = {"path": str(path), "kind": "checkpoint", "step": int(ckpt.get("step", 0))}
+    return state, config_from_dict(ckpt["config"], str(path)), info
