@@ -1,0 +1,402 @@
+"""Checkpoints and exports: atomic writes, a ``latest`` pointer, keep-last-K, safe loading.
+
+A training checkpoint is one ``torch.save`` file holding only tensors and primitive containers,
+so it always loads with ``torch.load(weights_only=True)``: a file carrying any other pickled object
+(a malicious ``__reduce__`` included) is refused before anything in it runs. It holds the full
+resolved config, from which the model is always rebuilt (DESIGN §4).
+
+Layout of a run directory::
+
+    RUN_DIR/step_00001000.pt   ...   (keep-last-K)
+    RUN_DIR/latest                   text file naming the newest complete checkpoint
+
+Crash safety: a checkpoint is written to a temporary file in the same directory, flushed, fsynced
+and ``os.replace``d into place; only then is ``latest`` rewritten the same way and old checkpoints
+pruned. A kill at any moment therefore leaves every named checkpoint whole and ``latest`` pointing
+at one of them. Leftover temporary files are ignored and removed by the next save.
+
+An export is one ``.safetensors`` file with the EMA weights and the config as JSON in its metadata;
+loading it executes no code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from audiodiff.config import (
+    ExperimentConfig,
+    architecture_changes,
+    dump_config,
+    load_config,
+    to_dict,
+)
+
+CHECKPOINT_FORMAT = "audiodiff-checkpoint"
+EXPORT_FORMAT = "audiodiff-export"
+FORMAT_VERSION = 1
+LATEST = "latest"
+_STEP_FILE = re.compile(r"^step_(\d{8,})\.pt$")
+_TMP_PREFIX = ".tmp-"
+
+
+def checkpoint_name(step: int) -> str:
+    """File name of the checkpoint taken after ``step`` optimiser steps."""
+    return f"step_{step:08d}.pt"
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Make the rename itself durable; not every platform lets a directory be opened.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Write via ``write(file_object)`` into a temp file beside ``path``, then rename over it."""
+    tmp = path.with_name(f"{_TMP_PREFIX}{os.getpid()}-{path.name}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _check_primitive(obj: Any, where: str) -> None:
+    """Assert the weights_only contract at save time, so a bad checkpoint is never written."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if not isinstance(key, (str, int)):
+                raise TypeError(f"checkpoint key {where}.{key!r} is a {type(key).__name__}")
+            _check_primitive(value, f"{where}.{key}")
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            _check_primitive(value, f"{where}[{i}]")
+    elif not isinstance(obj, (torch.Tensor, str, int, float, bool, bytes, type(None))):
+        raise TypeError(
+            f"checkpoint entry {where} is a {type(obj).__name__}; only tensors and primitive "
+            "containers may be saved (weights_only loading)"
+        )
+
+
+def save_checkpoint(state: dict[str, Any], run_dir: str | Path, step: int, keep_last: int) -> Path:
+    """Write ``state`` as ``RUN_DIR/step_XXXXXXXX.pt`` atomically, update ``latest``, prune.
+
+    Args:
+        state: tensors and primitive containers only (checked before writing). The format tag and
+            version are added here.
+        run_dir: the run directory (created if missing).
+        step: optimiser steps taken; names the file.
+        keep_last: how many step checkpoints to keep (the newest ones).
+
+    Returns:
+        Path of the written checkpoint.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = {"format": CHECKPOINT_FORMAT, "format_version": FORMAT_VERSION, **state}
+    _check_primitive(state, "checkpoint")
+    path = run_dir / checkpoint_name(step)
+    _atomic_write(path, lambda f: torch.save(state, f))
+    _atomic_write(run_dir / LATEST, lambda f: f.write(path.name.encode() + b"\n"))
+    for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
+        old.unlink(missing_ok=True)
+    for tmp in run_dir.glob(f"{_TMP_PREFIX}*"):
+        # Left by a killed writer. Ours has been renamed already, so any other is stale; another
+        # live writer cannot exist because only rank 0 of one job writes here.
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Step checkpoints in ``run_dir``, oldest first."""
+    found = []
+    for p in Path(run_dir).iterdir() if Path(run_dir).is_dir() else []:
+        m = _STEP_FILE.match(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint to resume from: ``latest``'s target, else the newest step file that loads.
+
+    ``latest`` is written after its checkpoint, so it normally names a whole file; the fallback
+    covers a pointer removed or edited by hand.
+    """
+    run_dir = Path(run_dir)
+    pointer = run_dir / LATEST
+    candidates = []
+    if pointer.is_file():
+        name = pointer.read_text().strip()
+        if _STEP_FILE.match(name):
+            candidates.append(run_dir / name)
+    candidates += list(reversed(list_checkpoints(run_dir)))
+    for path in candidates:
+        if path.is_file():
+            try:
+                load_checkpoint(path)
+            except ValueError:
+                continue
+            return path
+    return None
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a training checkpoint (or the latest one of a run directory) with weights_only=True.
+
+    Args:
+        path: a ``.pt`` checkpoint file, or a run directory (its latest checkpoint).
+        map_location: passed to ``torch.load``.
+
+    Returns:
+        The checkpoint dict: ``config`` (resolved config dict), ``model``, ``ema``, ``optimizer``,
+        ``scaler``, ``step``, ``epoch``, ``data_position``, ``rng``, ``stats``...
+
+    Raises:
+        FileNotFoundError: no such file, or a run directory without a checkpoint.
+        ValueError: the file is not an audiodiff checkpoint: corrupt, truncated, a foreign format,
+            or a pickle with objects other than tensors and primitive containers (never executed).
+    """
+    path = Path(path)
+    if path.is_dir():
+        found = latest_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(f"run directory {path} holds no loadable checkpoint")
+        path = found
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's weights-only unpickler names the first forbidden global ("Unsupported global:
+        # GLOBAL io.open ..."); anything else it rejects is bytes that are not a pickle at all.
+        match = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if match is None:
+            detail = re.search(r"WeightsUnpickler error: ([^\n]+)", str(err))
+            raise ValueError(
+                f"{path} is not a loadable checkpoint (corrupt or not a torch file): "
+                f"{detail.group(1) if detail else 'its bytes do not unpickle'}"
+            ) from None
+        raise ValueError(
+            f"{path} is not a safe audiodiff checkpoint: it references {match.group(1)}, not only "
+            "tensors and primitive containers; refused without running it"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError) as err:
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"{path} is not a loadable checkpoint (corrupt or truncated?): {msg}"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is a torch file but not an audiodiff checkpoint")
+    if state.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has checkpoint format version {state.get('format_version')} but this "
+            f"audiodiff reads version {FORMAT_VERSION}"
+        )
+    return state
+
+
+def _metadata_str(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def export_safetensors(
+    ckpt: dict[str, Any] | str | Path,
+    out_path: str | Path,
+    *,
+    overwrite: bool = False,
+    extra_metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write the EMA weights of a checkpoint and its config as one ``.safetensors`` file.
+
+    Args:
+        ckpt: a loaded checkpoint dict, or a path to one (or to a run directory).
+        out_path: destination file.
+        overwrite: replace an existing file.
+        extra_metadata: more metadata entries (non-strings are stored as JSON), e.g. a searched
+            noise schedule.
+
+    Returns:
+        ``out_path``.
+
+    Raises:
+        FileExistsError: ``out_path`` exists and ``overwrite`` is false.
+    """
+    from safetensors.torch import save
+
+    out_path = Path(out_path)
+    if out_path.exists() and not overwrite:
+        raise FileExistsError(f"{out_path} exists; pass overwrite=True (--overwrite) to replace it")
+    if not isinstance(ckpt, dict):
+        ckpt = load_checkpoint(ckpt)
+    weights = ckpt.get("ema") or ckpt["model"]
+    # safetensors refuses tensors that share storage; contiguous copies are cheap at export.
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in weights.items()}
+    metadata = {
+        "format": EXPORT_FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "config": json.dumps(ckpt["config"]),
+        "step": str(ckpt.get("step", 0)),
+        "weights": "ema" if ckpt.get("ema") else "model",
+    }
+    for key, value in (extra_metadata or {}).items():
+        metadata[str(key)] = _metadata_str(value)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    data = save(tensors, metadata=metadata)
+    _atomic_write(out_path, lambda f: f.write(data))
+    return out_path
+
+
+def load_export(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, str]]:
+    """Read an export: ``(state_dict, config_dict, metadata)``; executes no code.
+
+    Raises:
+        FileNotFoundError: missing file.
+        ValueError: not a safetensors file, or one without audiodiff metadata.
+    """
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"export {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+        tensors = load_file(str(path))
+    except (SafetensorError, ValueError, OSError) as err:
+        raise ValueError(f"{path} is not a readable safetensors file: {err}") from None
+    if metadata.get("format") != EXPORT_FORMAT or "config" not in metadata:
+        raise ValueError(f"{path} is a safetensors file but not an audiodiff export")
+    if metadata.get("format_version") != str(FORMAT_VERSION):
+        raise ValueError(
+            f"{path} has export format version {metadata.get('format_version')} but this audiodiff "
+            f"reads version {FORMAT_VERSION}"
+        )
+    try:
+        config = json.loads(metadata["config"])
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} has unreadable config metadata: {err}") from None
+    return tensors, config, metadata
+
+
+# --------------------------------------------------------------------------------------------------
+# Run directories and training state helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def prepare_run_dir(cfg: ExperimentConfig, run_dir: str | Path, log: Any = print) -> None:
+    """Check that ``run_dir`` is new, empty, or this experiment's; write the resolved config.yaml.
+
+    Optimisation and logging fields may change between runs in one directory (the change is
+    reported); the experiment name and the architecture, mel and diffusion fields may not.
+
+    Raises:
+        ValueError: the directory holds another experiment, an unreadable config.yaml, or files
+            that are not an audiodiff run.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"run dir {run_dir} exists and is not a directory")
+    stored = run_dir / "config.yaml"
+    if stored.is_file():
+        try:
+            old = load_config(stored)
+        except ValueError as err:
+            raise ValueError(f"run dir {run_dir} holds an unreadable config.yaml: {err}") from None
+        if old.name != cfg.name:
+            raise ValueError(
+                f"run dir {run_dir} holds experiment {old.name!r}, not {cfg.name!r}; choose "
+                "another --run-dir"
+            )
+        changes = architecture_changes(old, cfg)
+        if changes:
+            raise ValueError(
+                f"run dir {run_dir} holds {old.name!r} with another architecture, mel or "
+                f"diffusion setup ({'; '.join(changes)}); these cannot change on resume, use a "
+                "new --run-dir"
+            )
+        old_d, new_d = to_dict(old), to_dict(cfg)
+        changed = [
+            f"{s}.{k}: {old_d[s][k]!r} -> {new_d[s][k]!r}"
+            for s in new_d
+            if isinstance(new_d[s], dict)
+            for k in new_d[s]
+            if old_d[s][k] != new_d[s][k]
+        ]
+        if changed:
+            log(f"config changed since the last run in {run_dir}: {'; '.join(changed)}")
+    elif run_dir.is_dir() and any(run_dir.iterdir()):
+        raise ValueError(
+            f"run dir {run_dir} is not empty and holds no audiodiff config.yaml; choose an empty "
+            "or new directory"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    text = dump_config(cfg)
+    _atomic_write(stored, lambda f: f.write(text.encode()))
+
+
+def rng_state(*generators: torch.Generator) -> dict[str, Any]:
+    """Every RNG state as tensors and primitives: python, numpy, torch CPU and CUDA, and the
+    given generators (in order)."""
+    import random
+
+    import numpy as np
+
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, list(mt), gauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "generators": [g.get_state() for g in generators],
+    }
+
+
+def restore_rng(state: dict[str, Any], *generators: torch.Generator) -> None:
+    """Inverse of :func:`rng_state` (CUDA states only when the device count matches)."""
+    import random
+
+    import numpy as np
+
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"].cpu())
+    if torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    for g, s in zip(generators, state["generators"], strict=False):
+        g.set_state(s.cpu())
+
+
+def params_digest(module: torch.nn.Module) -> str:
+    """SHA-256 of every parameter and buffer's bytes, in state-dict order (equal iff identical)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
