@@ -53,6 +53,45 @@ def main() -> None:
 
 # --- train ----
 
+
+@main.command("train")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option(
+    "--run-dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Where config.yaml, checkpoints and logs go; an existing run resumes from its latest.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="SECTION.KEY=VALUE",
+    help="Override a recipe value, e.g. --set train.max_steps=1000 (repeatable).",
+)
+@user_errors
+def train_command(recipe: str, run_dir: str, overrides: tuple[str, ...]) -> None:
+    """Train (or resume) the experiment RECIPE.yaml in --run-dir.
+
+    Relative manifest paths are taken from the current directory. For several GPUs or machines
+    launch it with torchrun: torchrun --nproc_per_node=N -m audiodiff train RECIPE --run-dir DIR
+    """
+    from audiodiff.config import load_config, validate
+    from audiodiff.train import TrainingStopped, run
+
+    cfg = validate(load_config(recipe, overrides))
+    try:
+        result = run(cfg, run_dir)
+    except TrainingStopped as err:
+        click.echo(f"audiodiff: training stopped: {err}", err=True)
+        sys.exit(1)
+    if result.is_main:
+        click.echo(
+            f"trained to step {result.step} ({result.skipped_steps} skipped); "
+            f"checkpoint {result.checkpoint}"
+        )
+
+
 # --- prepare ----
 
 PREPARE_LAYOUTS = ("ljspeech", "vctk", "libritts", "sc09", "maestro", "gtzan", "folder", "klettres")
@@ -185,6 +224,264 @@ def evaluate(
 
 
 # --- mel / vocode / generate / export / import-diffwave / search-schedule ----
+
+
+def _device_option(fn: F) -> F:
+    return click.option(
+        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)."
+    )(fn)
+
+
+def _sampling_options(fn: F) -> F:
+    fn = click.option("--seed", type=int, default=0, show_default=True, help="Noise seed.")(fn)
+    fn = click.option(
+        "--sampler",
+        type=click.Choice(["diffwave-fast", "ddpm", "ddim", "dpmpp-2m"]),
+        default=None,
+        help="Sampler (default: the model's, diffwave-fast).",
+    )(fn)
+    return click.option(
+        "--steps", type=int, default=None, help="Network evaluations (default: the model's, 6)."
+    )(fn)
+
+
+@main.command("mel")
+@click.argument("audio", nargs=-1, required=True)
+@click.option("-o", "--out-dir", required=True, help="Folder for <stem>.npy (and <stem>.png).")
+@click.option("--profile", default=None, help="Mel profile name (hifigan, bigvgan-24k, ...).")
+@click.option("--from", "from_model", default=None, help="Use this checkpoint's mel profile.")
+@click.option("--plot", is_flag=True, help="Also write a spectrogram PNG per file.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@user_errors
+def mel_command(
+    audio: tuple[str, ...],
+    out_dir: str,
+    profile: str | None,
+    from_model: str | None,
+    plot: bool,
+    overwrite: bool,
+) -> None:
+    """Write the mel spectrogram of each AUDIO file as .npy [n_mels, frames], exactly as a model
+    with that profile computes it, so a TTS front end can compare its own mels."""
+    from pathlib import Path
+
+    from audiodiff.audio import MelSpectrogram, load_audio
+    from audiodiff.config import mel_profile
+    from audiodiff.files import plan_outputs, save_mel
+    from audiodiff.plot import spectrogram_png
+
+    if (profile is None) == (from_model is None):
+        raise ValueError("give exactly one of --profile NAME or --from CHECKPOINT")
+    if from_model is not None:
+        from audiodiff.pretrained import load_model_source
+
+        cfg = load_model_source(from_model)[1].mel
+    else:
+        cfg = mel_profile(profile)
+    stems = [Path(p).stem for p in audio]
+    names = [f"{s}.npy" for s in stems] + ([f"{s}.png" for s in stems] if plot else [])
+    paths = plan_outputs(out_dir, names, overwrite=overwrite)
+    mel_fn = MelSpectrogram(cfg)
+    for i, path in enumerate(audio):
+        wave, _ = load_audio(path, cfg.sample_rate)
+        mel = mel_fn(wave)[0]
+        save_mel(paths[i], mel, overwrite=overwrite)
+        if plot:
+            spectrogram_png(paths[len(audio) + i], [(stems[i], mel.numpy())], overwrite=overwrite)
+        click.echo(f"{path} -> {paths[i]} ({mel.shape[0]} x {mel.shape[1]}, profile {cfg.name})")
+
+
+@main.command("vocode")
+@click.argument("checkpoint")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--out-dir", required=True, help="Folder for <stem>.wav.")
+@_sampling_options
+@click.option("--batch-size", type=int, default=1, show_default=True, help="Inputs per batch.")
+@click.option(
+    "--method",
+    type=click.Choice(["diffusion", "griffin-lim"]),
+    default="diffusion",
+    show_default=True,
+    help="griffin-lim: the quality floor, from the same mel profile.",
+)
+@_device_option
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@user_errors
+def vocode_command(
+    checkpoint: str,
+    inputs: tuple[str, ...],
+    out_dir: str,
+    steps: int | None,
+    sampler: str | None,
+    seed: int,
+    batch_size: int,
+    method: str,
+    device: str | None,
+    overwrite: bool,
+) -> None:
+    """Turn each INPUT into <stem>.wav with the model CHECKPOINT (a checkpoint, run directory,
+    export or shipped model name). INPUT is audio (copy synthesis with the model's own mel
+    profile) or a .npy/.pt mel [n_mels, frames] in that profile."""
+    import time
+    from pathlib import Path
+
+    import torch
+    from tqdm import tqdm
+
+    from audiodiff.audio import save_audio
+    from audiodiff.files import is_mel_file, load_mel_file, plan_outputs
+    from audiodiff.griffin_lim import griffin_lim
+    from audiodiff.vocoder import Vocoder, check_mel
+
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+    vocoder = Vocoder.from_pretrained(checkpoint, device=device)
+    paths = plan_outputs(out_dir, [f"{Path(p).stem}.wav" for p in inputs], overwrite=overwrite)
+    # Read and check every input first: a bad file stops the run before any work is done.
+    mels = []
+    for p in inputs:
+        mel = load_mel_file(p) if is_mel_file(p) else vocoder.mel_from_file(p)
+        try:
+            mels.append(check_mel(mel, vocoder.mel_config))
+        except ValueError as err:
+            raise ValueError(f"{p}: {err}") from None
+    compute_s = audio_s = 0.0
+    bar = tqdm(total=len(mels), unit="file", disable=None)
+    for first in range(0, len(mels), batch_size):
+        group = list(range(first, min(len(mels), first + batch_size)))
+        frames = [mels[i].shape[-1] for i in group]
+        # Pad shorter mels with their own last frame; each output is cropped to its own length.
+        batch = torch.cat(
+            [
+                torch.cat([mels[i], mels[i][..., -1:].expand(-1, -1, max(frames) - f)], dim=-1)
+                for i, f in zip(group, frames, strict=True)
+            ]
+        )
+        start = time.perf_counter()
+        if method == "griffin-lim":
+            gen = torch.Generator().manual_seed(seed)
+            audio = griffin_lim(batch, vocoder.mel_config, generator=gen).unsqueeze(1)
+        else:
+            audio = vocoder(batch, steps=steps, sampler=sampler, seed=seed)
+        compute_s += time.perf_counter() - start
+        for row, i in enumerate(group):
+            n = frames[row] * vocoder.hop_length
+            save_audio(paths[i], audio[row, :, :n], vocoder.sample_rate, overwrite=overwrite)
+            audio_s += n / vocoder.sample_rate
+        bar.update(len(group))
+    bar.close()
+    click.echo(
+        f"wrote {len(paths)} file(s) to {out_dir}: {audio_s:.2f} s of audio in {compute_s:.2f} s, "
+        f"real-time factor {compute_s / max(audio_s, 1e-9):.3f} ({method}, {vocoder.device})"
+    )
+
+
+@main.command("generate")
+@click.argument("checkpoint")
+@click.option("-n", "count", type=int, default=4, show_default=True, help="Number of clips.")
+@click.option("--seconds", type=float, default=1.0, show_default=True, help="Length of each.")
+@click.option("-o", "--out-dir", required=True, help="Folder for the WAV files.")
+@click.option("--label", default=None, help="Class index or name (label-conditional models).")
+@click.option("--guidance", type=float, default=0.0, show_default=True, help="CFG weight w.")
+@_sampling_options
+@click.option("--vocoder", "vocoder_path", default=None, help="Vocoder for a mel-domain model.")
+@click.option("--save-mels", is_flag=True, help="Also write the sampled mels (.npy).")
+@click.option("--plot", is_flag=True, help="With --save-mels: also spectrogram PNGs.")
+@_device_option
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@user_errors
+def generate_command(
+    checkpoint: str,
+    count: int,
+    seconds: float,
+    out_dir: str,
+    label: str | None,
+    guidance: float,
+    steps: int | None,
+    sampler: str | None,
+    seed: int,
+    vocoder_path: str | None,
+    save_mels: bool,
+    plot: bool,
+    device: str | None,
+    overwrite: bool,
+) -> None:
+    """Sample COUNT clips from an unconditional or label-conditional model. A mel-domain model
+    samples mels and vocodes them with --vocoder (both must share one mel profile)."""
+    import time
+
+    from audiodiff.audio import save_audio
+    from audiodiff.files import plan_outputs, save_mel
+    from audiodiff.generate import GenerativeModel, check_same_profile
+    from audiodiff.plot import spectrogram_png
+    from audiodiff.vocoder import Vocoder
+
+    model = GenerativeModel.from_pretrained(checkpoint, device=device)
+    vocoder = None
+    if model.domain == "mel":
+        if vocoder_path is None:
+            raise ValueError("this model generates mels: pass --vocoder VOCODER_CHECKPOINT")
+        vocoder = Vocoder.from_pretrained(vocoder_path, device=device)
+        check_same_profile(model, vocoder)
+    elif vocoder_path is not None:
+        raise ValueError("--vocoder is only for mel-domain models; this one makes waveforms")
+    if save_mels and vocoder is None:
+        raise ValueError("--save-mels needs a mel-domain model")
+    if plot and not save_mels:
+        raise ValueError("--plot goes with --save-mels")
+    stem = "sample" if label is None else f"label-{label}"
+    names = [f"{stem}_{i:03d}.wav" for i in range(count)]
+    if save_mels:
+        names += [f"{stem}_{i:03d}.npy" for i in range(count)]
+        names += [f"{stem}_{i:03d}.png" for i in range(count)] if plot else []
+    paths = plan_outputs(out_dir, names, overwrite=overwrite)
+    start = time.perf_counter()
+    out = model.sample(
+        count,
+        seconds=seconds,
+        label=label,
+        guidance=guidance,
+        steps=steps,
+        sampler=sampler,
+        seed=seed,
+    )
+    if vocoder is not None:
+        mels = out
+        audio = vocoder(mels, seed=seed)
+    else:
+        mels, audio = None, out
+    elapsed = time.perf_counter() - start
+    for i in range(count):
+        save_audio(paths[i], audio[i], model.sample_rate, overwrite=overwrite)
+        if mels is not None:
+            save_mel(paths[count + i], mels[i], overwrite=overwrite)
+            if plot:
+                spectrogram_png(paths[2 * count + i], [(names[i], mels[i].numpy())])
+    audio_s = count * audio.shape[-1] / model.sample_rate
+    click.echo(
+        f"wrote {count} clip(s) of {audio.shape[-1] / model.sample_rate:.2f} s to {out_dir} in "
+        f"{elapsed:.2f} s (real-time factor {elapsed / audio_s:.3f})"
+    )
+
+
+@main.command("export")
+@click.argument("checkpoint")
+@click.argument("out_path")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUT_PATH.")
+@user_errors
+def export_command(checkpoint: str, out_path: str, overwrite: bool) -> None:
+    """Write CHECKPOINT's EMA weights and config (with any searched schedule) as one
+    .safetensors file; loading it executes no code."""
+    from audiodiff.checkpoint import export_safetensors, load_checkpoint
+
+    if not out_path.endswith(".safetensors"):
+        raise ValueError(f"export path must end in .safetensors, got {out_path}")
+    ckpt = load_checkpoint(checkpoint)
+    path = export_safetensors(ckpt, out_path, overwrite=overwrite)
+    click.echo(
+        f"exported step {ckpt.get('step', 0)} ({'EMA' if ckpt.get('ema') else 'raw'}) "
+        f"weights to {path}"
+    )
 
 
 if __name__ == "__main__":

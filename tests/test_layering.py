@@ -25,6 +25,7 @@ LAYER = {
     "model": 1,
     "dist": 1,
     "plot": 1,
+    "files": 1,
     "diffusion": 2,
     "samplers": 2,
     "data": 2,

@@ -1,0 +1,79 @@
+"""Inputs and outputs of the batch commands (``mel``, ``vocode``, ``generate``): reading mel files,
+telling mel files from audio files, and planning output paths so that an existing file is refused
+*before* any work starts (nothing is computed and then lost to a refusal at the end).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+MEL_SUFFIXES = (".npy", ".pt")
+
+
+def is_mel_file(path: str | Path) -> bool:
+    """``.npy`` / ``.pt`` files hold mels; anything else is read as audio."""
+    return Path(path).suffix.lower() in MEL_SUFFIXES
+
+
+def load_mel_file(path: str | Path) -> torch.Tensor:
+    """A mel ``[n_mels, frames]`` or ``[1, n_mels, frames]`` from ``.npy`` or ``.pt``, as float32
+    ``[1, n_mels, frames]``. ``.pt`` files load with ``weights_only=True`` (no code runs).
+
+    Raises:
+        FileNotFoundError: missing file.
+        ValueError: unreadable, not a float array, or the wrong rank.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        if path.suffix.lower() == ".npy":
+            mel = torch.from_numpy(np.load(path, allow_pickle=False))
+        else:
+            mel = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any reader failure is one user-facing reason
+        raise ValueError(f"{path} is not a readable mel file: {err}") from None
+    if not isinstance(mel, torch.Tensor) or not mel.is_floating_point():
+        raise ValueError(f"{path} must hold one float array [n_mels, frames]")
+    if mel.dim() == 3 and mel.shape[0] == 1:
+        mel = mel[0]
+    if mel.dim() != 2:
+        raise ValueError(f"{path} holds shape {tuple(mel.shape)}; expected [n_mels, frames]")
+    return mel.float().unsqueeze(0)
+
+
+def plan_outputs(out_dir: str | Path, names: list[str], *, overwrite: bool) -> list[Path]:
+    """Output paths ``out_dir/name``; refuses duplicates and (without ``overwrite``) existing files.
+
+    Raises:
+        ValueError: two inputs would write the same file.
+        FileExistsError: a target exists and ``overwrite`` is false.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output directory {out} exists and is not a directory")
+    paths = [out / name for name in names]
+    seen: dict[Path, int] = {}
+    for i, path in enumerate(paths):
+        if path in seen:
+            raise ValueError(f"inputs {seen[path] + 1} and {i + 1} would both write {path}")
+        seen[path] = i
+    if not overwrite:
+        existing = [p for p in paths if p.exists()]
+        if existing:
+            more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+            raise FileExistsError(f"{existing[0]} exists{more}; pass --overwrite to replace")
+    out.mkdir(parents=True, exist_ok=True)
+    return paths
+
+
+def save_mel(path: Path, mel: torch.Tensor, *, overwrite: bool) -> Path:
+    """Write ``mel`` ``[n_mels, frames]`` as float32 ``.npy`` (no overwrite unless asked)."""
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    with open(path, "wb") as fh:
+        np.save(fh, mel.detach().float().cpu().numpy())
+    return path
