@@ -267,7 +267,14 @@ def real_time_factor(compute_s: float, audio_s: float) -> float:
     return compute_s / audio_s
 
 
-def _audio_files(folder: Path, role: str) -> dict[str, Path]:
+def audio_files(folder: Path, role: str) -> dict[str, Path]:
+    """Audio files under ``folder`` (recursive, hidden ones skipped) by name: relative path
+    without extension.
+
+    Raises:
+        FileNotFoundError: ``folder`` is missing.
+        ValueError: ``folder`` is a file, or two files share a name (``a.wav``, ``a.flac``).
+    """
     if not folder.exists():
         raise FileNotFoundError(f"{role} directory {folder} does not exist")
     if not folder.is_dir():
@@ -291,6 +298,7 @@ def evaluate_dirs(
     mel_cfg: MelConfig | None = None,
     pesq: bool | None = None,
     f0: bool = False,
+    names: list[str] | None = None,
 ) -> dict[str, Any]:
     """Score every generated file against the reference file of the same name.
 
@@ -304,6 +312,7 @@ def evaluate_dirs(
         mel_cfg: profile of the log-mel L1 and the common sample rate (default ``hifigan``).
         pesq: compute PESQ WB and STOI; ``None`` computes them when the extra is installed.
         f0: compute F0 RMSE and voicing error (pYIN; slow, about a second per second of audio).
+        names: score only these names; files with other names are ignored, not reported.
 
     Returns:
         JSON-ready dict: ``files`` (per-file rows: ``name``, ``duration_s``, ``trimmed_samples``
@@ -317,10 +326,13 @@ def evaluate_dirs(
         ValueError: no names in common, or two files of one folder with the same name.
     """
     cfg = mel_cfg or mel_profile("hifigan")
-    ref_files = _audio_files(Path(ref_dir), "reference")
-    gen_files = _audio_files(Path(gen_dir), "generated")
-    names = sorted(set(ref_files) & set(gen_files))
-    if not names:
+    ref_files = audio_files(Path(ref_dir), "reference")
+    gen_files = audio_files(Path(gen_dir), "generated")
+    if names is not None:
+        ref_files = {k: v for k, v in ref_files.items() if k in names}
+        gen_files = {k: v for k, v in gen_files.items() if k in names}
+    common = sorted(set(ref_files) & set(gen_files))
+    if not common:
         raise ValueError(
             f"no file names in common: reference {ref_dir} has {len(ref_files)} audio files, "
             f"generated {gen_dir} has {len(gen_files)}"
@@ -338,7 +350,7 @@ def evaluate_dirs(
     mel = MelSpectrogram(cfg).double()
     sr = cfg.sample_rate
     rows, errors = [], []
-    for name in names:
+    for name in common:
         try:
             ref, _ = load_audio(ref_files[name], sr)
             gen, _ = load_audio(gen_files[name], sr)

@@ -173,6 +173,9 @@ def test_unmatched_names_are_reported(tmp_path, clip):
     assert result["unmatched_ref"] == ["b"] and result["unmatched_gen"] == ["c"]
     table = format_table(result)
     assert "only in reference (1): b" in table and "only generated (1): c" in table
+    only_a = evaluate_dirs(tmp_path / "ref", tmp_path / "gen", pesq=False, names=["a"])
+    assert [r["name"] for r in only_a["files"]] == ["a"]
+    assert only_a["unmatched_ref"] == only_a["unmatched_gen"] == []
     write(tmp_path / "other", "z", clip)
     with pytest.raises(ValueError, match="no file names in common"):
         evaluate_dirs(tmp_path / "ref", tmp_path / "other", pesq=False)
