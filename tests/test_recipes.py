@@ -115,3 +115,55 @@ def test_music_and_speech_rates():
     assert dataclasses.asdict(load_config(RECIPES / "ljspeech" / "base.yaml").mel) == (
         dataclasses.asdict(mel_profile("hifigan"))
     )
+
+
+# Sizes shrunk so that three steps of any recipe take about a second on 2 CPU cores; everything
+# else (mel profile, conditioning, labels, schedule length, sampler) is the recipe's own.
+SHRINK = (
+    "model.residual_channels=8",
+    "model.residual_layers=2",
+    "model.dilation_cycle=2",
+    "model.step_embedding_dim=16",
+    "model.step_mlp_dim=32",
+    "data.segment_frames=4",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "train.max_steps=3",
+    "train.log_every=1",
+    "train.eval_every=1000000",
+    "train.save_every=3",
+)
+
+
+# ljspeech/large differs from ljspeech/base only in sizes SHRINK replaces and in T = 200, which the
+# SC09 and music recipes train with; every other config trains on its own layout's data.
+TRAINED = [p for p in YAMLS if p.parent.name in PREPARED and p.name != "large.yaml"]
+
+
+@pytest.mark.parametrize("path", TRAINED, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_recipe_trains_three_steps_on_its_prepared_layout(path, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from audiodiff.cli import main
+
+    from .test_datasets import BUILDERS
+
+    layout = path.parent.name
+    monkeypatch.chdir(tmp_path)  # the recipes name their manifests relative to the working dir
+    runner = CliRunner()
+    root = BUILDERS[layout](tmp_path / "download")
+    prepared = runner.invoke(main, ["prepare", layout, str(root), "--out", f"data/{layout}"])
+    assert prepared.exit_code == 0, prepared.output
+    args = ["train", str(path), "--run-dir", "run"]
+    for item in SHRINK:
+        args += ["--set", item]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "trained to step 3" in result.output
+    cfg = load_config(tmp_path / "run" / "config.yaml")
+    recipe = load_config(path)
+    # The run kept what makes the recipe what it is.
+    assert cfg.mel == recipe.mel
+    assert cfg.model.conditioning == recipe.model.conditioning
+    assert cfg.model.n_labels == recipe.model.n_labels
+    assert cfg.diffusion == recipe.diffusion
