@@ -86,7 +86,20 @@ class Layout:
 
 @dataclass(frozen=True)
 class PrepareOptions:
-    """Knobs of :func:`prepare`; fractions left None take the layout's default."""
+    """Knobs of :func:`prepare`.
+
+    Attributes:
+        val_fraction, test_fraction: ranked-hash shares; None takes the layout's default
+            (:data:`FRACTIONS`), and giving one to a layout with an official split is an error.
+        seed: seed of the ranked hash.
+        mic: VCTK microphone.
+        holdout: test speakers (VCTK) or languages (klettres) replacing the defaults.
+        label_from_folder: ``folder`` layout: label = parent folder name.
+        min_duration_s, silence_threshold: shorter files, or files whose peak stays below the
+            threshold, are skipped (defaults as ``DataConfig``).
+        check_audio: ``"full"`` decodes every file; ``"header"`` trusts headers (no silence check).
+        workers: decoding processes; 0 or 1 decodes inline.
+    """
 
     val_fraction: float | None = None
     test_fraction: float | None = None
