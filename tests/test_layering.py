@@ -77,13 +77,18 @@ def _our_imports(path: Path) -> set[str]:
     return found
 
 
-MODULES = sorted(p.stem for p in PACKAGE.glob("*.py"))
+def _modules() -> list[tuple[str, Path]]:
+    """(layer name, file): top-level modules, and every file of a sub-package under its name."""
+    found = [(p.stem, p) for p in PACKAGE.glob("*.py")]
+    for init in PACKAGE.glob("*/__init__.py"):
+        found += [(init.parent.name, p) for p in init.parent.glob("*.py")]
+    return sorted(found)
 
 
-@pytest.mark.parametrize("name", MODULES)
-def test_imports_point_down(name):
-    assert name in LAYER, f"audiodiff/{name}.py has no layer in tests/test_layering.py"
-    imports = _our_imports(PACKAGE / f"{name}.py") - {name}
+@pytest.mark.parametrize(("name", "path"), _modules(), ids=lambda v: str(v))
+def test_imports_point_down(name, path):
+    assert name in LAYER, f"audiodiff/{name} has no layer in tests/test_layering.py"
+    imports = _our_imports(path) - {name}
     if name == "__init__":
         return
     for dep in imports:
@@ -95,7 +100,7 @@ def test_imports_point_down(name):
 
 
 def test_click_only_in_cli_and_package_import_is_light():
-    for path in PACKAGE.glob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
         if path.stem != "cli":
             tree = ast.parse(path.read_text())
             names = {
