@@ -35,6 +35,7 @@ from audiodiff.config import (
     ExperimentConfig,
     architecture_changes,
     dump_config,
+    from_dict,
     load_config,
     to_dict,
 )
@@ -319,11 +320,23 @@ def prepare_run_dir(cfg: ExperimentConfig, run_dir: str | Path, log: Any = print
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"run dir {run_dir} exists and is not a directory")
     stored = run_dir / "config.yaml"
+    old: ExperimentConfig | None = None
     if stored.is_file():
         try:
             old = load_config(stored)
         except ValueError as err:
             raise ValueError(f"run dir {run_dir} holds an unreadable config.yaml: {err}") from None
+    elif list_checkpoints(run_dir):
+        # config.yaml deleted by hand: the newest checkpoint's own config decides.
+        latest = latest_checkpoint(run_dir)
+        if latest is not None:
+            old = from_dict(ExperimentConfig, load_checkpoint(latest)["config"])
+    elif run_dir.is_dir() and any(run_dir.iterdir()):
+        raise ValueError(
+            f"run dir {run_dir} is not empty and holds no audiodiff config.yaml; choose an empty "
+            "or new directory"
+        )
+    if old is not None:
         if old.name != cfg.name:
             raise ValueError(
                 f"run dir {run_dir} holds experiment {old.name!r}, not {cfg.name!r}; choose "
@@ -346,11 +359,6 @@ def prepare_run_dir(cfg: ExperimentConfig, run_dir: str | Path, log: Any = print
         ]
         if changed:
             log(f"config changed since the last run in {run_dir}: {'; '.join(changed)}")
-    elif run_dir.is_dir() and any(run_dir.iterdir()):
-        raise ValueError(
-            f"run dir {run_dir} is not empty and holds no audiodiff config.yaml; choose an empty "
-            "or new directory"
-        )
     run_dir.mkdir(parents=True, exist_ok=True)
     text = dump_config(cfg)
     _atomic_write(stored, lambda f: f.write(text.encode()))
