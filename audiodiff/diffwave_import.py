@@ -78,6 +78,14 @@ _TENSOR_GLOBALS = frozenset(
         ("collections", "OrderedDict"),
     }
 )
+# dtypes that tensor rebuild arguments may name (looked up by exact name, nothing imported).
+_DTYPE_NAMES = frozenset(
+    {
+        "float16", "float32", "float64", "bfloat16", "half", "float", "double",
+        "int8", "int16", "int32", "int64", "uint8", "short", "int", "long", "bool",
+        "complex64", "complex128",
+    }
+)  # fmt: skip
 # Relative tolerance when checking that the stored betas are a linspace: a list written by
 # np.linspace(...).tolist() matches to the last bit; a hand-typed or rounded one does not.
 _LINEAR_BETAS_RTOL = 1e-9
@@ -107,7 +115,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _ParamsDict
         if (module, name) in _TENSOR_GLOBALS:
             return getattr(importlib.import_module(module), name)
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+        if module == "torch" and name in _DTYPE_NAMES:
             return getattr(torch, name)
         # Same wording as torch's weights-only unpickler, so one parser reports both.
         raise pickle.UnpicklingError(f"Unsupported global: GLOBAL {module}.{name}")
