@@ -484,6 +484,71 @@ def export_command(checkpoint: str, out_path: str, overwrite: bool) -> None:
     )
 
 
+@main.command("import-diffwave")
+@click.argument("weights")
+@click.argument("out_path")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUT_PATH.")
+@user_errors
+def import_diffwave_command(weights: str, out_path: str, overwrite: bool) -> None:
+    """Convert a checkpoint of the reference implementation (lmnt-com/diffwave: its `model` state
+    dict and `params`) to an audiodiff .safetensors export with the `diffwave` mel profile."""
+    from audiodiff.diffwave_import import import_diffwave
+
+    path = import_diffwave(weights, out_path, overwrite=overwrite)
+    click.echo(f"imported {weights} -> {path}")
+
+
+@main.command("search-schedule")
+@click.argument("checkpoint")
+@click.option("--steps", type=int, required=True, help="Number of sampling steps to search for.")
+@click.option("--manifest", required=True, help="Validation manifest (JSONL) of real clips.")
+@click.option("-o", "--out", "out_path", default=None, help="Write the model with its schedule.")
+@click.option("--in-place", is_flag=True, help="Store the schedule in CHECKPOINT itself.")
+@click.option("--sampler", default=None, help="Sampler to tune for (default: the model's).")
+@click.option("--max-clips", type=int, default=4, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@user_errors
+def search_schedule_command(
+    checkpoint: str,
+    steps: int,
+    manifest: str,
+    out_path: str | None,
+    in_place: bool,
+    sampler: str | None,
+    max_clips: int,
+    seed: int,
+    overwrite: bool,
+) -> None:
+    """Find the STEPS-step noise schedule minimising log-mel L1 + MR-STFT of copy synthesis on a
+    few validation clips (coarse grid, then local refinement); print every candidate's score
+    against the default schedule's, and store the winner with the model."""
+    from pathlib import Path
+
+    from audiodiff.schedule_search import load_clips_from_manifest, search_schedule, store_schedule
+    from audiodiff.vocoder import Vocoder
+
+    if (out_path is None) == (not in_place):
+        raise ValueError("give exactly one of -o OUT or --in-place")
+    target = checkpoint if in_place else out_path
+    if not in_place and Path(target).exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
+    vocoder = Vocoder.from_pretrained(checkpoint)
+    clips = load_clips_from_manifest(
+        manifest, vocoder.sample_rate, max_clips=max_clips, log=click.echo
+    )
+    result = search_schedule(
+        vocoder, clips, steps=steps, seed=seed, sampler=sampler, log=click.echo
+    )
+    path = store_schedule(
+        checkpoint, result.sigmas, target, sampler=result.sampler, overwrite=in_place or overwrite
+    )
+    click.echo(
+        f"best {steps}-step schedule scores {result.score:.4f} vs default "
+        f"{result.default_score:.4f}; stored in {path}"
+    )
+
+
 @main.command("demo")
 @click.option("-o", "--out-dir", default="out", show_default=True, help="Output folder.")
 @click.option("--model", default="small-speech", show_default=True, help="Vocoder to use.")
