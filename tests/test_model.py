@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from audiodiff.config import ExperimentConfig, ModelConfig, apply_overrides
 from audiodiff.model import Conditioning, DiffusionEmbedding, DiffWave
@@ -284,6 +285,75 @@ def test_from_config_and_generator_seeded_init():
         "output_projection.weight",
     ]:
         assert key in keys
+
+
+def lmnt_reference(sd: dict, audio, step, mel, n_layers: int, cycle: int, n_steps: int):
+    """lmnt-com/diffwave's forward, written out functionally from its published definition
+    (audio [B, T], hop 16 x 16, 128-d table lerped for a float step), on our state dict."""
+    steps = torch.arange(n_steps).unsqueeze(1)
+    table = steps * 10.0 ** (torch.arange(64).unsqueeze(0) * 4.0 / 63.0)
+    table = torch.cat([torch.sin(table), torch.cos(table)], dim=1)
+    lo, hi = torch.floor(step).long(), torch.ceil(step).long()
+    emb = table[lo] + (table[hi] - table[lo]) * (step - lo)
+    d = F.silu(
+        F.linear(
+            emb,
+            sd["diffusion_embedding.projection1.weight"],
+            sd["diffusion_embedding.projection1.bias"],
+        )
+    )
+    d = F.silu(
+        F.linear(
+            d,
+            sd["diffusion_embedding.projection2.weight"],
+            sd["diffusion_embedding.projection2.bias"],
+        )
+    )
+    spec = mel.unsqueeze(1)
+    for name in ("conv1", "conv2"):
+        w, b = sd[f"spectrogram_upsampler.{name}.weight"], sd[f"spectrogram_upsampler.{name}.bias"]
+        spec = F.leaky_relu(F.conv_transpose2d(spec, w, b, stride=[1, 16], padding=[1, 8]), 0.4)
+    spec = spec.squeeze(1)
+    x = F.relu(
+        F.conv1d(audio.unsqueeze(1), sd["input_projection.weight"], sd["input_projection.bias"])
+    )
+    skips = []
+    for i in range(n_layers):
+        p, dil = f"residual_layers.{i}.", 2 ** (i % cycle)
+        y = x + F.linear(
+            d, sd[p + "diffusion_projection.weight"], sd[p + "diffusion_projection.bias"]
+        ).unsqueeze(-1)
+        y = F.conv1d(
+            y, sd[p + "dilated_conv.weight"], sd[p + "dilated_conv.bias"], padding=dil, dilation=dil
+        )
+        y = y + F.conv1d(
+            spec, sd[p + "conditioner_projection.weight"], sd[p + "conditioner_projection.bias"]
+        )
+        gate, filt = torch.chunk(y, 2, dim=1)
+        y = F.conv1d(
+            torch.sigmoid(gate) * torch.tanh(filt),
+            sd[p + "output_projection.weight"],
+            sd[p + "output_projection.bias"],
+        )
+        residual, skip = torch.chunk(y, 2, dim=1)
+        x = (x + residual) / math.sqrt(2.0)
+        skips.append(skip)
+    x = torch.sum(torch.stack(skips), dim=0) / math.sqrt(n_layers)
+    x = F.relu(F.conv1d(x, sd["skip_projection.weight"], sd["skip_projection.bias"]))
+    return F.conv1d(x, sd["output_projection.weight"], sd["output_projection.bias"])
+
+
+def test_matches_lmnt_diffwave_on_the_same_state_dict():
+    net = tiny(n_mels=10, hop_length=256, n_steps=50, step_embedding_dim=128, step_mlp_dim=512)
+    assert net.upsample_factors == (16, 16)
+    mel, audio, step = randn(1, 10, 3, seed=4), randn(1, 3 * 256, seed=5), torch.tensor([17.3])
+    sd = net.state_dict()
+    expected = lmnt_reference(sd, audio, step, mel, n_layers=4, cycle=3, n_steps=50)
+    assert expected.abs().max() > 0.1  # the randomised output layer makes it non-trivial
+    assert torch.allclose(net(audio.unsqueeze(1), step, mel), expected, atol=1e-5)
+    with torch.no_grad():
+        fast = net.denoise_step(audio.unsqueeze(1), step, net.prepare(mel), fast=True)
+    assert torch.allclose(fast, expected, atol=1e-5)
 
 
 def test_base_model_parameter_count():
