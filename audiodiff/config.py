@@ -387,7 +387,11 @@ def _parse_override_value(raw: str, tp: Any) -> Any:
     if value is None and raw.lower() not in ("null", "none", "~"):
         value = raw
     if isinstance(value, str) and value.lower() == "none":
-        return None
+        # "none" is a legal string for some fields (model.conditioning=none): keep it there.
+        try:
+            return _convert(value, tp, "override")
+        except ValueError:
+            return None
     return value
 
 

@@ -84,6 +84,7 @@ def test_overrides_parse_types_and_reject_bad_keys():
     )
     assert cfg.train.lr == 1e-4 and cfg.train.compile is True
     assert cfg.model.upsample_factors == [16, 16] and cfg.mel.f_max is None
+    assert apply_overrides(cfg, ["model.conditioning=none"]).model.conditioning == "none"
     with pytest.raises(ValueError, match="section.field=value"):
         apply_overrides(cfg, ["lr=1"])
     with pytest.raises(ValueError, match="unknown section 'trian'"):
