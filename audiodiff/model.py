@@ -343,6 +343,12 @@ class DiffWave(nn.Module):
         )
         self.skip_projection = nn.Conv1d(channels, channels, 1)
         self.output_projection = nn.Conv1d(channels, self.in_channels, 1)
+        if cfg.domain == "mel":
+            # Per-channel statistics of the data a mel-domain model generates, measured on the
+            # training set before the first step and stored with the weights (so they travel in
+            # checkpoints, EMA copies and exports); the network sees (mel - mean) / std.
+            self.register_buffer("data_mean", torch.zeros(n_mels))
+            self.register_buffer("data_std", torch.ones(n_mels))
         self.reset_parameters(generator)
 
     @classmethod
@@ -376,6 +382,37 @@ class DiffWave(nn.Module):
                 nn.init.uniform_(module.bias, -bound, bound, generator=generator)
         nn.init.zeros_(self.output_projection.weight)
         nn.init.zeros_(self.output_projection.bias)
+
+    def set_data_stats(self, mean: Tensor, std: Tensor) -> None:
+        """Store the per-channel mean and std ``[n_mels]`` of a mel-domain model's data.
+
+        Raises:
+            ValueError: not a mel-domain model, wrong shapes, or a non-positive std.
+        """
+        if self.domain != "mel":
+            raise ValueError("data statistics belong to mel-domain models; this is a waveform one")
+        if mean.shape != (self.in_channels,) or std.shape != (self.in_channels,):
+            raise ValueError(
+                f"stats have shapes {tuple(mean.shape)}, {tuple(std.shape)} but this model has "
+                f"{self.in_channels} channels"
+            )
+        if not bool((std > 0).all()):
+            raise ValueError("every std must be positive")
+        self.data_mean.copy_(mean)
+        self.data_std.copy_(std)
+
+    def normalize_input(self, data: Tensor) -> Tensor:
+        """``[B, C_in, T]`` data -> the unit-scale signal the network models (identity for
+        waveform models)."""
+        if self.domain != "mel":
+            return data
+        return (data - self.data_mean[:, None]) / self.data_std[:, None]
+
+    def denormalize_output(self, x: Tensor) -> Tensor:
+        """Inverse of :meth:`normalize_input`: a sampled signal back to data scale."""
+        if self.domain != "mel":
+            return x
+        return x * self.data_std[:, None].to(x.device) + self.data_mean[:, None].to(x.device)
 
     def receptive_field(self) -> int:
         """Input samples that one output sample depends on, per network evaluation."""

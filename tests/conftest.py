@@ -9,8 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from audiodiff.config import ExperimentConfig, apply_overrides
+
+# The tests run tiny models: one intra-op thread is fastest for them, and with two threads on a
+# shared 2-core machine every op waits on the busier core (measured here: up to 15x slower).
+torch.set_num_threads(1)
 
 
 def chirp_plus_noise(
