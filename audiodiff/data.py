@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import random
+import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -265,14 +266,14 @@ def usable_clips(
             checks = None
     checks = broadcast_object(ctx, checks)
     if checks is None:
-        mine = range(ctx.rank, len(rows), ctx.world_size)
-        checks = {}
-        for part in all_gather_object(ctx, scan_clips(
+        mine = scan_clips(
             rows,
             min_duration_s=data_cfg.min_duration_s,
             silence_threshold=data_cfg.silence_threshold,
-            indices=mine,
-        )):  # fmt: skip
+            indices=range(ctx.rank, len(rows), ctx.world_size),
+        )
+        checks = {}
+        for part in all_gather_object(ctx, mine):
             checks.update(part)
         if ctx.is_main and cache_path is not None:
             payload = {"key": key, "checks": [checks[i] for i in range(len(rows))]}
@@ -287,13 +288,15 @@ def usable_clips(
 # --------------------------------------------------------------------------------------------------
 
 
-def derived_seed(*keys: int) -> int:
-    """A 63-bit generator seed that depends only on the non-negative integers ``keys``.
+def derived_seed(purpose: str, *keys: int) -> int:
+    """A 63-bit generator seed that depends only on ``purpose`` and the non-negative ``keys``.
 
-    ``SeedSequence`` hashes its entropy, so nearby keys give unrelated streams, and key tuples of
-    different lengths never collide.
+    ``SeedSequence`` hashes its entropy, so nearby keys give unrelated streams. The purpose
+    ("crop", "order", "noise", ...) keeps the streams of different uses apart, and the key count
+    is mixed in because ``SeedSequence`` zero-pads short entropy ((a, b) would equal (a, b, 0)).
     """
-    state = np.random.SeedSequence(list(keys)).generate_state(2, dtype=np.uint32)
+    entropy = [zlib.crc32(purpose.encode()), len(keys), *keys]
+    state = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32)
     return (int(state[0]) << 31) ^ int(state[1])
 
 
@@ -365,7 +368,7 @@ class SegmentDataset(Dataset):
         n, length = self.n_samples(index), self.segment_samples
         start = 0
         if self.random_crop and n > length:
-            g = torch.Generator().manual_seed(derived_seed(self.seed, epoch, index))
+            g = torch.Generator().manual_seed(derived_seed("crop", self.seed, epoch, index))
             start = int(torch.randint((n - length) // self.hop_length + 1, (1,), generator=g))
             start *= self.hop_length
         audio = self.read(index, start, min(length, n))
@@ -446,7 +449,7 @@ class ResumableDistributedSampler(DistributedSampler):
     def __iter__(self) -> Iterator[tuple[int, int]]:
         n = len(self.dataset)
         if self.shuffle:
-            g = torch.Generator().manual_seed(derived_seed(self.seed, self.epoch))
+            g = torch.Generator().manual_seed(derived_seed("order", self.seed, self.epoch))
             order = torch.randperm(n, generator=g)
         else:
             order = torch.arange(n)

@@ -117,10 +117,17 @@ class Trainer:
                 f"model.domain {cfg.model.domain!r} is not trainable yet; only 'waveform' is"
             )
 
-        # Run directory: refuse a foreign one, then write the resolved config.yaml first.
+        # Run directory: refuse a foreign one, then write the resolved config.yaml first. Rank 0
+        # decides and tells the others, so a refusal stops every rank instead of hanging them.
+        refusal = None
         if self.ctx.is_main:
-            prepare_run_dir(cfg, self.run_dir, self.log)
-        dist.barrier(self.ctx)
+            try:
+                prepare_run_dir(cfg, self.run_dir, self.log)
+            except ValueError as err:
+                refusal = str(err)
+        refusal = dist.broadcast_object(self.ctx, refusal)
+        if refusal is not None:
+            raise ValueError(refusal)
 
         # Precision: bf16 autocast where the GPU has it, fp16 + GradScaler on request, else fp32.
         self.precision = resolve_precision(cfg.train.precision, self.device)
@@ -146,7 +153,7 @@ class Trainer:
         )
 
         # Model, EMA copy, optimiser. Seeded so every rank starts from the same weights.
-        init_gen = torch.Generator().manual_seed(derived_seed(cfg.train.seed))
+        init_gen = torch.Generator().manual_seed(derived_seed("init", cfg.train.seed))
         self.model = DiffWave.from_config(cfg, generator=init_gen).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         opt_cls = torch.optim.AdamW if cfg.train.optimizer == "adamw" else torch.optim.Adam
@@ -170,7 +177,10 @@ class Trainer:
         self.step = self.epoch = self.position = 0
         self.skipped_steps = self.consecutive_bad = 0
         self.elapsed_s = 0.0
-        self.last_checkpoint: Path | None = latest_checkpoint(self.run_dir)
+        # Rank 0 picks the checkpoint so every rank resumes from the same one (the run dir must
+        # be on a filesystem all machines share, as for any multi-node resume).
+        latest = latest_checkpoint(self.run_dir) if self.ctx.is_main else None
+        self.last_checkpoint: Path | None = dist.broadcast_object(self.ctx, latest)
         if self.last_checkpoint is not None:
             self.load_state(load_checkpoint(self.last_checkpoint, map_location=self.device))
             self.log(f"resumed from {self.last_checkpoint} at step {self.step}")
@@ -289,7 +299,7 @@ class Trainer:
         for micro in range(tr.grad_accum):
             x0, cond, label = self.model_inputs(next(batches))
             shard = micro * ctx.world_size + ctx.rank
-            self.noise_gen.manual_seed(derived_seed(tr.seed, self.step, shard))
+            self.noise_gen.manual_seed(derived_seed("noise", tr.seed, self.step, shard))
             # Gradients are all-reduced only on the last micro-batch.
             last = micro == tr.grad_accum - 1
             sync = nullcontext() if last or not ctx.distributed else self.net.no_sync()
@@ -475,7 +485,10 @@ class Trainer:
         self.writer.add_audio(tag, audio.clamp(-1, 1).unsqueeze(0), self.step, sample_rate=sr)
         spec = mel(audio.unsqueeze(0).float())[0]  # [n_mels, frames]
         image = (spec - spec.min()) / (spec.max() - spec.min()).clamp_min(1e-8)
-        self.writer.add_image(f"{tag}_mel", image.flip(0).unsqueeze(0), self.step)
+        try:  # PNG encoding needs Pillow, which not every tensorboard install has
+            self.writer.add_image(f"{tag}_mel", image.flip(0).unsqueeze(0), self.step)
+        except ImportError:
+            pass
 
 
 def run(cfg: ExperimentConfig, run_dir: str | Path) -> TrainResult:
@@ -597,7 +610,7 @@ def evaluate(trainer: Trainer) -> dict[str, float]:
         items = [val[i] for i in range(start, min(start + cfg.data.batch_size, n_loss))]
         batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
         x0, cond, label = trainer.model_inputs(batch)
-        gen.manual_seed(derived_seed(cfg.train.seed, start))
+        gen.manual_seed(derived_seed("eval-loss", cfg.train.seed, start))
         d = cfg.diffusion
         losses.append(
             training_loss(ema, x0, schedule=trainer.schedule, cond=cond, label=label,
@@ -622,7 +635,7 @@ def evaluate(trainer: Trainer) -> dict[str, float]:
         ref = val.read(i, 0, n).to(device).unsqueeze(0)  # [1, 1, T]
         batch = {"audio": ref, "label": torch.tensor([val.label_of(i)])}
         x0, cond, label = trainer.model_inputs(batch)
-        gen.manual_seed(derived_seed(cfg.train.seed, 10**6 + i))
+        gen.manual_seed(derived_seed("eval-synthesis", cfg.train.seed, i))
         x = torch.randn(ref.shape, generator=gen, device=device) * prior_std(float(sigmas[0]))
         prepared = denoiser.prepare(cond, label)
         out = SAMPLERS[sampler](denoiser, x, sigmas.to(device), extra={"cond": prepared},

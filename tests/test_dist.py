@@ -75,7 +75,7 @@ def test_torchrun_two_gloo_ranks_equal_one_process(tmp_path, write_wav):
             # Only the order of float additions differs (all-reduce vs accumulation).
             torch.testing.assert_close(ddp[key][name], value, rtol=1e-4, atol=1e-6)
     # The tolerance is meaningful: training moved the weights far more than it.
-    init_gen = torch.Generator().manual_seed(derived_seed(cfg.train.seed))
+    init_gen = torch.Generator().manual_seed(derived_seed("init", cfg.train.seed))
     start = DiffWave.from_config(cfg, generator=init_gen).state_dict()
     moved = max((single["model"][n] - v).abs().max().item() for n, v in start.items())
     assert moved > 1e-3
