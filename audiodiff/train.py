@@ -33,7 +33,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from audiodiff import dist
-from audiodiff.audio import MelSpectrogram
+from audiodiff.audio import MelSpectrogram, MelStatsAccumulator
 from audiodiff.checkpoint import (
     checkpoint_name,
     latest_checkpoint,
@@ -112,10 +112,11 @@ class Trainer:
         self._log = log
         self.writer: Any = None
         self._bar: Any = None
-        if cfg.model.domain != "waveform":
-            raise ValueError(
-                f"model.domain {cfg.model.domain!r} is not trainable yet; only 'waveform' is"
-            )
+
+        # Precision: bf16 autocast where the GPU has it, fp16 + GradScaler on request, else fp32.
+        self.precision = resolve_precision(cfg.train.precision, self.device)
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
         # Run directory: refuse a foreign one, then write the resolved config.yaml first. Rank 0
         # decides and tells the others, so a refusal stops every rank instead of hanging them.
@@ -128,11 +129,6 @@ class Trainer:
         refusal = dist.broadcast_object(self.ctx, refusal)
         if refusal is not None:
             raise ValueError(refusal)
-
-        # Precision: bf16 autocast where the GPU has it, fp16 + GradScaler on request, else fp32.
-        self.precision = resolve_precision(cfg.train.precision, self.device)
-        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
         # Data: usable clips only (broken ones reported), hop-aligned crops, resumable sampler.
         self.train_set, self.val_set = load_datasets(cfg, self.run_dir, self.ctx, self.log)
@@ -184,6 +180,8 @@ class Trainer:
         if self.last_checkpoint is not None:
             self.load_state(load_checkpoint(self.last_checkpoint, map_location=self.device))
             self.log(f"resumed from {self.last_checkpoint} at step {self.step}")
+        elif cfg.model.domain == "mel":
+            self.measure_data_stats()
 
     # ----------------------------------------------------------------------------------------------
     # The loop
@@ -336,12 +334,36 @@ class Trainer:
         """
         x0 = batch["audio"].to(self.device, non_blocking=True)
         cond = label = None
-        if self.cfg.model.conditioning == "mel":
+        if self.cfg.model.domain == "mel":  # the mel itself is the data: [B, n_mels, frames]
+            with torch.no_grad():
+                mel = self.mel(x0[:, 0])[..., : x0.shape[-1] // self.cfg.mel.hop_length]
+                x0 = self.model.normalize_input(mel)
+        elif self.cfg.model.conditioning == "mel":
             with torch.no_grad():
                 cond = self.mel(x0)[..., : x0.shape[-1] // self.cfg.mel.hop_length]
         if self.cfg.model.n_labels > 0:
             label = batch["label"].to(self.device, non_blocking=True)
         return x0, cond, label
+
+    @torch.no_grad()
+    def measure_data_stats(self, max_clips: int = 512) -> None:
+        """Mel-domain models: per-bin mean/std of the training mels, before the first step.
+
+        Measured on the epoch-0 crops of up to ``max_clips`` clips (the same on every rank, so no
+        broadcast is needed) and stored in the model's buffers, hence in every checkpoint.
+        """
+        stats = MelStatsAccumulator(self.cfg.mel.n_mels)
+        hop = self.cfg.mel.hop_length
+        for i in range(min(len(self.train_set), max_clips)):
+            audio = self.train_set[(0, i)]["audio"].to(self.device)  # [1, T]
+            stats.update(self.mel(audio)[..., : audio.shape[-1] // hop])
+        norm = stats.normalizer()
+        for net in (self.model, self.ema):
+            net.set_data_stats(norm.mean.to(self.device), norm.std.to(self.device))
+        self.log(
+            f"mel statistics from {min(len(self.train_set), max_clips)} clips: mean "
+            f"{float(norm.mean.mean()):.2f}, std {float(norm.std.mean()):.2f} (averaged over bins)"
+        )
 
     def loss(
         self, x0: torch.Tensor, cond: torch.Tensor | None, label: torch.Tensor | None
