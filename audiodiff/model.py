@@ -590,13 +590,16 @@ class DiffWave(nn.Module):
         step = self.diffusion_embedding(c_noise)  # [B, step_mlp_dim]
         n_layers = len(self.residual_layers)
         skip: Tensor | None = None
+        # Unbind once: indexing conditioner[:, i] per layer makes autograd fill a zero gradient
+        # of the whole [B, layers, 2C, T] tensor for every layer (a third of a training step).
+        conditioners = prepared.conditioner.unbind(1) if prepared.conditioner is not None else None
         for i, layer in enumerate(self.residual_layers):
             bias = layer.diffusion_projection(step)  # [B, C]
             if prepared.label_bias is not None:
                 bias = bias + prepared.label_bias[:, i]
             y = layer.dilated_conv(h + bias.unsqueeze(-1))
-            if prepared.conditioner is not None:
-                y = y + prepared.conditioner[:, i]
+            if conditioners is not None:
+                y = y + conditioners[i]
             gate, filt = y.chunk(2, dim=1)
             y = torch.sigmoid(gate) * torch.tanh(filt)
             out = layer.output_projection

@@ -52,6 +52,11 @@ def config_from_dict(data: dict[str, Any], where: str) -> ExperimentConfig:
         raise ValueError(f"{where}: stored config is not usable: {err}") from None
 
 
+def label_names(labels: dict[str, int]) -> list[str]:
+    """Class names ordered by index, from a checkpoint's ``{name: index}`` map."""
+    return [name for name, _ in sorted(labels.items(), key=lambda item: item[1])]
+
+
 def load_model_source(
     source: str | Path,
 ) -> tuple[dict[str, torch.Tensor], ExperimentConfig, dict[str, Any]]:
@@ -70,6 +75,7 @@ def load_model_source(
         state, cfg_dict, metadata = load_export(path)
         info: dict[str, Any] = {"path": str(path), "kind": "export", "metadata": metadata}
         info["step"] = int(metadata.get("step", 0))
+        info["labels"] = json.loads(metadata["labels"]) if "labels" in metadata else []
         if "sample_schedule" in metadata:
             cfg_dict = dict(cfg_dict)
             cfg_dict["sample"] = dict(cfg_dict.get("sample", {}))
@@ -78,4 +84,5 @@ def load_model_source(
     ckpt = load_checkpoint(path)
     state = ckpt.get("ema") or ckpt["model"]
     info = {"path": str(path), "kind": "checkpoint", "step": int(ckpt.get("step", 0))}
+    info["labels"] = label_names(ckpt.get("labels") or {})
     return state, config_from_dict(ckpt["config"], str(path)), info
