@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from audiodiff.audio import mel_value_range
 from audiodiff.config import ExperimentConfig
 from audiodiff.diffusion import Denoiser, GuidedDenoiser
 from audiodiff.model import DiffWave
@@ -163,7 +164,10 @@ class GenerativeModel:
             progress=progress,
         )
         if self.domain == "mel":
-            out = self.net.denormalize_output(out)
+            # Back to the profile's scale, then into the range real audio can produce (values
+            # beyond it are sampling overshoot that no waveform in [-1, 1] has).
+            lo, hi = mel_value_range(cfg.mel)
+            out = self.net.denormalize_output(out).clamp(lo, hi)
         return out
 
 

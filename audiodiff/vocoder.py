@@ -64,17 +64,21 @@ def positional_noise(
         shape: ``(batch, channels)``.
 
     Returns:
-        float32 tensor ``[batch, channels, stop - start]`` on ``device``.
+        float32 tensor ``[batch, channels, stop - start]`` on ``device``; row ``b`` is the same
+        whatever the batch size.
     """
     batch, channels = shape
     first, last = start // NOISE_BLOCK, (stop - 1) // NOISE_BLOCK
-    pieces = []
-    for block in range(first, last + 1):
-        gen = torch.Generator().manual_seed(
-            _splitmix64(_splitmix64(_splitmix64(seed) ^ stream) ^ block) >> 1
-        )
-        pieces.append(torch.randn(batch, channels, NOISE_BLOCK, generator=gen))
-    noise = torch.cat(pieces, dim=-1)
+    rows = []
+    # Keyed by batch row too, so a clip's noise does not depend on what it is batched with.
+    for row in range(batch):
+        row_key = _splitmix64(_splitmix64(_splitmix64(seed) ^ stream) ^ (row << 32))
+        pieces = []
+        for block in range(first, last + 1):
+            gen = torch.Generator().manual_seed(_splitmix64(row_key ^ block) >> 1)
+            pieces.append(torch.randn(channels, NOISE_BLOCK, generator=gen))
+        rows.append(torch.cat(pieces, dim=-1))
+    noise = torch.stack(rows)
     offset = start - first * NOISE_BLOCK
     return noise[..., offset : offset + stop - start].to(device)
 
