@@ -23,17 +23,6 @@ from audiodiff.schedule import NoiseSchedule
 VOC = NoiseSchedule.diffwave_vocoder()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests run small element-wise ops and tiny convolutions, where intra-op threads buy
-    little and, on an oversubscribed CPU, spin-wait for cores (measured 15x slower with 2 threads
-    under a load of 7 on 2 cores). Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_add_noise_mean_and_variance_per_t():
     n = 100_000
     x0_value = 0.7

@@ -24,15 +24,6 @@ CHANNELS, LAYERS, CYCLE, N_MELS = 8, 4, 2, 80
 BETAS = np.linspace(1e-4, 0.05, 50).tolist()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: with 2 threads on 2 shared cores, thread hand-offs cost 10x the arithmetic.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class AttrDict(dict):
     """lmnt's params class: a dict whose attributes are its items."""
 

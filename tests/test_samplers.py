@@ -40,17 +40,6 @@ N_MC = 100_000
 SE_REL = math.sqrt(2 / (N_MC - 1))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests run small element-wise ops and tiny convolutions, where intra-op threads buy
-    little and, on an oversubscribed CPU, spin-wait for cores (measured 15x slower with 2 threads
-    under a load of 7 on 2 cores). Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def gaussian_denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return x * (S2 / (S2 + float(sigma) ** 2))
 

@@ -26,15 +26,6 @@ from .conftest import chirp_plus_noise
 STEPS = 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: with 2 threads on 2 shared cores, thread hand-offs cost 10x the arithmetic.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _state(cfg, seed=0):
     gen = torch.Generator().manual_seed(seed)
     net = DiffWave.from_config(cfg, generator=gen)
