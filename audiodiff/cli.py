@@ -45,7 +45,24 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineErrors(click.Group):
+    """A click group whose usage errors (missing argument, bad option value) are one line too."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.exceptions.Abort:
+            click.echo("audiodiff: interrupted", err=True)
+            sys.exit(130)
+        except click.ClickException as err:
+            hint = f" (see '{err.ctx.command_path} --help')" if getattr(err, "ctx", None) else ""
+            click.echo(f"audiodiff: error: {err.format_message()}{hint}", err=True)
+            sys.exit(2 if isinstance(err, click.UsageError) else err.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="audiodiff")
 def main() -> None:
     """Diffusion-based audio generation: train, sample, vocode and evaluate DiffWave models."""

@@ -1,0 +1,176 @@
+"""The synthesis commands end to end on a tiny model: mel, vocode, generate, export, demo.
+
+WAV files come out at the model's rate with frames * hop samples; every bad input is one line on
+stderr with exit code 2; nothing is overwritten without --overwrite.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+
+from audiodiff.checkpoint import export_safetensors, load_export
+from audiodiff.cli import main
+from audiodiff.config import apply_overrides, to_dict
+from audiodiff.model import DiffWave
+
+from .conftest import chirp_plus_noise
+
+
+def _export(cfg, path):
+    gen = torch.Generator().manual_seed(0)
+    net = DiffWave.from_config(cfg, generator=gen)
+    with torch.no_grad():
+        net.output_projection.weight.normal_(0, 0.2, generator=gen)
+    state = net.state_dict()
+    return export_safetensors({"config": to_dict(cfg), "model": state, "ema": state}, path)
+
+
+@pytest.fixture
+def model(tiny_config, tmp_path):
+    return _export(tiny_config, tmp_path / "tiny.safetensors")
+
+
+@pytest.fixture
+def speech(tmp_path):
+    path = tmp_path / "in" / "speech.wav"
+    path.parent.mkdir()
+    sf.write(path, chirp_plus_noise(44100, 0.4), 44100)  # another rate: resampled on load
+    return path
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _one_line_exit_2(result, text):
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("audiodiff: error:") and text in lines[0]
+
+
+def test_mel_then_vocode_mel_and_audio(model, speech, tmp_path):
+    mels = tmp_path / "mels"
+    result = invoke("mel", speech, "--from", model, "-o", mels, "--plot")
+    assert result.exit_code == 0, result.output
+    mel = np.load(mels / "speech.npy")
+    assert mel.shape == (80, int(0.4 * 22050) // 256)
+    assert (mels / "speech.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = tmp_path / "out"
+    result = invoke("vocode", model, mels / "speech.npy", "-o", out, "--steps", "6")
+    assert result.exit_code == 0, result.output
+    assert "real-time factor" in result.output
+    audio, rate = sf.read(out / "speech.wav")
+    assert rate == 22050 and audio.shape == (mel.shape[1] * 256,)
+    copy = invoke("vocode", model, speech, "-o", tmp_path / "copy", "--sampler", "ddim",
+                  "--steps", "3", "--batch-size", "2")  # fmt: skip
+    assert copy.exit_code == 0, copy.output
+    assert sf.info(tmp_path / "copy" / "speech.wav").frames == mel.shape[1] * 256
+    gl = invoke("vocode", model, speech, "-o", tmp_path / "gl", "--method", "griffin-lim")
+    assert gl.exit_code == 0, gl.output
+    assert sf.info(tmp_path / "gl" / "speech.wav").frames == mel.shape[1] * 256
+
+
+def test_vocode_batches_inputs_of_different_lengths(model, tmp_path):
+    mels = []
+    for i, frames in enumerate((7, 12, 9)):
+        path = tmp_path / f"m{i}.npy"
+        np.save(path, np.full((80, frames), -4.0, dtype=np.float32))
+        mels.append(path)
+    result = invoke("vocode", model, *mels, "-o", tmp_path / "out", "--batch-size", "2")
+    assert result.exit_code == 0, result.output
+    for i, frames in enumerate((7, 12, 9)):
+        assert sf.info(tmp_path / "out" / f"m{i}.wav").frames == frames * 256
+
+
+def test_bad_inputs_are_one_line_with_exit_2(model, speech, tmp_path):
+    out = tmp_path / "out"
+    _one_line_exit_2(invoke("vocode", tmp_path / "nope.pt", speech, "-o", out), "nope.pt")
+    text = tmp_path / "text.wav"
+    text.write_text("not audio")
+    _one_line_exit_2(invoke("vocode", model, text, "-o", out), "text.wav")
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.zeros((100, 10), dtype=np.float32))
+    _one_line_exit_2(
+        invoke("vocode", model, wrong, "-o", out), "100 bins but this vocoder expects 80"
+    )
+    pickle = tmp_path / "evil.npy"
+    np.save(pickle, np.array([object()], dtype=object), allow_pickle=True)
+    _one_line_exit_2(invoke("vocode", model, pickle, "-o", out), "not a readable mel file")
+    _one_line_exit_2(invoke("vocode", model, speech, "-o", out, "--steps", "4"), "fixed 6-step")
+    _one_line_exit_2(invoke("mel", speech, "-o", out), "exactly one of --profile")
+    _one_line_exit_2(invoke("mel", speech, "--profile", "nope", "-o", out), "unknown mel profile")
+    _one_line_exit_2(invoke("generate", model, "-o", out), "mel-conditioned vocoder")
+    _one_line_exit_2(
+        invoke("export", model, tmp_path / "x.safetensors"), "not an audiodiff checkpoint"
+    )
+    assert not out.exists() or not any(out.iterdir())  # nothing half-written
+
+
+def test_no_overwrite_without_flag(model, speech, tmp_path):
+    out = tmp_path / "out"
+    assert invoke("vocode", model, speech, "-o", out).exit_code == 0
+    before = (out / "speech.wav").read_bytes()
+    _one_line_exit_2(invoke("vocode", model, speech, "-o", out, "--seed", "1"), "exists")
+    assert (out / "speech.wav").read_bytes() == before
+    again = invoke("vocode", model, speech, "-o", out, "--seed", "1", "--overwrite")
+    assert again.exit_code == 0 and (out / "speech.wav").read_bytes() != before
+
+
+def test_generate_unconditional_and_labelled(tiny_config, tmp_path):
+    cfg = apply_overrides(
+        tiny_config, ["model.conditioning=none", "model.n_labels=3", "diffusion.label_dropout=0.1"]
+    )
+    path = _export(cfg, tmp_path / "gen.safetensors")
+    out = tmp_path / "out"
+    result = invoke("generate", path, "-n", "2", "--seconds", "0.05", "--label", "1",
+                    "--guidance", "2", "--sampler", "ddim", "--steps", "3", "-o", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for i in range(2):
+        audio, rate = sf.read(out / f"label-1_00{i}.wav")
+        assert rate == 22050 and audio.shape == (round(0.05 * 22050),)
+    _one_line_exit_2(invoke("generate", path, "--label", "9", "-o", out), "unknown label '9'")
+
+
+def test_export_round_trip_is_bit_identical(tiny_config, tmp_path, speech):
+    """A training checkpoint and its export give the same audio."""
+    from audiodiff.checkpoint import save_checkpoint
+    from audiodiff.vocoder import Vocoder
+
+    net = DiffWave.from_config(tiny_config)
+    with torch.no_grad():
+        net.output_projection.weight.normal_(0, 0.2)
+    state = {"config": to_dict(tiny_config), "model": net.state_dict(), "ema": net.state_dict(),
+             "step": 7, "optimizer": {}, "rng": {}}  # fmt: skip
+    ckpt = save_checkpoint(state, tmp_path / "run", 7, keep_last=2)
+    out = tmp_path / "m.safetensors"
+    result = invoke("export", tmp_path / "run", out)
+    assert result.exit_code == 0, result.output
+    tensors, cfg, metadata = load_export(out)
+    assert cfg == to_dict(tiny_config) and metadata["step"] == "7"
+    mel = Vocoder.from_pretrained(ckpt).mel_from_file(speech)
+    a = Vocoder.from_pretrained(ckpt)(mel, seed=5)
+    b = Vocoder.from_pretrained(out)(mel, seed=5)
+    assert torch.equal(a, b)
+    _one_line_exit_2(invoke("export", tmp_path / "run", out), "exists")
+
+
+def test_real_subprocess_vocode(model, speech, tmp_path):
+    out = tmp_path / "sub"
+    cmd = [sys.executable, "-m", "audiodiff", "vocode", str(model), str(speech), "-o", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sf.info(out / "speech.wav").samplerate == 22050
+    bad = subprocess.run(cmd[:5] + [str(tmp_path / "missing.wav"), "-o", str(out)],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    usage = subprocess.run(cmd[:5], capture_output=True, text=True, timeout=120)
+    assert usage.returncode == 2 and len(usage.stderr.strip().splitlines()) == 1
+    assert "Missing argument 'INPUTS...'" in usage.stderr
