@@ -19,8 +19,7 @@ from audiodiff.diffusion import Denoiser, GuidedDenoiser
 from audiodiff.model import DiffWave
 from audiodiff.pretrained import load_model_source
 from audiodiff.schedule import NoiseSchedule
-from audiodiff.vocoder import DEFAULT_CHUNK_S, Vocoder, make_sampling_spec, synthesize
-from audiodiff.vocoder import _resolve_seed as resolve_seed
+from audiodiff.vocoder import DEFAULT_CHUNK_S, Vocoder, make_sampling_spec, resolve_seed, synthesize
 
 
 class GenerativeModel:

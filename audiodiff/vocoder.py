@@ -365,7 +365,7 @@ class Vocoder:
         denoiser = Denoiser(
             self.net, self.schedule, target=self.config.diffusion.target, t_mapping=spec.t_mapping
         )
-        seed = _resolve_seed(generator, seed)
+        seed = resolve_seed(generator, seed)
         hop, frames = self.hop_length, mel.shape[2]
         n_samples = frames * hop
         frame_halo = self.net.conditioner_halo_frames()
@@ -398,7 +398,7 @@ class Vocoder:
         return audio, elapsed / (audio.shape[-1] / self.sample_rate)
 
 
-def _resolve_seed(generator: torch.Generator | None, seed: int | None) -> int:
+def resolve_seed(generator: torch.Generator | None, seed: int | None) -> int:
     if seed is not None:
         return int(seed)
     if generator is None:
