@@ -42,6 +42,8 @@ def run(cmd: list[str]) -> str:
 
 
 def main() -> None:
+    if Path.cwd() != ROOT.parent:
+        sys.exit("run from the repository root: python samples/make_samples.py")
     model_path = resolve_source(MODEL)
     digest = hashlib.sha256(model_path.read_bytes()).hexdigest()[:16]
     originals, rows = ROOT / "original", []
@@ -50,7 +52,8 @@ def main() -> None:
             sys.exit(f"missing {src}: apt-get install klettres-data alsa-utils")
         audio, rate = load_audio(src, 22050)
         save_audio(originals / f"{name}.wav", audio, rate, overwrite=True)
-    inputs = [str(originals / f"{n}.wav") for n in CLIPS]
+    # Paths relative to the repository root, so the recorded commands run anywhere.
+    inputs = [f"samples/original/{n}.wav" for n in CLIPS]
     commands = {
         "small-speech": ["audiodiff", "vocode", MODEL, *inputs, "-o", "samples/small-speech",
                          "--seed", "0", "--overwrite"],
@@ -62,7 +65,16 @@ def main() -> None:
         rows.append((method, shlex.join(cmd), run(cmd).strip().splitlines()[-1]))
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "scores.json"
-            run(["audiodiff", "evaluate", str(originals), str(ROOT / method), "--json", str(out)])
+            run(
+                [
+                    "audiodiff",
+                    "evaluate",
+                    "samples/original",
+                    f"samples/{method}",
+                    "--json",
+                    str(out),
+                ]
+            )
             scores[method] = json.loads(out.read_text())
     lines = [
         "# Samples",
