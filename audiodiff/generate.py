@@ -17,7 +17,7 @@ from audiodiff.audio import mel_value_range
 from audiodiff.config import ExperimentConfig
 from audiodiff.diffusion import Denoiser, GuidedDenoiser
 from audiodiff.model import DiffWave
-from audiodiff.pretrained import load_model_source
+from audiodiff.pretrained import load_network
 from audiodiff.schedule import NoiseSchedule
 from audiodiff.vocoder import DEFAULT_CHUNK_S, Vocoder, make_sampling_spec, resolve_seed, synthesize
 
@@ -51,9 +51,7 @@ class GenerativeModel:
     @classmethod
     def from_pretrained(cls, source: str | Path, device: Any = None) -> GenerativeModel:
         """Load a checkpoint, run directory or export; the network is rebuilt from its config."""
-        state, cfg, info = load_model_source(source)
-        net = DiffWave.from_config(cfg)
-        net.load_state_dict(state)
+        net, cfg, info = load_network(source)
         return cls(net, cfg, labels=info.get("labels"), device=device)
 
     @property

@@ -15,6 +15,7 @@ import torch
 
 from audiodiff.checkpoint import load_checkpoint, load_export
 from audiodiff.config import ExperimentConfig, from_dict, validate
+from audiodiff.model import DiffWave
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "pretrained_models"
 
@@ -86,3 +87,22 @@ def load_model_source(
     info = {"path": str(path), "kind": "checkpoint", "step": int(ckpt.get("step", 0))}
     info["labels"] = label_names(ckpt.get("labels") or {})
     return state, config_from_dict(ckpt["config"], str(path)), info
+
+
+def load_network(source: str | Path) -> tuple[DiffWave, ExperimentConfig, dict[str, Any]]:
+    """The network of any model source, rebuilt from its stored config with its (EMA) weights.
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`load_model_source`, or weights that do not fit
+            the stored config.
+    """
+    state, cfg, info = load_model_source(source)
+    net = DiffWave.from_config(cfg)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise ValueError(
+            f"{info['path']}: weights do not fit the stored config ({first})"
+        ) from None
+    return net, cfg, info

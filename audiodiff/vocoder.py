@@ -32,7 +32,7 @@ from audiodiff.audio import MelSpectrogram, load_audio, mel_value_range, resampl
 from audiodiff.config import ExperimentConfig, MelConfig
 from audiodiff.diffusion import Denoiser, prior_std
 from audiodiff.model import DiffWave
-from audiodiff.pretrained import load_model_source
+from audiodiff.pretrained import load_network
 from audiodiff.samplers import SAMPLERS, sample
 from audiodiff.schedule import NoiseSchedule, sampling_sigmas
 
@@ -278,9 +278,7 @@ class Vocoder:
         Raises:
             ValueError: unreadable file, not an audiodiff model, or not a vocoder.
         """
-        state, cfg, _ = load_model_source(path)
-        net = DiffWave.from_config(cfg)
-        net.load_state_dict(state)
+        net, cfg, _ = load_network(path)
         return cls(net, cfg, device=device)
 
     @property
