@@ -77,10 +77,6 @@ def load_model_source(
         info: dict[str, Any] = {"path": str(path), "kind": "export", "metadata": metadata}
         info["step"] = int(metadata.get("step", 0))
         info["labels"] = json.loads(metadata["labels"]) if "labels" in metadata else []
-        if "sample_schedule" in metadata:
-            cfg_dict = dict(cfg_dict)
-            cfg_dict["sample"] = dict(cfg_dict.get("sample", {}))
-            cfg_dict["sample"]["schedule"] = json.loads(metadata["sample_schedule"])
         return state, config_from_dict(cfg_dict, str(path)), info
     ckpt = load_checkpoint(path)
     state = ckpt.get("ema") or ckpt["model"]

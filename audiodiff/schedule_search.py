@@ -371,7 +371,7 @@ def store_schedule(
         }
         if metadata.get("weights") == "ema":
             ckpt["ema"] = tensors
-        own = ("format", "format_version", "config", "step", "weights", "sample_schedule")
+        own = ("format", "format_version", "config", "step", "weights")
         extra = {k: v for k, v in metadata.items() if k not in own}
         return export_safetensors(ckpt, out, overwrite=overwrite, extra_metadata=extra)
     ckpt = load_checkpoint(source)

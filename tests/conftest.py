@@ -80,3 +80,21 @@ TINY_OVERRIDES = [
 def tiny_config() -> ExperimentConfig:
     """A vocoder config small enough to train a few steps in well under a second per step."""
     return apply_overrides(dataclasses.replace(ExperimentConfig(), name="tiny"), TINY_OVERRIDES)
+
+
+def random_export(
+    cfg: ExperimentConfig, path: Path, *, seed: int = 0, output_std: float = 0.3
+) -> Path:
+    """Export a model of ``cfg`` with random weights (the zero-initialised output projection drawn
+    with ``output_std`` so the output is not trivially 0; 0 keeps it zero) as ``.safetensors``."""
+    from audiodiff.checkpoint import export_safetensors
+    from audiodiff.config import to_dict
+    from audiodiff.model import DiffWave
+
+    gen = torch.Generator().manual_seed(seed)
+    net = DiffWave.from_config(cfg, generator=gen)
+    if output_std:
+        with torch.no_grad():
+            net.output_projection.weight.normal_(0, output_std, generator=gen)
+    state = net.state_dict()
+    return export_safetensors({"config": to_dict(cfg), "model": state, "ema": state}, path)

@@ -15,21 +15,16 @@ import soundfile as sf
 import torch
 from click.testing import CliRunner
 
-from audiodiff.checkpoint import export_safetensors, load_export
+from audiodiff.checkpoint import load_export
 from audiodiff.cli import main
 from audiodiff.config import apply_overrides, to_dict
 from audiodiff.model import DiffWave
 
-from .conftest import chirp_plus_noise
+from .conftest import chirp_plus_noise, random_export
 
 
 def _export(cfg, path):
-    gen = torch.Generator().manual_seed(0)
-    net = DiffWave.from_config(cfg, generator=gen)
-    with torch.no_grad():
-        net.output_projection.weight.normal_(0, 0.2, generator=gen)
-    state = net.state_dict()
-    return export_safetensors({"config": to_dict(cfg), "model": state, "ema": state}, path)
+    return random_export(cfg, path, output_std=0.2)
 
 
 @pytest.fixture

@@ -12,15 +12,6 @@ from audiodiff.griffin_lim import decompress_mel, griffin_lim, mel_basis, mel_to
 from audiodiff.metrics import log_mel_l1, mr_stft_distance
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The suite shares 2 cores with other work; a second intra-op thread only adds contention.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def harmonic(sample_rate: int, duration_s: float = 0.5, f0_hz: float = 150.0) -> torch.Tensor:
     """Harmonics below 7 kHz of an F0 with 10 % vibrato, amplitude-modulated at 3 Hz: [T]."""
     t = np.arange(int(sample_rate * duration_s)) / sample_rate

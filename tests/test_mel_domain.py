@@ -13,13 +13,13 @@ import torch
 from click.testing import CliRunner
 
 from audiodiff.audio import MelSpectrogram
-from audiodiff.checkpoint import export_safetensors
 from audiodiff.cli import main
-from audiodiff.config import ExperimentConfig, apply_overrides, to_dict
+from audiodiff.config import ExperimentConfig, apply_overrides
 from audiodiff.data import write_manifest
 from audiodiff.generate import GenerativeModel
-from audiodiff.model import DiffWave
 from audiodiff.train import run
+
+from .conftest import random_export
 
 SAMPLE_RATE = 22050
 TONES_HZ = (250.0, 700.0, 1800.0, 4000.0)  # far apart in mel bins: 7, 17, 34, 54 (hifigan)
@@ -148,8 +148,7 @@ def _tiny_vocoder(path, profile="hifigan"):
         [f"mel.name={profile}", "model.residual_channels=4", "model.residual_layers=2",
          "model.dilation_cycle=2", "model.step_embedding_dim=8", "model.step_mlp_dim=8"],
     )  # fmt: skip
-    net = DiffWave.from_config(cfg)
-    return export_safetensors({"config": to_dict(cfg), "model": net.state_dict()}, path)
+    return random_export(cfg, path, output_std=0.0)
 
 
 def test_two_stage_cli_writes_files_and_refuses_profile_mismatch(trained_mel_model, tmp_path):

@@ -68,15 +68,6 @@ def write(folder: Path, name: str, x: np.ndarray, sample_rate: int = SR) -> Path
     return path
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The suite shares 2 cores with other work; a second intra-op thread only adds contention.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def clip() -> np.ndarray:
     return speechlike()

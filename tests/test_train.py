@@ -26,17 +26,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "smoke" / "vocoder.yaml"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets gain nothing from intra-op threads, and on a shared 2-core machine OpenMP's spin
-    barriers make 2 threads far slower; the child processes get the same setting so that their
-    float reductions match this process bit for bit."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def manifests(tmp_path, write_wav) -> tuple[Path, Path]:
     """Five training clips (two steps of batch 2 per epoch, so resumes land mid-epoch), two val."""

@@ -8,22 +8,14 @@ import pytest
 import torch
 
 from audiodiff.audio import MelSpectrogram
-from audiodiff.checkpoint import export_safetensors
-from audiodiff.config import apply_overrides, to_dict
-from audiodiff.model import DiffWave
+from audiodiff.config import apply_overrides
 from audiodiff.vocoder import Vocoder, positional_noise
 
-from .conftest import chirp_plus_noise
+from .conftest import chirp_plus_noise, random_export
 
 
 def _random_vocoder_export(cfg, path, seed=0):
-    """A tiny vocoder with random (non-zero) weights everywhere, exported as .safetensors."""
-    gen = torch.Generator().manual_seed(seed)
-    net = DiffWave.from_config(cfg, generator=gen)
-    with torch.no_grad():
-        net.output_projection.weight.normal_(0, 0.3, generator=gen)
-    ckpt = {"config": to_dict(cfg), "model": net.state_dict(), "ema": net.state_dict(), "step": 0}
-    return export_safetensors(ckpt, path)
+    return random_export(cfg, path, seed=seed, output_std=0.3)
 
 
 @pytest.fixture
