@@ -260,6 +260,10 @@ def export_safetensors(
         "step": str(ckpt.get("step", 0)),
         "weights": "ema" if ckpt.get("ema") else "model",
     }
+    if ckpt.get("labels"):  # class names of a label-conditional model, {name: index}
+        metadata["labels"] = json.dumps(
+            [name for name, _ in sorted(ckpt["labels"].items(), key=lambda item: item[1])]
+        )
     for key, value in (extra_metadata or {}).items():
         metadata[str(key)] = _metadata_str(value)
     out_path.parent.mkdir(parents=True, exist_ok=True)

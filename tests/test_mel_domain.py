@@ -100,6 +100,17 @@ def test_statistics_measured_and_stored(trained_mel_model):
     assert model.labels == ["class0", "class1", "class2", "class3"]
 
 
+def test_export_keeps_label_names(trained_mel_model, tmp_path):
+    run_dir, _ = trained_mel_model
+    out = tmp_path / "mel.safetensors"
+    assert CliRunner().invoke(main, ["export", str(run_dir), str(out)]).exit_code == 0
+    exported = GenerativeModel.from_pretrained(out)
+    assert exported.labels == ["class0", "class1", "class2", "class3"]
+    assert torch.equal(exported.sample(1, seconds=0.05, label="class1", seed=0),
+                       GenerativeModel.from_pretrained(run_dir).sample(
+                           1, seconds=0.05, label="class1", seed=0))  # fmt: skip
+
+
 def test_samples_follow_label_and_stay_in_range(trained_mel_model):
     run_dir, train_mels = trained_mel_model
     model = GenerativeModel.from_pretrained(run_dir)
