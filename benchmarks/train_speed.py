@@ -63,11 +63,14 @@ def step_flops(trainer: Trainer) -> int:
     """Matmul/conv FLOPs of one forward + backward of the training loss (one micro-batch)."""
     batches = trainer.batches()
     x0, cond, label = trainer.model_inputs(next(batches))
-    # Counted on the plain module: a compiled graph would hide its ops from the counter.
+    # Counted on the plain module through the eager stack: a compiled graph would hide its ops
+    # from the counter, and the fused kernel's in-place ``addmm_`` GEMMs are not counted by it.
     net, trainer.net = trainer.net, trainer.model
+    trainer.model.fused_training = False
     with FlopCounterMode(display=False) as counter:
         trainer.loss(x0, cond, label).mean().backward()
     trainer.net = net
+    trainer.model.fused_training = True
     trainer.optimizer.zero_grad(set_to_none=True)
     return counter.get_total_flops()
 
