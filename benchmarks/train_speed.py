@@ -11,12 +11,16 @@ network's layers, both measured in the same run.
 Reference (quoted from the issue, not measured here): lmnt-com/diffwave on a 2-core CPU of this
 kind, 7.8 s per step, 0.37 audio-s/s, about 25 % of a ~250 GFLOP/s matmul rate.
 
-    python benchmarks/train_speed.py [--threads 2] [--steps 5] [--compile]
+    python benchmarks/train_speed.py [--threads 2] [--steps 5] [--compile] [--eager]
+
+``--eager`` trains through the eager residual stack (conv1d) instead of the fused CPU kernel
+(audiodiff/fused_stack.py), for the before/after comparison.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import tempfile
 import time
@@ -45,6 +49,11 @@ def matmul_gflops(m: int, k: int, n: int, seconds: float = 1.0) -> float:
     return statistics.median(rates)
 
 
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def make_data(folder: Path, n_clips: int = 8, duration_s: float = 2.0, sr: int = 22050) -> Path:
     """Chirps plus noise as 16-bit WAVs, and their manifest."""
     rng = np.random.default_rng(0)
@@ -59,7 +68,7 @@ def make_data(folder: Path, n_clips: int = 8, duration_s: float = 2.0, sr: int =
     return manifest_from_files(files, folder / "train.jsonl")
 
 
-def step_flops(trainer: Trainer) -> int:
+def step_flops(trainer: Trainer, fused: bool) -> int:
     """Matmul/conv FLOPs of one forward + backward of the training loss (one micro-batch)."""
     batches = trainer.batches()
     x0, cond, label = trainer.model_inputs(next(batches))
@@ -70,7 +79,7 @@ def step_flops(trainer: Trainer) -> int:
     with FlopCounterMode(display=False) as counter:
         trainer.loss(x0, cond, label).mean().backward()
     trainer.net = net
-    trainer.model.fused_training = True
+    trainer.model.fused_training = fused
     trainer.optimizer.zero_grad(set_to_none=True)
     return counter.get_total_flops()
 
@@ -82,6 +91,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--frames", type=int, default=62)
     parser.add_argument("--compile", action="store_true", help="train.compile=true")
+    parser.add_argument(
+        "--eager", action="store_true", help="the eager residual stack, not the fused CPU kernel"
+    )
     parser.add_argument("--profile", action="store_true", help="print the top ops of one step")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -95,14 +107,15 @@ def main() -> None:
             "train.precision=fp32", f"train.compile={str(args.compile).lower()}",
         ])  # fmt: skip
         trainer = Trainer(cfg, Path(tmp) / "run", log=lambda message: None)
+        fused = not args.eager
         samples = args.batch * args.frames * cfg.mel.hop_length
         channels = cfg.model.residual_channels
         # The network's dominant products: [2C, C] taps and [2C, C] output projections over
         # batch x time columns.
         thin = matmul_gflops(2 * channels, channels, samples)
-        flops = step_flops(trainer)
+        trainer.model.fused_training = fused
         batches = trainer.batches()
-        times, ratios = [], []
+        times, squares = [], []
         for i in range(2 + args.steps):
             # The matmul rate is re-measured beside every step, so a machine whose load changes
             # during the run still gives a fair ratio (the median of the per-step ratios).
@@ -112,9 +125,12 @@ def main() -> None:
             trainer.step += 1
             trainer.update_ema()
             times.append(time.perf_counter() - t0)
-            if i >= 2:
-                ratios.append(flops / times[-1] / 1e9 / square_now)
+            squares.append(square_now)
             assert ok, "non-finite step in the benchmark"
+        # Before the FLOP count, whose eager pass has its own memory peak.
+        rss_mib = peak_rss_mib()
+        flops = step_flops(trainer, fused)
+        ratios = [flops / t / 1e9 / sq for t, sq in zip(times[2:], squares[2:], strict=True)]
         if args.profile:
             from torch.profiler import ProfilerActivity, profile
 
@@ -130,6 +146,8 @@ def main() -> None:
         ("model", f"{channels} ch x {cfg.model.residual_layers} layers, {n_params / 1e6:.2f} M"),
         ("batch x crop", f"{args.batch} x {samples // args.batch} samples ({args.frames} frames)"),
         ("threads", f"{args.threads}" + (" (torch.compile)" if args.compile else "")),
+        ("residual stack", "eager (conv1d)" if args.eager else "fused CPU kernel"),
+        ("peak RSS during training", f"{rss_mib:.0f} MiB"),
         ("step time, median", f"{step_s:.3f} s  (all: {', '.join(f'{t:.2f}' for t in times)})"),
         ("audio-seconds trained / s", f"{audio_s / step_s:.3f}"),
         ("FLOP per step (fwd + bwd)", f"{flops / 1e9:.1f} GFLOP"),
