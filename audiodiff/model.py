@@ -28,18 +28,21 @@ Decisions (DESIGN.md §6, §11):
   approximation (it equals the eager path within float32 rounding). The eager path
   (:meth:`DiffWave.denoise_step` with ``fast=False``) stays the reference and the GPU training
   path.
-- **Fused CPU training path.** With gradients on, ``forward`` on a CPU runs the residual stack
-  through :class:`audiodiff.fused_stack.FusedResidualStack` (one im2col GEMM per layer and time
-  block for the dilated conv plus the conditioner projection, gating and residual/skip updates in
-  cache, a hand-written blocked backward): 1.6-1.9x faster per training step than the eager stack
-  on the 2-core CPU (benchmarks/train_speed.py); ``fused=False`` or ``fused_training = False``
-  selects the eager stack.
   The blocks need no halo recomputation because each layer reads its whole input, which is kept
   with zero margins; long-form halo chunking (vocoder.py) is a separate, outer mechanism
   (DESIGN §11: two mechanisms, since per-layer blocks with a whole-network halo would recompute
   a 6139-sample receptive field around every 2048-sample block).
   Measured (1 s of 22.05 kHz audio, base model, 6 steps, one thread, CPU time, this repo's 2-core
   Xeon while shared): fast 1.4-1.6x the FLOP floor, eager 2.8-3.2x, forward-every-step 3.4-3.8x.
+- **Fused CPU training path.** With gradients on, ``forward`` on a CPU runs the residual stack
+  through :class:`audiodiff.fused_stack.FusedResidualStack` (one im2col GEMM per layer and time
+  block for the dilated conv plus the conditioner projection, gating and residual/skip updates in
+  cache, a hand-written blocked backward): 1.6-1.9x faster per training step than the eager stack
+  and a third of its peak memory on the 2-core CPU (benchmarks/train_speed.py); ``fused=False``
+  or ``fused_training = False`` selects the eager stack. The inference path keeps its own kernel:
+  the same im2col kernel without saving, tried for inference, ran 10-20 % slower than the
+  in-place fast path above (its tap copies and ping-pong buffers cost more than the deeper GEMM
+  gains when the conditioner projection is precomputed).
 
 Deliberate differences from lmnt-com/diffwave (parameter names are the same, so its state dict maps
 one to one; its ``embedding`` buffer is likewise non-persistent):
