@@ -22,7 +22,8 @@ LAYER = {
     "config": 0,
     "audio": 1,
     "schedule": 1,
-    "fused_stack": 0,  # a torch kernel that imports nothing of ours
+    "fused_stack": 0,  # torch kernels that import nothing of ours
+    "fast_stack": 0,
     "model": 1,
     "dist": 1,
     "plot": 1,
