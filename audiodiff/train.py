@@ -180,6 +180,13 @@ class Trainer:
         if self.last_checkpoint is not None:
             self.load_state(load_checkpoint(self.last_checkpoint, map_location=self.device))
             self.log(f"resumed from {self.last_checkpoint} at step {self.step}")
+            if self.ctx.is_main:
+                dropped = drop_metrics_after(self.run_dir / "metrics.jsonl", self.step)
+                if dropped:
+                    self.log(
+                        f"dropped {dropped} metrics.jsonl rows that the interrupted run logged "
+                        f"after step {self.step} (those steps are trained again)"
+                    )
         elif cfg.model.domain == "mel":
             self.measure_data_stats()
 
@@ -205,7 +212,9 @@ class Trainer:
             dynamic_ncols=True,
         )
         self._bar = bar
-        self.writer = writer = tensorboard_writer(self.run_dir) if self.ctx.is_main else None
+        self.writer = writer = (
+            tensorboard_writer(self.run_dir, purge_step=self.step) if self.ctx.is_main else None
+        )
         batches = self.batches()
         window = torch.zeros(3, device=self.device)  # loss sum, grad-norm sum, good steps
         window_start, last_loss = time.perf_counter(), None
@@ -559,13 +568,37 @@ def lr_at(tr: TrainConfig, step: int) -> float:
     )
 
 
-def tensorboard_writer(run_dir: Path) -> Any:
-    """A TensorBoard ``SummaryWriter`` when tensorboard is installed, else None (never needed)."""
+def tensorboard_writer(run_dir: Path, purge_step: int = 0) -> Any:
+    """A TensorBoard ``SummaryWriter`` when tensorboard is installed, else None (never needed).
+
+    ``purge_step`` (the resumed step) hides events an interrupted run wrote after it.
+    """
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         return None
-    return SummaryWriter(str(run_dir / "tensorboard"))
+    return SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge_step or None)
+
+
+def drop_metrics_after(path: Path, step: int) -> int:
+    """Remove the rows of a ``metrics.jsonl`` logged after ``step`` (atomically); returns how many.
+
+    A run killed after its last checkpoint logged steps that the resumed run trains and logs
+    again; without this the file would hold two rows per such step.
+    """
+    import json
+    import os
+
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if not line.strip() or json.loads(line).get("step", 0) <= step]
+    if len(kept) == len(lines):
+        return 0
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
+    return len(lines) - len(kept)
 
 
 def load_datasets(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -72,6 +73,25 @@ def test_stop_and_resume_is_bit_identical(tmp_path, tiny_config, manifests, work
     a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
     _assert_same_state(a, b)
     assert (tmp_path / "b" / "metrics.jsonl").read_text().count('"kind": "eval"') == 2
+
+
+def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path, tiny_config, manifests):
+    """A run killed after its last checkpoint logged steps that the resumed run logs again."""
+    common = ["train.save_every=2", "train.log_every=1", "train.eval_every=100"]
+    run = tmp_path / "run"
+    Trainer(_cfg(tiny_config, manifests, *common, "train.max_steps=4"), run).train()
+    # As if killed after logging step 4 but before its checkpoint was written.
+    (run / "step_00000004.pt").unlink()
+    (run / "latest").write_text("step_00000002.pt\n")
+    messages = []
+    resumed = Trainer(
+        _cfg(tiny_config, manifests, *common, "train.max_steps=5"), run, log=messages.append
+    )
+    assert resumed.step == 2
+    assert any("dropped 2 metrics.jsonl rows" in m for m in messages)
+    resumed.train()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2, 3, 4, 5]
 
 
 def _child(cmd: list[str], log: Path) -> subprocess.Popen:
