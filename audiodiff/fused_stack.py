@@ -238,7 +238,6 @@ def stack_backward(
                 dy = dy_buf[:, :n]
                 if d_h_next is not None:
                     torch.mul(d_h_next[b, :, t0:t1], INV_SQRT2, out=dy[:channels])
-                    d_b_out[i, :channels] += dy[:channels].sum(1)
                 dy[channels:].copy_(grad_skip[b, :, t0:t1])
                 d_w_out[i, rows].addmm_(dy[rows], g.t())
                 dg = g  # g is no longer needed once dW_out has it
@@ -262,9 +261,17 @@ def stack_backward(
                     if hi > lo:
                         part = dc[k * channels : (k + 1) * channels, lo - t0 : hi - t0]
                         d_h[b, :, lo + shift : hi + shift] += part
-                        d_bias[b, i] += part.sum(1)
                 if d_mel is not None:
                     d_mel[b, :, t0:t1] += dc[mel_row:]
+        # Per layer, not per block: the bias reaches the layer input wherever the conv reads
+        # the signal, so its gradient is the time sum of the conv-input gradient, i.e. of d_h
+        # less the residual path's share; the residual bias gets that share's time sum.
+        d_conv_sum = d_h.sum(-1)  # [B, C]
+        if d_h_next is not None:
+            residual_sum = d_h_next.sum(-1) * INV_SQRT2
+            d_conv_sum -= residual_sum
+            d_b_out[i, :channels] = residual_sum.sum(0)
+        d_bias[:, i] = d_conv_sum
         d_h_next = d_h
     return d_h_next, d_bias, d_mel, d_w_cat, d_b_cat, d_w_out, d_b_out
 
