@@ -191,8 +191,12 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_steps: int = 0
-    lr_decay: Literal["constant", "cosine"] = "constant"
+    lr_decay: Literal["constant", "cosine", "step"] = "constant"
     min_lr_ratio: float = 0.1
+    # lr_decay "step": the rate is multiplied by lr_gamma at each milestone step (MultiStepLR).
+    # Unlike cosine it does not depend on max_steps, so it can be added to a running run.
+    lr_milestones: list[int] = field(default_factory=list)
+    lr_gamma: float = 0.1
     grad_clip: float = 1.0
     grad_accum: int = 1
     ema_decay: float = 0.999
@@ -600,6 +604,14 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         raise ValueError("train.max_steps and train.warmup_steps must be >= 0")
     if tr.grad_clip < 0:
         raise ValueError(f"train.grad_clip must be >= 0 (0 disables), got {tr.grad_clip}")
+    if tr.lr_decay == "step":
+        ms = tr.lr_milestones
+        if not ms or any(b <= a for a, b in zip(ms, ms[1:], strict=False)) or ms[0] < 1:
+            raise ValueError(
+                f"train.lr_decay 'step' needs train.lr_milestones: increasing steps >= 1, got {ms}"
+            )
+        if not 0 < tr.lr_gamma <= 1:
+            raise ValueError(f"train.lr_gamma must be in (0, 1], got {tr.lr_gamma}")
     if sa.schedule and any(s <= 0 for s in sa.schedule):
         raise ValueError(f"sample.schedule sigmas must be positive, got {sa.schedule}")
     if not 0 <= sa.eta <= 1:

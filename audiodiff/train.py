@@ -556,12 +556,15 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def lr_at(tr: TrainConfig, step: int) -> float:
     """Learning rate for optimiser step ``step`` (0-based): linear warm-up over
-    ``warmup_steps``, then constant or cosine decay to ``min_lr_ratio * lr`` at ``max_steps``
+    ``warmup_steps``, then constant, step decay (times ``lr_gamma`` from each of
+    ``lr_milestones`` on) or cosine decay to ``min_lr_ratio * lr`` at ``max_steps``
     (Loshchilov & Hutter 2017, without restarts)."""
     if step < tr.warmup_steps:
         return tr.lr * (step + 1) / tr.warmup_steps
     if tr.lr_decay == "constant":
         return tr.lr
+    if tr.lr_decay == "step":
+        return tr.lr * tr.lr_gamma ** sum(step >= m for m in tr.lr_milestones)
     progress = min(1.0, (step - tr.warmup_steps) / max(1, tr.max_steps - tr.warmup_steps))
     return tr.lr * (
         tr.min_lr_ratio + (1 - tr.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))

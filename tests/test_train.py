@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from audiodiff.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from audiodiff.cli import main
-from audiodiff.config import TrainConfig, apply_overrides, load_config
+from audiodiff.config import ExperimentConfig, TrainConfig, apply_overrides, load_config, validate
 from audiodiff.data import manifest_from_files
 from audiodiff.train import Trainer, TrainingStopped, lr_at
 
@@ -244,6 +244,20 @@ def test_lr_warmup_then_cosine():
     assert [lr_at(tr, s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert lr_at(tr, 9) == pytest.approx(0.55) and lr_at(tr, 14) == pytest.approx(0.1)
     assert lr_at(TrainConfig(lr=0.5), 10**6) == 0.5
+
+
+def test_lr_step_decay_and_its_validation():
+    tr = TrainConfig(lr=1.0, warmup_steps=2, lr_decay="step", lr_milestones=[5, 8], lr_gamma=0.5)
+    assert [lr_at(tr, s) for s in range(10)] == [0.5, 1, 1, 1, 1, 0.5, 0.5, 0.5, 0.25, 0.25]
+    base = ExperimentConfig()
+    with pytest.raises(ValueError, match="lr_milestones: increasing steps"):
+        validate(apply_overrides(base, ["train.lr_decay=step", "train.lr_milestones=[8, 5]"]))
+    with pytest.raises(ValueError, match="lr_gamma must be in"):
+        validate(
+            apply_overrides(
+                base, ["train.lr_decay=step", "train.lr_milestones=[5]", "train.lr_gamma=0"]
+            )
+        )
 
 
 def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, manifests):
