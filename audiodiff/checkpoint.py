@@ -67,8 +67,9 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write via ``write(file_object)`` into a temp file beside ``path``, then rename over it."""
+def atomic_write(path: Path, write: Any) -> None:
+    """Write via ``write(file_object)`` (binary) into a temp file beside ``path``, then rename
+    over it: a kill at any moment leaves the old file or the new one, never a mix."""
     tmp = path.with_name(f"{_TMP_PREFIX}{os.getpid()}-{path.name}")
     try:
         with open(tmp, "wb") as f:
@@ -117,8 +118,8 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | Path, step: int, keep_
     state = {"format": CHECKPOINT_FORMAT, "format_version": FORMAT_VERSION, **state}
     _check_primitive(state, "checkpoint")
     path = run_dir / checkpoint_name(step)
-    _atomic_write(path, lambda f: torch.save(state, f))
-    _atomic_write(run_dir / LATEST, lambda f: f.write(path.name.encode() + b"\n"))
+    atomic_write(path, lambda f: torch.save(state, f))
+    atomic_write(run_dir / LATEST, lambda f: f.write(path.name.encode() + b"\n"))
     for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
         old.unlink(missing_ok=True)
     for tmp in run_dir.glob(f"{_TMP_PREFIX}*"):
@@ -217,6 +218,11 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     return state
 
 
+def label_names(labels: dict[str, int]) -> list[str]:
+    """Class names ordered by index, from a checkpoint's ``{name: index}`` map."""
+    return [name for name, _ in sorted(labels.items(), key=lambda item: item[1])]
+
+
 def _metadata_str(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
@@ -261,14 +267,12 @@ def export_safetensors(
         "weights": "ema" if ckpt.get("ema") else "model",
     }
     if ckpt.get("labels"):  # class names of a label-conditional model, {name: index}
-        metadata["labels"] = json.dumps(
-            [name for name, _ in sorted(ckpt["labels"].items(), key=lambda item: item[1])]
-        )
+        metadata["labels"] = json.dumps(label_names(ckpt["labels"]))
     for key, value in (extra_metadata or {}).items():
         metadata[str(key)] = _metadata_str(value)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     data = save(tensors, metadata=metadata)
-    _atomic_write(out_path, lambda f: f.write(data))
+    atomic_write(out_path, lambda f: f.write(data))
     return out_path
 
 
@@ -365,7 +369,7 @@ def prepare_run_dir(cfg: ExperimentConfig, run_dir: str | Path, log: Any = print
             log(f"config changed since the last run in {run_dir}: {'; '.join(changed)}")
     run_dir.mkdir(parents=True, exist_ok=True)
     text = dump_config(cfg)
-    _atomic_write(stored, lambda f: f.write(text.encode()))
+    atomic_write(stored, lambda f: f.write(text.encode()))
 
 
 def rng_state(*generators: torch.Generator) -> dict[str, Any]:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-DEFAULT_BLOCK_SAMPLES = 2048  # 64-128 channels x 2048 columns fit a 2 MiB L2 well
+INFERENCE_BLOCK_SAMPLES = 2048  # 64-128 channels x 2048 columns fit a 2 MiB L2 well
 
 
 def denoise_fast(

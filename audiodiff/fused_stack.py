@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 INV_SQRT2 = 1 / math.sqrt(2.0)
-DEFAULT_BLOCK_SAMPLES = 4096  # [272, 4096] col + [128, 4096] z: ~6 MiB; fewer Python-level ops
+TRAIN_BLOCK_SAMPLES = 4096  # [272, 4096] col + [128, 4096] z: ~6 MiB; fewer Python-level ops
 
 
 @dataclass(frozen=True)
@@ -116,10 +116,9 @@ def stack_forward(
     w_out: Tensor,
     b_out: Tensor,
     *,
-    block_samples: int = DEFAULT_BLOCK_SAMPLES,
-    save: bool = False,
+    block_samples: int = TRAIN_BLOCK_SAMPLES,
 ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-    """The residual stack's skip sum, optionally keeping what the backward needs.
+    """The residual stack's skip sum and what :func:`stack_backward` needs.
 
     Args:
         shape: channels, kernel, dilations, mel rows.
@@ -131,11 +130,10 @@ def stack_forward(
         w_out: ``[L, 2C, C]`` output projections (residual half, then skip half).
         b_out: ``[L, 2C]``.
         block_samples: time block.
-        save: keep every layer's input and pre-activation for :func:`stack_backward`.
 
     Returns:
         ``(skip [B, C, T], inputs, gates)``: the sum of every layer's skip output (biases
-        included) and, when ``save``, the per-layer input ``h [B, C, T]`` and gate halves
+        included), every layer's input ``h [B, C, T]`` and its gate halves
         ``[sigmoid(z[:C]); tanh(z[C:])]`` ``[B, 2C, T]``.
     """
     batch, channels, length = h0.shape
@@ -143,19 +141,14 @@ def stack_forward(
     spans = _spans(length, max(1, min(block_samples, length)))
     width = spans[0][1] - spans[0][0]
     col = h0.new_empty(shape.col_rows, width)
-    z_buf = h0.new_empty(2 * channels, width)
     g_buf = h0.new_empty(channels, width)
     skip = h0.new_zeros(batch, channels, length)
     inputs, gates = [h0], []
-    # Without saving, two buffers take turns as a layer's input and output.
-    pair = [] if save else [h0.new_empty(batch, channels, length) for _ in range(2)]
     h = h0
     for i in range(n_layers):
         last = i == n_layers - 1
-        h_next = None
-        if not last:
-            h_next = h0.new_empty(batch, channels, length) if save else pair[i % 2]
-        z_all = h0.new_empty(batch, 2 * channels, length) if save else None
+        h_next = None if last else h0.new_empty(batch, channels, length)
+        z_all = h0.new_empty(batch, 2 * channels, length)
         w_res, w_skip = w_out[i, :channels], w_out[i, channels:]
         b_res = b_out[i, :channels, None] * INV_SQRT2
         for b in range(batch):
@@ -164,7 +157,7 @@ def stack_forward(
                 n = t1 - t0
                 c = col[:, :n]
                 _gather_col(c, shape, i, h[b], layer_bias[b, i], mel_b, t0, t1)
-                z = z_all[b, :, t0:t1] if z_all is not None else z_buf[:, :n]
+                z = z_all[b, :, t0:t1]
                 torch.addmm(b_cat[i, :, None], w_cat[i], c, out=z)
                 # In place: what is saved is [sigmoid(gate); tanh(filter)], so the backward
                 # needs no transcendental functions.
@@ -177,14 +170,12 @@ def stack_forward(
                     torch.addmm(h[b, :, t0:t1], w_res, g, beta=INV_SQRT2, alpha=INV_SQRT2, out=dst)
                     dst.add_(b_res)
                 skip[b, :, t0:t1].addmm_(w_skip, g)
-        if save:
-            gates.append(z_all)
+        gates.append(z_all)
         if h_next is not None:
-            if save:
-                inputs.append(h_next)
+            inputs.append(h_next)
             h = h_next
     skip += b_out[:, channels:].sum(0)[:, None]
-    return skip, (inputs if save else []), gates
+    return skip, inputs, gates
 
 
 def stack_backward(
@@ -197,7 +188,7 @@ def stack_backward(
     w_cat: Tensor,
     w_out: Tensor,
     *,
-    block_samples: int = DEFAULT_BLOCK_SAMPLES,
+    block_samples: int = TRAIN_BLOCK_SAMPLES,
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor, Tensor, Tensor]:
     """Gradients of :func:`stack_forward` given ``d loss / d skip``.
 
@@ -285,9 +276,8 @@ class FusedResidualStack(torch.autograd.Function):
     @staticmethod
     def forward(ctx, shape, block_samples, h0, layer_bias, mel, w_cat, b_cat, w_out, b_out):
         skip, inputs, gates = stack_forward(
-            shape, h0, layer_bias, mel, w_cat, b_cat, w_out, b_out,
-            block_samples=block_samples, save=True,
-        )  # fmt: skip
+            shape, h0, layer_bias, mel, w_cat, b_cat, w_out, b_out, block_samples=block_samples
+        )
         ctx.shape, ctx.block_samples = shape, block_samples
         ctx.has_mel = mel is not None
         ctx.save_for_backward(layer_bias, w_cat, w_out, *([mel] if mel is not None else []))

@@ -54,9 +54,8 @@ from torch import Tensor, nn
 
 from audiodiff import config as _config
 from audiodiff.config import ExperimentConfig, ModelConfig
-from audiodiff.fast_stack import DEFAULT_BLOCK_SAMPLES as _DEFAULT_BLOCK_SAMPLES
-from audiodiff.fast_stack import denoise_fast
-from audiodiff.fused_stack import DEFAULT_BLOCK_SAMPLES, FusedResidualStack, StackShape
+from audiodiff.fast_stack import INFERENCE_BLOCK_SAMPLES, denoise_fast
+from audiodiff.fused_stack import TRAIN_BLOCK_SAMPLES, FusedResidualStack, StackShape
 
 _LEAKY_SLOPE = 0.4  # lmnt's upsampler activation
 
@@ -580,7 +579,7 @@ class DiffWave(nn.Module):
         )
         skip = FusedResidualStack.apply(
             shape,
-            DEFAULT_BLOCK_SAMPLES,
+            TRAIN_BLOCK_SAMPLES,
             h.contiguous(),
             layer_bias.expand(batch, -1, -1).contiguous(),
             mel,
@@ -603,7 +602,7 @@ class DiffWave(nn.Module):
         prepared: Conditioning,
         *,
         fast: bool | None = None,
-        block_samples: int = _DEFAULT_BLOCK_SAMPLES,
+        block_samples: int = INFERENCE_BLOCK_SAMPLES,
     ) -> Tensor:
         """One network evaluation given prepared conditioning.
 

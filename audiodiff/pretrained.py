@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from audiodiff.checkpoint import load_checkpoint, load_export
+from audiodiff.checkpoint import label_names, load_checkpoint, load_export
 from audiodiff.config import ExperimentConfig, from_dict, validate
 from audiodiff.model import DiffWave
 
@@ -51,11 +51,6 @@ def config_from_dict(data: dict[str, Any], where: str) -> ExperimentConfig:
         return validate(from_dict(ExperimentConfig, data))
     except ValueError as err:
         raise ValueError(f"{where}: stored config is not usable: {err}") from None
-
-
-def label_names(labels: dict[str, int]) -> list[str]:
-    """Class names ordered by index, from a checkpoint's ``{name: index}`` map."""
-    return [name for name, _ in sorted(labels.items(), key=lambda item: item[1])]
 
 
 def load_model_source(

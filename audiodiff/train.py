@@ -35,6 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from audiodiff import dist
 from audiodiff.audio import MelSpectrogram, MelStatsAccumulator
 from audiodiff.checkpoint import (
+    atomic_write,
     checkpoint_name,
     latest_checkpoint,
     load_checkpoint,
@@ -590,7 +591,6 @@ def drop_metrics_after(path: Path, step: int) -> int:
     again; without this the file would hold two rows per such step.
     """
     import json
-    import os
 
     if not path.is_file():
         return 0
@@ -598,9 +598,7 @@ def drop_metrics_after(path: Path, step: int) -> int:
     kept = [line for line in lines if not line.strip() or json.loads(line).get("step", 0) <= step]
     if len(kept) == len(lines):
         return 0
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write("".join(kept).encode()))
     return len(lines) - len(kept)
 
 

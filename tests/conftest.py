@@ -98,3 +98,18 @@ def random_export(
             net.output_projection.weight.normal_(0, output_std, generator=gen)
     state = net.state_dict()
     return export_safetensors({"config": to_dict(cfg), "model": state, "ema": state}, path)
+
+
+def tiny_diffwave(generator: torch.Generator, *, output_std: float, **model: object):
+    """A few-thousand-parameter vocoder (80 mels, hop 256, T = 50) drawn from ``generator``, its
+    zero-initialised output projection drawn with ``output_std`` so outputs depend on inputs."""
+    from torch import nn
+
+    from audiodiff.config import ModelConfig
+    from audiodiff.model import DiffWave
+
+    shape = dict(residual_channels=8, residual_layers=4, dilation_cycle=2)
+    cfg = ModelConfig(**shape, step_embedding_dim=16, step_mlp_dim=32, **model)
+    net = DiffWave(cfg, n_mels=80, hop_length=256, n_steps=50, generator=generator)
+    nn.init.normal_(net.output_projection.weight, std=output_std, generator=generator)
+    return net

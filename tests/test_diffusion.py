@@ -20,6 +20,8 @@ from audiodiff.diffusion import (
 from audiodiff.model import DiffWave
 from audiodiff.schedule import NoiseSchedule
 
+from .conftest import tiny_diffwave
+
 VOC = NoiseSchedule.diffwave_vocoder()
 
 
@@ -192,19 +194,7 @@ def test_prior_std_is_the_ve_view_of_a_unit_start():
 
 
 def _tiny_net(**overrides) -> DiffWave:
-    cfg = ModelConfig(
-        residual_channels=8,
-        residual_layers=4,
-        dilation_cycle=2,
-        step_embedding_dim=16,
-        step_mlp_dim=32,
-        **overrides,
-    )
-    gen = torch.Generator().manual_seed(0)
-    net = DiffWave(cfg, n_mels=80, hop_length=256, n_steps=50, generator=gen)
-    # The output projection starts at zero; give it weights so outputs depend on the inputs.
-    nn.init.normal_(net.output_projection.weight, std=0.5, generator=gen)
-    return net
+    return tiny_diffwave(torch.Generator().manual_seed(0), output_std=0.5, **overrides)
 
 
 @torch.no_grad()

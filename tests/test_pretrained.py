@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from click.testing import CliRunner
 
@@ -23,7 +25,9 @@ def test_shipped_model_is_a_small_safetensors_export_with_the_hifigan_profile():
     assert vocoder.mel_config == mel_profile("hifigan")  # TTS front ends' mels fit
 
 
+@functools.cache
 def _copy_synthesis():
+    """The shipped clip vocoded once for every test here (the tests only read the tensors)."""
     vocoder = Vocoder.from_pretrained("small-speech", device="cpu")
     audio, rate = load_audio(DEFAULT_CLIP, vocoder.sample_rate)
     mel = vocoder.mel(audio, rate)

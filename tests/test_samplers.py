@@ -34,6 +34,8 @@ from audiodiff.samplers import (
 )
 from audiodiff.schedule import DIFFWAVE_FAST_BETAS, NoiseSchedule, sigmas_from_betas
 
+from .conftest import tiny_diffwave
+
 S2 = 0.25  # data variance s^2 (s = 0.5, a loud-ish waveform)
 N_MC = 100_000
 # Standard error of a sample variance of N Gaussians is var * sqrt(2 / (N - 1)): 0.45 % here.
@@ -306,19 +308,8 @@ def test_diffwave_fast_equals_algorithm_2():
 
 
 def test_diffwave_fast_equals_algorithm_2_with_a_tiny_diffwave():
-    from audiodiff.config import ModelConfig
-    from audiodiff.model import DiffWave
-
     gen = torch.Generator().manual_seed(0)
-    cfg = ModelConfig(
-        residual_channels=8,
-        residual_layers=4,
-        dilation_cycle=2,
-        step_embedding_dim=16,
-        step_mlp_dim=32,
-    )
-    net = DiffWave(cfg, n_mels=80, hop_length=256, n_steps=50, generator=gen)
-    nn.init.normal_(net.output_projection.weight, std=0.3, generator=gen)  # zero at init
+    net = tiny_diffwave(gen, output_std=0.3)
     mel = torch.randn(2, 80, 2, generator=gen)
 
     class Plain(nn.Module):

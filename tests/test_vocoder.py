@@ -14,13 +14,9 @@ from audiodiff.vocoder import Vocoder, positional_noise
 from .conftest import chirp_plus_noise, random_export
 
 
-def _random_vocoder_export(cfg, path, seed=0):
-    return random_export(cfg, path, seed=seed, output_std=0.3)
-
-
 @pytest.fixture
 def vocoder(tiny_config, tmp_path):
-    return Vocoder.from_pretrained(_random_vocoder_export(tiny_config, tmp_path / "v.safetensors"))
+    return Vocoder.from_pretrained(random_export(tiny_config, tmp_path / "v.safetensors"))
 
 
 def _mel(vocoder, seconds=0.3, seed=0):
@@ -30,7 +26,7 @@ def _mel(vocoder, seconds=0.3, seed=0):
 
 def test_rebuilt_from_stored_config(tiny_config, tmp_path):
     cfg = apply_overrides(tiny_config, ["model.residual_layers=3", "model.residual_channels=6"])
-    voc = Vocoder.from_pretrained(_random_vocoder_export(cfg, tmp_path / "a.safetensors"))
+    voc = Vocoder.from_pretrained(random_export(cfg, tmp_path / "a.safetensors"))
     assert len(voc.net.residual_layers) == 3 and voc.net.residual_channels == 6
     assert (voc.sample_rate, voc.hop_length, voc.n_mels) == (22050, 256, 80)
 
@@ -91,7 +87,7 @@ def test_refuses_wrong_bins_range_and_rank(vocoder):
 
 def test_diffwave_profile_refuses_ln_mels(tiny_config, tmp_path):
     cfg = apply_overrides(tiny_config, ["mel.name=diffwave"])
-    voc = Vocoder.from_pretrained(_random_vocoder_export(cfg, tmp_path / "d.safetensors"))
+    voc = Vocoder.from_pretrained(random_export(cfg, tmp_path / "d.safetensors"))
     ln_mel = MelSpectrogram(tiny_config.mel)(torch.from_numpy(chirp_plus_noise())[None])
     with pytest.raises(ValueError, match=r"ln-compressed.*expects profile 'diffwave'"):
         voc(ln_mel)
