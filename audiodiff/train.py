@@ -588,14 +588,21 @@ def drop_metrics_after(path: Path, step: int) -> int:
     """Remove the rows of a ``metrics.jsonl`` logged after ``step`` (atomically); returns how many.
 
     A run killed after its last checkpoint logged steps that the resumed run trains and logs
-    again; without this the file would hold two rows per such step.
+    again; without this the file would hold two rows per such step. A row the kill cut short
+    (not JSON) is dropped too, so the next append starts on a clean line.
     """
     import json
+
+    def keep(line: str) -> bool:
+        try:
+            return json.loads(line).get("step", 0) <= step
+        except ValueError:
+            return False
 
     if not path.is_file():
         return 0
     lines = path.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if not line.strip() or json.loads(line).get("step", 0) <= step]
+    kept = [line for line in lines if line.strip() and keep(line)]
     if len(kept) == len(lines):
         return 0
     atomic_write(path, lambda f: f.write("".join(kept).encode()))

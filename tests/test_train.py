@@ -80,15 +80,18 @@ def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path, tiny_config,
     common = ["train.save_every=2", "train.log_every=1", "train.eval_every=100"]
     run = tmp_path / "run"
     Trainer(_cfg(tiny_config, manifests, *common, "train.max_steps=4"), run).train()
-    # As if killed after logging step 4 but before its checkpoint was written.
+    # As if killed after logging step 4 but before its checkpoint was written, in the middle of
+    # writing one more row.
     (run / "step_00000004.pt").unlink()
     (run / "latest").write_text("step_00000002.pt\n")
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"kind": "train", "st')
     messages = []
     resumed = Trainer(
         _cfg(tiny_config, manifests, *common, "train.max_steps=5"), run, log=messages.append
     )
     assert resumed.step == 2
-    assert any("dropped 2 metrics.jsonl rows" in m for m in messages)
+    assert any("dropped 3 metrics.jsonl rows" in m for m in messages)
     resumed.train()
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2, 3, 4, 5]
