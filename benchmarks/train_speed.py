@@ -11,7 +11,7 @@ network's layers, both measured in the same run.
 Reference (quoted from the issue, not measured here): lmnt-com/diffwave on a 2-core CPU of this
 kind, 7.8 s per step, 0.37 audio-s/s, about 25 % of a ~250 GFLOP/s matmul rate.
 
-    python benchmarks/train_speed.py [--threads 2] [--steps 5] [--compile] [--eager]
+    python benchmarks/train_speed.py [--threads 2] [--steps 5] [--compile] [--eager] [--block N]
 
 ``--eager`` trains through the eager residual stack (conv1d) instead of the fused CPU kernel
 (audiodiff/fused_stack.py), for the before/after comparison.
@@ -31,6 +31,7 @@ import soundfile as sf
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import audiodiff.model
 from audiodiff.config import ExperimentConfig, apply_overrides
 from audiodiff.data import manifest_from_files
 from audiodiff.train import Trainer
@@ -95,6 +96,9 @@ def main() -> None:
         "--eager", action="store_true", help="the eager residual stack, not the fused CPU kernel"
     )
     parser.add_argument("--profile", action="store_true", help="print the top ops of one step")
+    parser.add_argument(
+        "--block", type=int, default=0, help="time block of the fused kernel (0: its default)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -108,11 +112,17 @@ def main() -> None:
         ])  # fmt: skip
         trainer = Trainer(cfg, Path(tmp) / "run", log=lambda message: None)
         fused = not args.eager
+        if args.block:
+            audiodiff.model.TRAIN_BLOCK_SAMPLES = args.block  # read by DiffWave.forward per call
+        block = audiodiff.model.TRAIN_BLOCK_SAMPLES
         samples = args.batch * args.frames * cfg.mel.hop_length
         channels = cfg.model.residual_channels
         # The network's dominant products: [2C, C] taps and [2C, C] output projections over
         # batch x time columns.
         thin = matmul_gflops(2 * channels, channels, samples)
+        # The fused kernel's product: all taps and the mel rows stacked along the inner dimension.
+        inner = cfg.model.kernel_size * channels + cfg.mel.n_mels
+        im2col = matmul_gflops(2 * channels, inner, block)
         trainer.model.fused_training = fused
         batches = trainer.batches()
         times, squares = [], []
@@ -146,7 +156,7 @@ def main() -> None:
         ("model", f"{channels} ch x {cfg.model.residual_layers} layers, {n_params / 1e6:.2f} M"),
         ("batch x crop", f"{args.batch} x {samples // args.batch} samples ({args.frames} frames)"),
         ("threads", f"{args.threads}" + (" (torch.compile)" if args.compile else "")),
-        ("residual stack", "eager (conv1d)" if args.eager else "fused CPU kernel"),
+        ("residual stack", "eager (conv1d)" if args.eager else f"fused, {block}-sample blocks"),
         ("peak RSS during training", f"{rss_mib:.0f} MiB"),
         ("step time, median", f"{step_s:.3f} s  (all: {', '.join(f'{t:.2f}' for t in times)})"),
         ("audio-seconds trained / s", f"{audio_s / step_s:.3f}"),
@@ -156,6 +166,7 @@ def main() -> None:
         ("  achieved / square, per step", f"{100 * statistics.median(ratios):.1f} % (median)"),
         (f"thin matmul ({2 * channels}x{channels} @ {channels}x{samples})", f"{thin:.1f} GFLOP/s"),
         ("  achieved / thin", f"{100 * achieved / thin:.1f} %"),
+        (f"im2col matmul ({2 * channels}x{inner} @ {inner}x{block})", f"{im2col:.1f} GFLOP/s"),
         ("reference lmnt-com/diffwave", "7.8 s/step, 0.37 audio-s/s, ~25 % (issue, not run)"),
     ]
     width = max(len(name) for name, _ in rows)
