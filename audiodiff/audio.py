@@ -33,9 +33,9 @@ import librosa
 import numpy as np
 import soundfile as sf
 import torch
-import torch.nn.functional as F
 
 from audiodiff.config import MelConfig
+from audiodiff.stft import profile_stft
 
 # Floor of the mel before the logarithm: HiFi-GAN's and lmnt-com/diffwave's clip value.
 MEL_FLOOR = 1e-5
@@ -237,12 +237,12 @@ def _compress(mel: torch.Tensor, compression: Literal["ln", "diffwave-db"]) -> t
 class MelSpectrogram(torch.nn.Module):
     """Mel spectrogram exactly as a :class:`MelConfig` defines it (DESIGN.md §5).
 
-    The filterbank and window are non-persistent buffers: they are derived from the config, so
-    they never go stale in a checkpoint. They are kept in float64 and cast to the compute dtype.
+    The filterbank is a non-persistent buffer: it is derived from the config, so it never goes
+    stale in a checkpoint. The STFT is :func:`audiodiff.stft.profile_stft`, shared with the STFT
+    domain. They are kept in float64 and cast to the compute dtype.
     """
 
     mel_basis: torch.Tensor
-    window: torch.Tensor
 
     def __init__(self, cfg: MelConfig) -> None:
         super().__init__()
@@ -254,11 +254,6 @@ class MelSpectrogram(torch.nn.Module):
             )
         self.cfg = cfg
         self.register_buffer("mel_basis", torch.from_numpy(_filterbank(cfg)), persistent=False)
-        self.register_buffer(
-            "window",
-            torch.hann_window(cfg.win_length, periodic=True, dtype=torch.float64),
-            persistent=False,
-        )
 
     def n_frames(self, n_samples: int) -> int:
         """Frames produced for ``n_samples`` input samples.
@@ -307,24 +302,14 @@ class MelSpectrogram(torch.nn.Module):
         dtype = audio.dtype if audio.dtype in (torch.float32, torch.float64) else torch.float32
         with torch.autocast(device_type=audio.device.type, enabled=False):
             x = audio.to(dtype)
-            window = self.window.to(device=x.device, dtype=dtype)
-            if cfg.padding == "hifigan":
-                pad = (cfg.n_fft - cfg.hop_length) // 2
-                x = F.pad(x.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
-            spec = torch.stft(
+            spec = profile_stft(
                 x,
                 n_fft=cfg.n_fft,
                 hop_length=cfg.hop_length,
                 win_length=cfg.win_length,
-                window=window,
-                center=cfg.padding == "center",
-                pad_mode="reflect",
-                normalized=False,
-                onesided=True,
-                return_complex=True,
+                padding=cfg.padding,
+                normalized=cfg.normalized,
             )
-            if cfg.normalized:
-                spec = spec / torch.sqrt(torch.sum(window**2))
             power = spec.real**2 + spec.imag**2
             if cfg.padding == "hifigan":
                 power = power + HIFIGAN_MAGNITUDE_EPS

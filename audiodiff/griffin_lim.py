@@ -24,11 +24,11 @@ import math
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from audiodiff.audio import MelSpectrogram
 from audiodiff.config import MelConfig
+from audiodiff.stft import profile_istft, profile_stft, profile_window
 
 # Floor of the ln compression (DESIGN.md §5); values at the floor carry no information.
 LN_FLOOR = 1e-5
@@ -42,19 +42,10 @@ def mel_basis(cfg: MelConfig) -> Tensor:
     return MelSpectrogram(cfg).mel_basis.float()
 
 
-def stft_window(cfg: MelConfig, device: torch.device | None = None) -> Tensor:
-    """Periodic Hann window of ``win_length``, zero-padded centrally to ``n_fft``: ``[n_fft]``.
-
-    This is the window ``torch.stft`` applies when given a ``win_length`` window.
-    """
-    window = torch.hann_window(cfg.win_length, periodic=True, device=device)
-    left = (cfg.n_fft - cfg.win_length) // 2
-    return F.pad(window, (left, cfg.n_fft - cfg.win_length - left))
-
-
-def _stft_scale(cfg: MelConfig, window: Tensor) -> float:
+def _stft_scale(cfg: MelConfig) -> float:
     # ``normalized`` profiles (legacy diffwave, torchaudio's normalized=True) divide the STFT by
     # the window's L2 norm; multiplying the recovered magnitude by it restores the raw STFT scale.
+    window = profile_window(cfg.win_length, cfg.n_fft, dtype=torch.float32, device="cpu")
     return float(window.pow(2).sum().sqrt()) if cfg.normalized else 1.0
 
 
@@ -108,40 +99,24 @@ def mel_to_linear(mel_linear: Tensor, cfg: MelConfig, *, nnls_iters: int = 200) 
     for _ in range(nnls_iters):
         spec = spec * target / (gram @ spec).clamp_min(_TINY)
     magnitude = spec.clamp_min(0).pow(1.0 / cfg.power)
-    return magnitude * _stft_scale(cfg, stft_window(cfg))
+    return magnitude * _stft_scale(cfg)
 
 
-def _stft(x: Tensor, cfg: MelConfig, window: Tensor) -> Tensor:
-    """Complex STFT with the profile's padding: ``[B, T] -> [B, n_fft // 2 + 1, frames]``."""
-    pad = _padding(cfg)
-    x = F.pad(x.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
-    return torch.stft(
-        x,
-        cfg.n_fft,
-        hop_length=cfg.hop_length,
-        win_length=cfg.n_fft,
-        window=window,
-        center=False,
-        return_complex=True,
-    )
+def _stft(x: Tensor, cfg: MelConfig) -> Tensor:
+    """The profile's complex STFT without normalisation: ``[B, T] -> [B, n_fft // 2 + 1, frames]``
+    (the magnitude is brought to this raw scale by :func:`mel_to_linear`)."""
+    return profile_stft(
+        x, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
+        padding=cfg.padding,
+    )  # fmt: skip
 
 
-def _istft(spec: Tensor, cfg: MelConfig, window: Tensor, length: int) -> Tensor:
-    """Least-squares ISTFT (Griffin & Lim 1984, eq. 6) inverting :func:`_stft`: ``[B, T]``.
-
-    Written with ``fold`` rather than ``torch.istft`` because the latter rejects ``center=False``
-    windows whose overlap-add vanishes at the edges, which the profile padding then crops anyway.
-    """
-    n_frames = spec.shape[-1]
-    frames = torch.fft.irfft(spec, n=cfg.n_fft, dim=-2) * window[:, None]
-    padded_length = (n_frames - 1) * cfg.hop_length + cfg.n_fft
-    fold = {"output_size": (1, padded_length), "kernel_size": (1, cfg.n_fft)}
-    fold["stride"] = (1, cfg.hop_length)
-    signal = F.fold(frames, **fold).flatten(1)
-    overlap = F.fold(window.pow(2)[None, :, None].expand(1, -1, n_frames), **fold).flatten(1)
-    signal = signal / overlap.clamp_min(_TINY)
-    pad = _padding(cfg)
-    return signal[:, pad : pad + length]
+def _istft(spec: Tensor, cfg: MelConfig, length: int) -> Tensor:
+    """Least-squares inverse of :func:`_stft` (:func:`audiodiff.stft.profile_istft`): ``[B, T]``."""
+    return profile_istft(
+        spec, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
+        padding=cfg.padding, length=length,
+    )  # fmt: skip
 
 
 def griffin_lim(
@@ -200,7 +175,6 @@ def griffin_lim(
     lead = mel.shape[:-2]
     mel = mel.detach().float().reshape(-1, cfg.n_mels, frames)
     magnitude = mel_to_linear(decompress_mel(mel, cfg), cfg, nnls_iters=nnls_iters)
-    window = stft_window(cfg, mel.device)
 
     if init == "random":
         if generator is None:
@@ -213,10 +187,10 @@ def griffin_lim(
 
     previous = torch.zeros_like(angles)
     for _ in range(n_iter):
-        rebuilt = _stft(_istft(magnitude * angles, cfg, window, length), cfg, window)
+        rebuilt = _stft(_istft(magnitude * angles, cfg, length), cfg)
         # The momentum term extrapolates along the last step, which is what makes it "fast".
         angles = rebuilt - (momentum / (1.0 + momentum)) * previous
         angles = angles / (angles.abs() + _TINY)
         previous = rebuilt
-    audio = _istft(magnitude * angles, cfg, window, length)
+    audio = _istft(magnitude * angles, cfg, length)
     return audio.reshape(*lead, length)

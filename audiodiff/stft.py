@@ -1,0 +1,172 @@
+"""The mel profiles' own STFT, its exact inverse, and the mel -> linear-frequency envelope.
+
+One STFT serves the mel spectrogram (:class:`audiodiff.audio.MelSpectrogram`) and the STFT
+domain (:mod:`audiodiff.domains`), so STFT frame ``i`` and mel frame ``i`` always cover the same
+samples (DESIGN §5, §12). Two paddings exist:
+
+* ``"hifigan"``: reflect-pad ``(n_fft - hop) / 2`` samples on both sides, then ``center=False``:
+  ``T / hop`` frames for ``T`` divisible by ``hop`` (HiFi-GAN's ``meldataset.py``).
+* ``"center"``: ``torch.stft(center=True)`` reflect padding, ``T // hop + 1`` frames.
+
+The inverse is a weighted overlap-add (Griffin & Lim 1984, eq. 6: each frame's inverse FFT times
+the analysis window, divided by the summed squared window). It is written here rather than taken
+from ``torch.istft`` because ``torch.istft(center=False)`` refuses windows whose overlap-add
+envelope touches zero anywhere in the padded signal, and the periodic Hann window is zero at the
+first padded sample; inside the unpadded signal the envelope is positive, so the inverse is exact
+to float precision there.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# Smallest summed squared window the inverse divides by (float64; the real envelope inside the
+# signal is >= 0.1 for every profile we ship, so this only guards degenerate custom windows).
+_MIN_ENVELOPE = 1e-10
+
+
+def profile_window(win_length: int, n_fft: int, *, dtype: torch.dtype, device) -> torch.Tensor:
+    """Periodic Hann window of ``win_length``, zero-padded to ``n_fft`` (torch.stft's centring)."""
+    # Built in float64 and rounded once: a float32 cos loses ~1e-7 per tap, which the mel
+    # reference tests see at 44.1 kHz.
+    window = torch.hann_window(win_length, periodic=True, dtype=torch.float64, device=device)
+    window = window.to(dtype)
+    left = (n_fft - win_length) // 2
+    return F.pad(window, (left, n_fft - win_length - left))
+
+
+def profile_stft(
+    audio: torch.Tensor,
+    *,
+    n_fft: int,
+    hop_length: int,
+    win_length: int,
+    padding: str,
+    normalized: bool = False,
+) -> torch.Tensor:
+    """Complex STFT as the mel profiles define it.
+
+    Args:
+        audio: ``[B, T]`` float32/float64 waveform.
+        n_fft, hop_length, win_length: in samples.
+        padding: ``"hifigan"`` or ``"center"`` (module docstring).
+        normalized: divide by ``sqrt(sum(window^2))`` (the legacy ``diffwave`` profile).
+
+    Returns:
+        ``[B, n_fft // 2 + 1, frames]`` complex, in the dtype's complex counterpart.
+
+    Raises:
+        ValueError: unknown padding.
+    """
+    window = torch.hann_window(win_length, periodic=True, dtype=torch.float64, device=audio.device)
+    window = window.to(audio.dtype)
+    x = audio
+    if padding == "hifigan":
+        pad = (n_fft - hop_length) // 2
+        x = F.pad(x.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
+    elif padding != "center":
+        raise ValueError(f"unknown padding {padding!r}; expected 'hifigan' or 'center'")
+    spec = torch.stft(
+        x,
+        n_fft=n_fft,
+        hop_length=hop_length,
+        win_length=win_length,
+        window=window,
+        center=padding == "center",
+        pad_mode="reflect",
+        normalized=False,
+        onesided=True,
+        return_complex=True,
+    )
+    if normalized:
+        spec = spec / torch.sqrt(torch.sum(window**2))
+    return spec
+
+
+def profile_istft(
+    spec: torch.Tensor,
+    *,
+    n_fft: int,
+    hop_length: int,
+    win_length: int,
+    padding: str,
+    normalized: bool = False,
+    length: int | None = None,
+) -> torch.Tensor:
+    """Inverse of :func:`profile_stft` by weighted overlap-add (module docstring).
+
+    Args:
+        spec: ``[B, n_fft // 2 + 1, frames]`` complex.
+        length: output samples; default ``frames * hop`` (``hifigan``) or ``(frames - 1) * hop``
+            (``center``), the length that produced ``frames`` frames.
+
+    Returns:
+        ``[B, length]`` real, dtype of ``spec``'s real part. ``profile_istft(profile_stft(x))``
+        equals ``x`` to float rounding.
+
+    Raises:
+        ValueError: wrong bin count or unknown padding.
+    """
+    if spec.dim() != 3 or spec.shape[1] != n_fft // 2 + 1:
+        raise ValueError(
+            f"spectrum has shape {tuple(spec.shape)} but n_fft {n_fft} needs "
+            f"[batch, {n_fft // 2 + 1}, frames]"
+        )
+    if padding not in ("hifigan", "center"):
+        raise ValueError(f"unknown padding {padding!r}; expected 'hifigan' or 'center'")
+    batch, _, frames = spec.shape
+    real_dtype = spec.real.dtype
+    window = profile_window(win_length, n_fft, dtype=real_dtype, device=spec.device)
+    if normalized:
+        spec = spec * torch.sqrt(torch.sum(window**2))
+    frames_t = torch.fft.irfft(spec, n=n_fft, dim=1) * window[:, None]  # [B, n_fft, frames]
+    total = n_fft + hop_length * (frames - 1)
+    signal = F.fold(frames_t, (1, total), (1, n_fft), stride=(1, hop_length)).reshape(batch, -1)
+    envelope = F.fold(
+        (window**2)[None, :, None].expand(1, n_fft, frames),
+        (1, total),
+        (1, n_fft),
+        stride=(1, hop_length),
+    ).reshape(-1)
+    start = (n_fft - hop_length) // 2 if padding == "hifigan" else n_fft // 2
+    if length is None:
+        length = frames * hop_length if padding == "hifigan" else (frames - 1) * hop_length
+    stop = min(total, start + length)
+    out = signal[:, start:stop] / envelope[start:stop].clamp_min(_MIN_ENVELOPE)
+    if out.shape[-1] < length:
+        out = F.pad(out, (0, length - out.shape[-1]))
+    return out
+
+
+def mel_to_linear_envelope(mel_magnitude: torch.Tensor, mel_basis: torch.Tensor) -> torch.Tensor:
+    """Smooth linear-frequency magnitude envelope implied by a (decompressed) mel.
+
+    Each band's mean STFT magnitude is ``mel / sum_f basis[m, f]`` (the band's weighted sum
+    divided by its total weight); between band centres the envelope interpolates linearly with
+    the triangles' own shapes (each filter scaled to peak 1; neighbouring triangles sum to 1),
+    and outside the filterbank's span (below ``f_min``, above ``f_max``) it holds the nearest
+    band's value. It is an estimate, not an inversion: the STFT domain uses it as the scale of
+    its prior (DESIGN §12), and the network models what it misses.
+
+    Args:
+        mel_magnitude: ``[B, n_mels, frames]`` mel in linear magnitude units (``exp`` of an
+            ``ln`` mel).
+        mel_basis: ``[n_mels, n_freq]`` filterbank (librosa, any norm).
+
+    Returns:
+        ``[B, n_freq, frames]``, positive where the mel is.
+    """
+    basis = mel_basis.to(device=mel_magnitude.device, dtype=mel_magnitude.dtype)
+    band_mean = mel_magnitude / basis.sum(dim=1).clamp_min(1e-12)[:, None]
+    triangles = basis / basis.amax(dim=1, keepdim=True).clamp_min(1e-12)  # [n_mels, n_freq]
+    coverage = triangles.sum(dim=0)  # [n_freq]
+    covered = coverage > 1e-6
+    # Nearest covered bin for the uncovered ones: the first covered bin below f_min, the last
+    # one above f_max.
+    idx = torch.arange(coverage.shape[0], device=coverage.device)
+    first = int(idx[covered].min())
+    last = int(idx[covered].max())
+    source = idx.clamp(first, last)
+    weights = triangles[:, source] / coverage[source].clamp_min(1e-12)  # [n_mels, n_freq]
+    return torch.einsum("mf,bmt->bft", weights, band_mean)
