@@ -131,14 +131,21 @@ def mel_profile_names() -> list[str]:
 
 @dataclass
 class ModelConfig:
-    """Shape of the DiffWave network. ``domain="mel"`` runs at frame rate with ``n_mels`` channels.
+    """Shape of the DiffWave network and the domain it diffuses in (DESIGN §12).
 
-    ``conditioning="mel"`` makes a vocoder (mel-conditioned, waveform domain); ``"none"`` makes an
-    unconditional (optionally label-conditional, ``n_labels > 0``) generator.
-    ``upsample_factors`` is derived from the mel hop when left empty (see :func:`upsample_factors`).
+    ``domain``: ``"waveform"`` (samples, 1 channel), ``"mel"`` (frame rate, ``n_mels`` channels)
+    or ``"stft"`` (frame rate, ``2 * (n_fft // 2 + 1)`` channels: the magnitude-compressed
+    complex STFT, real and imaginary parts stacked). ``conditioning="mel"`` makes a vocoder
+    (waveform or stft domain); ``"none"`` makes an unconditional (optionally label-conditional,
+    ``n_labels > 0``) generator. ``upsample_factors`` is derived from the mel hop when left empty
+    (see :func:`upsample_factors`); frame-rate domains have no upsampler.
+
+    STFT domain only: ``stft_compression`` is the exponent ``a`` of ``|X|^a e^{i angle X}``
+    (SGMSE+, Richter et al. 2023, use 0.5); ``prior`` ``"mel"`` whitens the variable by the
+    envelope the conditioning mel implies (the mel-shaped prior), ``"standard"`` by a constant.
     """
 
-    domain: Literal["waveform", "mel"] = "waveform"
+    domain: Literal["waveform", "mel", "stft"] = "waveform"
     conditioning: Literal["mel", "none"] = "mel"
     residual_channels: int = 64
     residual_layers: int = 30
@@ -148,6 +155,8 @@ class ModelConfig:
     step_mlp_dim: int = 512
     n_labels: int = 0
     upsample_factors: list[int] = field(default_factory=list)
+    stft_compression: float = 0.5
+    prior: Literal["standard", "mel"] = "standard"
 
 
 @dataclass
@@ -505,6 +514,16 @@ def resolved_upsample_factors(cfg: ExperimentConfig) -> list[int]:
     return list(cfg.model.upsample_factors) or upsample_factors(cfg.mel.hop_length)
 
 
+def model_channels(cfg: ExperimentConfig) -> int:
+    """Channels of the variable the network diffuses: 1 (waveform), ``n_mels`` (mel) or
+    ``2 * (n_fft // 2 + 1)`` (stft: real and imaginary parts)."""
+    if cfg.model.domain == "mel":
+        return cfg.mel.n_mels
+    if cfg.model.domain == "stft":
+        return 2 * (cfg.mel.n_fft // 2 + 1)
+    return 1
+
+
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     """Check cross-field rules; return ``cfg`` unchanged.
 
@@ -569,6 +588,24 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     if mo.domain == "mel" and mo.conditioning == "mel":
         raise ValueError(
             "model.domain 'mel' generates mels, so model.conditioning must be 'none', not 'mel'"
+        )
+    if mo.domain == "stft":
+        if mo.conditioning != "mel":
+            raise ValueError(
+                "model.domain 'stft' is a vocoder domain, so model.conditioning must be 'mel', "
+                f"not {mo.conditioning!r}"
+            )
+        if m.compression != "ln":
+            raise ValueError(
+                f"model.domain 'stft' needs an ln-compressed mel (mel.compression 'ln'), got "
+                f"{m.compression!r}"
+            )
+        if not 0 < mo.stft_compression <= 1:
+            raise ValueError(f"model.stft_compression must be in (0, 1], got {mo.stft_compression}")
+    elif mo.prior != "standard":
+        raise ValueError(
+            f"model.prior {mo.prior!r} is only implemented for model.domain 'stft', not "
+            f"{mo.domain!r}"
         )
     if mo.domain == "waveform" and mo.conditioning == "mel":
         factors = resolved_upsample_factors(cfg)

@@ -64,6 +64,7 @@ from audiodiff.data import (
     usable_clips,
 )
 from audiodiff.diffusion import Denoiser, prior_std, training_loss
+from audiodiff.domains import build_domain
 from audiodiff.model import DiffWave
 from audiodiff.schedule import NoiseSchedule, sampling_sigmas
 
@@ -190,6 +191,9 @@ class Trainer:
                     )
         elif cfg.model.domain == "mel":
             self.measure_data_stats()
+        # After the statistics: the mel domain reads them from the network's buffers (updated in
+        # place by a resume), so it is built once here.
+        self.domain = build_domain(cfg, self.model)
 
     # ----------------------------------------------------------------------------------------------
     # The loop
@@ -336,21 +340,23 @@ class Trainer:
     def model_inputs(
         self, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Batch -> ``(x0 [B, 1, T], cond [B, n_mels, T / hop] or None, label [B] or None)``.
+        """Batch -> ``(x0, cond [B, n_mels, T / hop] or None, label [B] or None)``; ``x0`` is the
+        domain's whitened clean variable (:mod:`audiodiff.domains`): ``[B, 1, T]`` waveform,
+        ``[B, n_mels, T / hop]`` mel, ``[B, 2 * (n_fft / 2 + 1), T / hop]`` stft.
 
         The conditioning mel is computed here, on the device, from the crop itself, by the same
         :class:`MelSpectrogram` the vocoder uses; ``center`` profiles give one frame more than
         ``T / hop``, which is dropped so ``frames * hop == T`` (DESIGN §4).
         """
-        x0 = batch["audio"].to(self.device, non_blocking=True)
-        cond = label = None
-        if self.cfg.model.domain == "mel":  # the mel itself is the data: [B, n_mels, frames]
+        audio = batch["audio"].to(self.device, non_blocking=True)
+        x0, cond, label = audio, None, None
+        mo = self.cfg.model
+        if mo.domain != "waveform" or mo.conditioning == "mel":
             with torch.no_grad():
-                mel = self.mel(x0[:, 0])[..., : x0.shape[-1] // self.cfg.mel.hop_length]
-                x0 = self.model.normalize_input(mel)
-        elif self.cfg.model.conditioning == "mel":
-            with torch.no_grad():
-                cond = self.mel(x0)[..., : x0.shape[-1] // self.cfg.mel.hop_length]
+                mel = self.mel(audio)[..., : audio.shape[-1] // self.cfg.mel.hop_length]
+                # mel: the data itself (mel domain), or the input a vocoder is conditioned on.
+                x0 = self.domain.to_model(audio, mel)
+                cond = mel if mo.conditioning == "mel" else None
         if self.cfg.model.n_labels > 0:
             label = batch["label"].to(self.device, non_blocking=True)
         return x0, cond, label
@@ -699,10 +705,11 @@ def evaluate(trainer: Trainer) -> dict[str, float]:
         batch = {"audio": ref, "label": torch.tensor([val.label_of(i)])}
         x0, cond, label = trainer.model_inputs(batch)
         gen.manual_seed(derived_seed("eval-synthesis", cfg.train.seed, i))
-        x = torch.randn(ref.shape, generator=gen, device=device) * prior_std(float(sigmas[0]))
+        x = torch.randn(x0.shape, generator=gen, device=device) * prior_std(float(sigmas[0]))
         prepared = denoiser.prepare(cond, label)
         out = SAMPLERS[sampler](denoiser, x, sigmas.to(device), extra={"cond": prepared},
-                                generator=gen).clamp(-1, 1)  # fmt: skip
+                                generator=gen)  # fmt: skip
+        out = trainer.domain.from_model(out, cond).clamp(-1, 1)
         r, g = ref[0, 0].double().cpu(), out[0, 0].double().cpu()
         scores["log_mel_l1"].append(float(log_mel_l1(r, g, mel_cpu.double())))
         scores["mr_stft"].append(float(mr_stft_distance(r, g)))

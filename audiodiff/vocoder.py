@@ -31,6 +31,7 @@ import torch
 from audiodiff.audio import MelSpectrogram, load_audio, mel_value_range, resample
 from audiodiff.config import ExperimentConfig, MelConfig
 from audiodiff.diffusion import Denoiser, prior_std
+from audiodiff.domains import build_domain
 from audiodiff.model import DiffWave
 from audiodiff.pretrained import load_network
 from audiodiff.samplers import SAMPLERS, sample
@@ -260,9 +261,9 @@ class Vocoder:
     """
 
     def __init__(self, net: DiffWave, cfg: ExperimentConfig, *, device: Any = None) -> None:
-        if cfg.model.domain != "waveform" or cfg.model.conditioning != "mel":
+        if cfg.model.domain not in ("waveform", "stft") or cfg.model.conditioning != "mel":
             raise ValueError(
-                f"a Vocoder needs a mel-conditioned waveform model, but this one has "
+                f"a Vocoder needs a mel-conditioned waveform or stft model, but this one has "
                 f"domain={cfg.model.domain!r}, conditioning={cfg.model.conditioning!r}"
             )
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -270,6 +271,7 @@ class Vocoder:
         self.net = net.to(self.device).eval()
         self.schedule = NoiseSchedule.from_config(cfg.diffusion)
         self._mel = MelSpectrogram(cfg.mel).to(self.device)
+        self.domain = build_domain(cfg, self.net)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: Any = None) -> Vocoder:
@@ -324,6 +326,8 @@ class Vocoder:
         return self.mel(audio, rate)
 
     def halo_samples(self, steps: int) -> int:
+        """Exactness halo of chunked synthesis, in the domain's time steps (samples for waveform
+        models, frames for stft ones): ``steps`` network evaluations x the receptive radius."""
         return steps * (self.net.receptive_field() - 1) // 2
 
     @torch.inference_mode()
@@ -364,8 +368,10 @@ class Vocoder:
             self.net, self.schedule, target=self.config.diffusion.target, t_mapping=spec.t_mapping
         )
         seed = resolve_seed(generator, seed)
-        hop, frames = self.hop_length, mel.shape[2]
-        n_samples = frames * hop
+        frames = mel.shape[2]
+        # The diffused variable's time unit: a sample (waveform) or a frame (stft).
+        hop = 1 if self.domain.frame_rate else self.hop_length
+        n_units = frames * hop
         frame_halo = self.net.conditioner_halo_frames()
 
         def prepare_window(start: int, stop: int) -> Any:
@@ -374,12 +380,16 @@ class Vocoder:
             prepared = denoiser.prepare(mel[..., f0:f1], None)
             return prepared.slice_time(start - f0 * hop, stop - f0 * hop)
 
-        chunk = n_samples if chunk_seconds is None else int(chunk_seconds * self.sample_rate)
-        return synthesize(
+        chunk = (
+            n_units
+            if chunk_seconds is None
+            else int(chunk_seconds * self.sample_rate) // (self.hop_length // hop)
+        )
+        x = synthesize(
             denoiser,
             spec,
-            n_samples=n_samples,
-            shape=(mel.shape[0], 1),
+            n_samples=n_units,
+            shape=(mel.shape[0], self.domain.channels),
             prepare_window=prepare_window,
             halo_samples=self.halo_samples(spec.steps),
             chunk_samples=chunk,
@@ -387,6 +397,9 @@ class Vocoder:
             device=self.device,
             progress=progress,
         )
+        if not self.domain.frame_rate:
+            return x
+        return self.domain.from_model(x, mel.cpu()).float()
 
     def timed(self, mel: Any, **kwargs: Any) -> tuple[torch.Tensor, float]:
         """``(audio, real_time_factor)``: compute seconds per second of audio produced."""

@@ -1,8 +1,8 @@
 """The import direction of DESIGN.md §3, enforced by parsing every module's imports with ``ast``.
 
-Layers (imports only point down): config -> {audio, schedule, model, dist, plot} -> {diffusion,
-samplers, data, datasets, metrics, griffin_lim} -> checkpoint -> pretrained -> {train, vocoder}
--> {generate, schedule_search, diffwave_import, demo} -> cli.
+Layers (imports only point down): config -> stft -> {audio, schedule, model, dist, plot} ->
+perceptual -> {diffusion, domains, samplers, data, datasets, metrics, griffin_lim} -> checkpoint
+-> pretrained -> {train, vocoder} -> {generate, schedule_search, diffwave_import, demo} -> cli.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "audiodiff"
 # explicit exceptions below. Modules not listed here fail the test: every new module picks a layer.
 LAYER = {
     "config": 0,
+    "stft": 0.5,  # the profiles' STFT pair: imports nothing of ours, used by audio and domains
     "audio": 1,
     "schedule": 1,
     "fused_stack": 0,  # torch kernels that import nothing of ours
@@ -29,6 +30,8 @@ LAYER = {
     "plot": 1,
     "files": 1,
     "diffusion": 2,
+    "domains": 2,
+    "perceptual": 1.5,  # MOS predictors over audio; metrics builds on them
     "samplers": 2,
     "data": 2,
     "datasets": 2,

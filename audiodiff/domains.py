@@ -1,0 +1,222 @@
+"""Domains: how audio and its mel become the variable the network diffuses, and back (DESIGN §12).
+
+A domain is the one object that knows the signal representation. Everything above it (the
+trainer, the samplers, the synthesis loop) sees a tensor ``[B, channels, length]`` of roughly unit
+scale and never learns which domain it is in:
+
+* ``to_model(audio, mel) -> x0``: the *whitened* clean variable (data divided by the prior's
+  scale), ``[B, channels, length]``.
+* ``from_model(x0, mel) -> audio``: the inverse, ``[B, 1, T]`` (``mel`` domain: the mel).
+* ``prior_std(mel)``: the prior's scale in data units, broadcastable against ``x0``.
+
+Training diffuses the whitened variable with a standard-normal prior, which is the same as
+drawing ``x_t = sqrt(ab) x0 + sqrt(1 - ab) * prior_std * eps`` in data units and running the
+samplers unchanged on ``x / prior_std``; so a data-dependent prior (PriorGrad, Lee et al. 2022)
+needs no new sampler. (Unlike PriorGrad's reference code the network also *sees* the whitened
+input, which in the STFT domain puts every frequency bin on the same scale.)
+
+Domains:
+
+* ``waveform``: ``x0`` = audio, prior scale 1.
+* ``mel``: ``x0`` = the per-bin normalised mel; the statistics are measured before step 1 and
+  stored with the network's weights (its ``data_mean`` / ``data_std`` buffers).
+* ``stft``: ``x0`` = the magnitude-compressed complex STFT ``|X|^a e^{i angle X}`` (SGMSE+,
+  Richter et al. 2023, ``a = 0.5``), real and imaginary parts stacked as ``2 * (n_fft / 2 + 1)``
+  channels, made with the mel profile's own STFT (:mod:`audiodiff.stft`) so STFT frame ``i`` and
+  mel frame ``i`` cover the same samples, divided by the mel-shaped prior scale
+  ``(max(envelope, floor))^a / sqrt(2)``, where ``envelope`` is the linear-frequency magnitude the
+  conditioning mel implies (:func:`audiodiff.stft.mel_to_linear_envelope`): each of the real and
+  imaginary parts of a compressed bin whose magnitude equals the envelope then has unit variance,
+  and sampling starts from noise already shaped like the target's spectrum (the frequency-domain
+  counterpart of PriorGrad; FreGrad and RFWave shape their priors the same way).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from audiodiff.audio import MelSpectrogram
+from audiodiff.config import ExperimentConfig, model_channels
+from audiodiff.stft import mel_to_linear_envelope, profile_istft, profile_stft
+
+# Floor of the mel-implied magnitude envelope, in raw STFT magnitude units (a periodic Hann window
+# of 1024 sums to 512, so a full-scale sine gives ~256): bins quieter than this are treated as
+# this loud. It is the ln-mel floor (1e-5) divided by a band's weight sum (~0.05 at 22.05 kHz),
+# rounded up, so the prior never asks the network to produce exact digital silence.
+ENVELOPE_FLOOR = 1e-3
+# Scale of the stft domain's "standard" prior: the RMS of the compressed real/imaginary parts of
+# klettres speech at 22.05 kHz (measured 0.31 over 10 French clips), so the whitened variable has
+# roughly unit variance overall (0.4 in the low bins, 0.003 above 8 kHz: what the mel prior fixes).
+STANDARD_STFT_SCALE = 0.31
+
+
+class Domain:
+    """Base class; see the module docstring. Subclasses set ``name``, ``channels``, ``frame_rate``.
+
+    Attributes:
+        name: ``"waveform"``, ``"mel"`` or ``"stft"``.
+        channels: channels of the diffused variable.
+        frame_rate: True when its time axis is in mel frames, False in samples.
+        hop_length: samples per frame.
+    """
+
+    name = "waveform"
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        self.config = cfg
+        self.channels = model_channels(cfg)
+        self.hop_length = cfg.mel.hop_length
+        self.frame_rate = cfg.model.domain != "waveform"
+
+    def length(self, n_samples: int) -> int:
+        """Time steps of the diffused variable for ``n_samples`` of audio."""
+        return n_samples // self.hop_length if self.frame_rate else n_samples
+
+    def prior_std(self, mel: Tensor | None) -> Tensor | float:
+        """Scale of the prior in data units, broadcastable against ``x0``; 1 by default."""
+        return 1.0
+
+    def to_model(self, audio: Tensor, mel: Tensor | None) -> Tensor:
+        """``[B, 1, T]`` audio (and its ``[B, n_mels, T / hop]`` mel) -> whitened ``x0``."""
+        return audio
+
+    def from_model(self, x0: Tensor, mel: Tensor | None) -> Tensor:
+        """Whitened ``x0`` -> ``[B, 1, T]`` audio."""
+        return x0
+
+
+class WaveformDomain(Domain):
+    """``x0`` = the waveform ``[B, 1, T]``; standard normal prior."""
+
+    name = "waveform"
+
+
+class MelDomain(Domain):
+    """``x0`` = the per-bin normalised mel ``[B, n_mels, frames]``.
+
+    Args:
+        cfg: the experiment.
+        mean, std: ``[n_mels]`` statistics of the training mels (the network's ``data_mean`` and
+            ``data_std`` buffers, so they travel with the weights).
+    """
+
+    name = "mel"
+
+    def __init__(self, cfg: ExperimentConfig, mean: Tensor, std: Tensor) -> None:
+        super().__init__(cfg)
+        self.mean, self.std = mean, std
+
+    def to_model(self, audio: Tensor, mel: Tensor | None) -> Tensor:
+        """The mel itself is the data: ``mel [B, n_mels, F]`` normalised (``audio`` unused)."""
+        if mel is None:
+            raise ValueError("the mel domain needs the mel of the audio")
+        return (mel - self.mean[:, None].to(mel)) / self.std[:, None].to(mel)
+
+    def from_model(self, x0: Tensor, mel: Tensor | None = None) -> Tensor:
+        """Normalised mel -> mel in the profile's units (not audio: a vocoder does that)."""
+        return x0 * self.std[:, None].to(x0) + self.mean[:, None].to(x0)
+
+
+class StftDomain(Domain):
+    """Compressed complex STFT with a mel-shaped prior (module docstring).
+
+    Args:
+        cfg: the experiment; ``model.stft_compression`` is the exponent ``a``, ``model.prior``
+            ``"mel"`` (mel-shaped) or ``"standard"`` (constant scale).
+    """
+
+    name = "stft"
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        super().__init__(cfg)
+        m = cfg.mel
+        self.n_freq = m.n_fft // 2 + 1
+        self.exponent = cfg.model.stft_compression
+        self.prior = cfg.model.prior
+        self._stft_args = {
+            "n_fft": m.n_fft,
+            "hop_length": m.hop_length,
+            "win_length": m.win_length,
+            "padding": m.padding,
+            "normalized": m.normalized,
+        }
+        self._mel_basis = MelSpectrogram(m).mel_basis  # float64 [n_mels, n_freq]
+        # |c| of a compressed bin whose raw magnitude is the floor: below it, decompression
+        # treats the magnitude as that floor (exact inverse of the compression's clamp).
+        self._floor = ENVELOPE_FLOOR
+
+    def compress(self, spec: Tensor) -> Tensor:
+        """Complex ``X`` -> ``|X|^a e^{i angle X}``; exact inverse: :meth:`decompress`."""
+        a = self.exponent
+        return spec * spec.abs().clamp_min(self._floor).pow(a - 1)
+
+    def decompress(self, spec: Tensor) -> Tensor:
+        """Inverse of :meth:`compress`."""
+        a = self.exponent
+        return spec * spec.abs().clamp_min(self._floor**a).pow(1 / a - 1)
+
+    def prior_std(self, mel: Tensor | None) -> Tensor | float:
+        """``[B, 2 * n_freq, frames]`` (mel prior) or a constant (standard prior).
+
+        Raises:
+            ValueError: a mel prior without a mel.
+        """
+        if self.prior == "standard":
+            return STANDARD_STFT_SCALE
+        if mel is None:
+            raise ValueError("the stft domain's mel-shaped prior needs the conditioning mel")
+        dtype = mel.dtype if mel.dtype == torch.float64 else torch.float32
+        envelope = mel_to_linear_envelope(mel.to(dtype).exp(), self._mel_basis)
+        std = envelope.clamp_min(self._floor).pow(self.exponent) / math.sqrt(2.0)
+        return torch.cat([std, std], dim=1)
+
+    def to_model(self, audio: Tensor, mel: Tensor | None) -> Tensor:
+        """``[B, 1, T]`` (or ``[B, T]``) audio -> whitened ``[B, 2 * n_freq, frames]``.
+
+        ``frames`` is the mel's frame count when a mel is given (the profile's STFT of ``T``
+        samples has exactly as many frames as its mel), else the STFT's own.
+        """
+        if audio.dim() == 3:
+            audio = audio[:, 0]
+        dtype = audio.dtype if audio.dtype == torch.float64 else torch.float32
+        spec = profile_stft(audio.to(dtype), **self._stft_args)
+        if mel is not None:
+            spec = spec[..., : mel.shape[-1]]
+        c = self.compress(spec)
+        return torch.cat([c.real, c.imag], dim=1) / self.prior_std(mel)
+
+    def from_model(self, x0: Tensor, mel: Tensor | None) -> Tensor:
+        """Whitened ``[B, 2 * n_freq, frames]`` -> ``[B, 1, frames * hop]`` audio (``center``
+        profiles: ``(frames - 1) * hop``)."""
+        if x0.dim() != 3 or x0.shape[1] != 2 * self.n_freq:
+            raise ValueError(
+                f"x0 has shape {tuple(x0.shape)} but this stft domain expects "
+                f"[batch, {2 * self.n_freq}, frames]"
+            )
+        dtype = x0.dtype if x0.dtype == torch.float64 else torch.float32
+        data = x0.to(dtype) * self.prior_std(mel)
+        c = torch.complex(data[:, : self.n_freq], data[:, self.n_freq :])
+        return profile_istft(self.decompress(c), **self._stft_args).unsqueeze(1)
+
+
+def build_domain(cfg: ExperimentConfig, net: torch.nn.Module | None = None) -> Domain:
+    """The domain an experiment config describes.
+
+    Args:
+        cfg: the experiment (its ``model.domain``).
+        net: the network, for the mel domain's stored statistics (``data_mean``/``data_std``).
+
+    Raises:
+        ValueError: a mel domain without a network holding its statistics.
+    """
+    name = cfg.model.domain
+    if name == "stft":
+        return StftDomain(cfg)
+    if name == "mel":
+        if net is None or not hasattr(net, "data_mean"):
+            raise ValueError("the mel domain's statistics live in the network: pass net")
+        return MelDomain(cfg, net.data_mean, net.data_std)
+    return WaveformDomain(cfg)
