@@ -3,7 +3,8 @@
 Every metric compares a reference waveform with a generated one of the same length (see
 :func:`align_pair`). Distances (lower is better): multi-resolution STFT distance, log-mel L1,
 mel-cepstral distortion, F0 RMSE, voiced/unvoiced error. Similarities (higher is better):
-wide-band PESQ and STOI, only with the ``eval`` extra (``pip install 'audiodiff[eval]'``).
+wide-band PESQ and STOI, only with the ``eval`` extra (``pip install 'audiodiff[eval]'``), which
+also brings the reference-free MOS predictors of :mod:`audiodiff.perceptual` (``perceptual=True``).
 
 Waveforms are ``[T]`` or ``[B, T]`` (``[B, 1, T]`` is accepted) float tensors or arrays; the
 batched metrics return one value per item. Nothing here is differentiable by design: these are
@@ -25,6 +26,7 @@ from torch import Tensor
 
 from audiodiff.audio import MelSpectrogram, load_audio, resample
 from audiodiff.config import MelConfig, mel_profile
+from audiodiff.perceptual import PERCEPTUAL_KEYS, PerceptualScorer
 
 # (n_fft, hop_length, win_length) of Parallel WaveGAN's / HiFi-GAN's auxiliary STFT losses.
 DEFAULT_RESOLUTIONS = ((512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))
@@ -37,8 +39,8 @@ MCD_DB_PER_NEPER = 10.0 / math.log(10.0)
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
 # Metric keys in table order, and which way is better.
 DISTANCES = ("mr_stft", "log_mel_l1", "mcd_db", "f0_rmse_hz", "vuv_error")
-SIMILARITIES = ("pesq_wb", "stoi")
-METRIC_ORDER = ("mr_stft", "log_mel_l1", "mcd_db", "pesq_wb", "stoi", "f0_rmse_hz", "vuv_error")
+SIMILARITIES = ("pesq_wb", "stoi", *PERCEPTUAL_KEYS)
+METRIC_ORDER = ("mr_stft", "log_mel_l1", "mcd_db", *SIMILARITIES, "f0_rmse_hz", "vuv_error")
 EVAL_EXTRA_HINT = "install the eval extra: pip install 'audiodiff[eval]'"
 
 
@@ -298,6 +300,7 @@ def evaluate_dirs(
     mel_cfg: MelConfig | None = None,
     pesq: bool | None = None,
     f0: bool = False,
+    perceptual: bool = False,
     names: list[str] | None = None,
 ) -> dict[str, Any]:
     """Score every generated file against the reference file of the same name.
@@ -312,6 +315,8 @@ def evaluate_dirs(
         mel_cfg: profile of the log-mel L1 and the common sample rate (default ``hifigan``).
         pesq: compute PESQ WB and STOI; ``None`` computes them when the extra is installed.
         f0: compute F0 RMSE and voicing error (pYIN; slow, about a second per second of audio).
+        perceptual: predict the MOS of each generated file, and of its reference as ``ref_<key>``,
+            with DistillMOS and DNSMOS P.808 (:mod:`audiodiff.perceptual`; the eval extra).
         names: score only these names; files with other names are ignored, not reported.
 
     Returns:
@@ -322,7 +327,7 @@ def evaluate_dirs(
 
     Raises:
         FileNotFoundError: a folder is missing.
-        ModuleNotFoundError: ``pesq=True`` without the ``eval`` extra.
+        ModuleNotFoundError: ``pesq=True`` or ``perceptual=True`` without the ``eval`` extra.
         ValueError: no names in common, or two files of one folder with the same name.
     """
     cfg = mel_cfg or mel_profile("hifigan")
@@ -346,15 +351,17 @@ def evaluate_dirs(
             notes.append(f"PESQ and STOI skipped: {EVAL_EXTRA_HINT}")
     metrics = ["mr_stft", "log_mel_l1", "mcd_db"]
     metrics += ["pesq_wb", "stoi"] if pesq else []
+    scorer = PerceptualScorer() if perceptual else None  # fails here without the extra
+    metrics += [*PERCEPTUAL_KEYS, *(f"ref_{k}" for k in PERCEPTUAL_KEYS)] if perceptual else []
     metrics += ["f0_rmse_hz", "vuv_error"] if f0 else []
     mel = MelSpectrogram(cfg).double()
     sr = cfg.sample_rate
     rows, errors = [], []
     for name in common:
         try:
-            ref, _ = load_audio(ref_files[name], sr)
-            gen, _ = load_audio(gen_files[name], sr)
-            ref, gen, trimmed = align_pair(ref[0], gen[0], cfg.hop_length)
+            ref_file, _ = load_audio(ref_files[name], sr)
+            gen_file, _ = load_audio(gen_files[name], sr)
+            ref, gen, trimmed = align_pair(ref_file[0], gen_file[0], cfg.hop_length)
             row: dict[str, Any] = {"name": name, "duration_s": ref.shape[-1] / sr}
             row["trimmed_samples"] = trimmed
             row["mr_stft"] = float(mr_stft_distance(ref, gen))
@@ -374,6 +381,9 @@ def evaluate_dirs(
         if f0:
             row["f0_rmse_hz"], row["vuv_error"] = f0_errors(ref, gen, sr)
             row["f0_rmse_hz"] = None if math.isnan(row["f0_rmse_hz"]) else row["f0_rmse_hz"]
+        if scorer is not None:  # of each whole file: DNSMOS tiles short clips, so length matters
+            row.update(scorer.score(gen_file, sr))
+            row.update({f"ref_{k}": v for k, v in scorer.score(ref_file, sr).items()})
         rows.append(row)
     total: dict[str, Any] = {"files": len(rows), "duration_s": sum(r["duration_s"] for r in rows)}
     for key in metrics:
@@ -401,7 +411,7 @@ def _cell(value: Any, key: str) -> str:
         return str(value)
     return (
         f"{value:.3f}"
-        if key in ("mcd_db", "pesq_wb", "f0_rmse_hz", "duration_s")
+        if key in ("mcd_db", "pesq_wb", "f0_rmse_hz", "duration_s") or "mos" in key
         else (f"{value:.4f}")
     )
 
@@ -429,6 +439,7 @@ def format_table(result: dict[str, Any]) -> str:
     out.append(
         f"lower is better: {', '.join(lower)}"
         + (f"; higher is better: {', '.join(higher)}" if higher else "")
+        + ("; ref_*: the reference's own MOS" if any(k in PERCEPTUAL_KEYS for k in higher) else "")
     )
     out.append(f"profile {result['profile']} at {result['sample_rate']} Hz")
     for key, label in (("unmatched_ref", "only in reference"), ("unmatched_gen", "only generated")):
