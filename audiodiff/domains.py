@@ -40,7 +40,12 @@ from torch import Tensor
 
 from audiodiff.audio import MelSpectrogram
 from audiodiff.config import ExperimentConfig, model_channels
-from audiodiff.stft import mel_to_linear_envelope, profile_istft, profile_stft
+from audiodiff.stft import (
+    mel_to_linear_envelope,
+    profile_istft,
+    profile_istft_window,
+    profile_stft,
+)
 
 # Floor of the mel-implied magnitude envelope, in raw STFT magnitude units (a periodic Hann window
 # of 1024 sums to 512, so a full-scale sine gives ~256): bins quieter than this are treated as
@@ -188,9 +193,8 @@ class StftDomain(Domain):
         c = self.compress(spec)
         return torch.cat([c.real, c.imag], dim=1) / self.prior_std(mel)
 
-    def from_model(self, x0: Tensor, mel: Tensor | None) -> Tensor:
-        """Whitened ``[B, 2 * n_freq, frames]`` -> ``[B, 1, frames * hop]`` audio (``center``
-        profiles: ``(frames - 1) * hop``)."""
+    def _spectrum(self, x0: Tensor, mel: Tensor | None) -> Tensor:
+        """Whitened ``[B, 2 * n_freq, frames]`` -> the complex STFT ``[B, n_freq, frames]``."""
         if x0.dim() != 3 or x0.shape[1] != 2 * self.n_freq:
             raise ValueError(
                 f"x0 has shape {tuple(x0.shape)} but this stft domain expects "
@@ -198,8 +202,32 @@ class StftDomain(Domain):
             )
         dtype = x0.dtype if x0.dtype == torch.float64 else torch.float32
         data = x0.to(dtype) * self.prior_std(mel)
-        c = torch.complex(data[:, : self.n_freq], data[:, self.n_freq :])
-        return profile_istft(self.decompress(c), **self._stft_args).unsqueeze(1)
+        return self.decompress(torch.complex(data[:, : self.n_freq], data[:, self.n_freq :]))
+
+    def from_model(self, x0: Tensor, mel: Tensor | None) -> Tensor:
+        """Whitened ``[B, 2 * n_freq, frames]`` -> ``[B, 1, frames * hop]`` audio (``center``
+        profiles: ``(frames - 1) * hop``)."""
+        return profile_istft(self._spectrum(x0, mel), **self._stft_args).unsqueeze(1)
+
+    @property
+    def decode_halo(self) -> int:
+        """Frames of context either side that :meth:`from_model_window` needs to be exact."""
+        return -(-self.config.mel.n_fft // self.hop_length)
+
+    def from_model_window(
+        self, x0: Tensor, mel: Tensor | None, *, first: int, total: int, start: int, stop: int
+    ) -> Tensor:
+        """The audio of frames ``[start, stop)`` from a window ``x0`` of frames
+        ``[first, first + n)`` of a ``total``-frame utterance (and the mel of that window):
+        ``[B, 1, L]``, equal to the same samples of :meth:`from_model` of the whole utterance
+        when the window holds :attr:`decode_halo` frames either side (or the utterance's edge).
+        """
+        spec = self._spectrum(x0, mel)
+        piece = profile_istft_window(
+            spec, first_frame=first, total_frames=total, start_frame=start, stop_frame=stop,
+            **self._stft_args,
+        )  # fmt: skip
+        return piece.unsqueeze(1)
 
 
 def build_domain(cfg: ExperimentConfig, net: torch.nn.Module | None = None) -> Domain:

@@ -1,7 +1,7 @@
 """Generation without a mel input: unconditional or label-conditional waveform models, mel-domain
 models (sample a mel, then vocode it), with classifier-free guidance.
 
-Sampling uses the same halo-chunked engine as the vocoder (``vocoder.synthesize``): for a model
+Sampling uses the same halo-chunked engine as the vocoder (``synthesis.synthesize``): for a model
 with no time-varying conditioning the prepared conditioning (label embeddings) is one per batch.
 """
 
@@ -19,7 +19,8 @@ from audiodiff.diffusion import Denoiser, GuidedDenoiser
 from audiodiff.model import DiffWave
 from audiodiff.pretrained import load_network
 from audiodiff.schedule import NoiseSchedule
-from audiodiff.vocoder import DEFAULT_CHUNK_S, Vocoder, make_sampling_spec, resolve_seed, synthesize
+from audiodiff.synthesis import DEFAULT_CHUNK_S, make_sampling_spec, resolve_seed, synthesize
+from audiodiff.vocoder import Vocoder
 
 
 class GenerativeModel:

@@ -46,7 +46,8 @@ from audiodiff.data import read_manifest
 from audiodiff.metrics import align_pair, log_mel_l1, mr_stft_distance
 from audiodiff.pretrained import config_from_dict
 from audiodiff.samplers import SAMPLERS
-from audiodiff.vocoder import Vocoder, make_sampling_spec
+from audiodiff.synthesis import make_sampling_spec
+from audiodiff.vocoder import Vocoder
 
 # Shortest clip scored: the longest MR-STFT window (2048) needs more than half of it.
 MIN_CLIP_SAMPLES = 2048

@@ -113,6 +113,72 @@ def profile_istft(
             f"spectrum has shape {tuple(spec.shape)} but n_fft {n_fft} needs "
             f"[batch, {n_fft // 2 + 1}, frames]"
         )
+    signal, envelope = _overlap_add(spec, n_fft, hop_length, win_length, padding, normalized)
+    frames = spec.shape[-1]
+    start = _pad_left(n_fft, hop_length, padding)
+    if length is None:
+        length = frames * hop_length if padding == "hifigan" else (frames - 1) * hop_length
+    stop = min(signal.shape[-1], start + length)
+    out = signal[:, start:stop] / envelope[start:stop].clamp_min(_MIN_ENVELOPE)
+    if out.shape[-1] < length:
+        out = F.pad(out, (0, length - out.shape[-1]))
+    return out
+
+
+def profile_istft_window(
+    spec: torch.Tensor,
+    *,
+    first_frame: int,
+    total_frames: int,
+    start_frame: int,
+    stop_frame: int,
+    n_fft: int,
+    hop_length: int,
+    win_length: int,
+    padding: str,
+    normalized: bool = False,
+) -> torch.Tensor:
+    """The samples of frames ``[start_frame, stop_frame)`` of an utterance's inverse STFT, from a
+    window of its frames: the piece of :func:`profile_istft` that chunked synthesis assembles.
+
+    Args:
+        spec: ``[B, n_freq, n]`` frames ``[first_frame, first_frame + n)`` of an utterance of
+            ``total_frames`` frames. Exact when it holds every frame that overlaps the wanted
+            samples: ``ceil(n_fft / hop_length)`` frames either side (or the utterance's edge).
+        start_frame, stop_frame: which frames' samples to return.
+
+    Returns:
+        ``[B, L]``: samples ``[start_frame * hop, stop_frame * hop)`` of the whole inverse,
+        clipped to its length (``total_frames * hop``, or ``(total_frames - 1) * hop`` for
+        ``center`` padding).
+
+    Raises:
+        ValueError: a window that does not cover the wanted frames.
+    """
+    n = spec.shape[-1]
+    if not first_frame <= start_frame <= stop_frame <= first_frame + n <= total_frames:
+        raise ValueError(
+            f"frames [{start_frame}, {stop_frame}) are not inside the window [{first_frame}, "
+            f"{first_frame + n}) of {total_frames} frames"
+        )
+    signal, envelope = _overlap_add(spec, n_fft, hop_length, win_length, padding, normalized)
+    total = total_frames * hop_length if padding == "hifigan" else (total_frames - 1) * hop_length
+    offset = _pad_left(n_fft, hop_length, padding) - first_frame * hop_length
+    i0 = start_frame * hop_length + offset
+    i1 = min(stop_frame * hop_length, total) + offset
+    return signal[:, i0:i1] / envelope[i0:i1].clamp_min(_MIN_ENVELOPE)
+
+
+def _pad_left(n_fft: int, hop_length: int, padding: str) -> int:
+    """Samples of padding before the signal's first sample."""
+    return (n_fft - hop_length) // 2 if padding == "hifigan" else n_fft // 2
+
+
+def _overlap_add(
+    spec: torch.Tensor, n_fft: int, hop_length: int, win_length: int, padding: str, normalized: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windowed inverse FFTs overlap-added ``[B, n_fft + hop (frames - 1)]`` and the summed
+    squared window ``[n_fft + hop (frames - 1)]``, in padded coordinates from the first frame."""
     if padding not in ("hifigan", "center"):
         raise ValueError(f"unknown padding {padding!r}; expected 'hifigan' or 'center'")
     batch, _, frames = spec.shape
@@ -122,21 +188,10 @@ def profile_istft(
         spec = spec * torch.sqrt(torch.sum(window**2))
     frames_t = torch.fft.irfft(spec, n=n_fft, dim=1) * window[:, None]  # [B, n_fft, frames]
     total = n_fft + hop_length * (frames - 1)
-    signal = F.fold(frames_t, (1, total), (1, n_fft), stride=(1, hop_length)).reshape(batch, -1)
-    envelope = F.fold(
-        (window**2)[None, :, None].expand(1, n_fft, frames),
-        (1, total),
-        (1, n_fft),
-        stride=(1, hop_length),
-    ).reshape(-1)
-    start = (n_fft - hop_length) // 2 if padding == "hifigan" else n_fft // 2
-    if length is None:
-        length = frames * hop_length if padding == "hifigan" else (frames - 1) * hop_length
-    stop = min(total, start + length)
-    out = signal[:, start:stop] / envelope[start:stop].clamp_min(_MIN_ENVELOPE)
-    if out.shape[-1] < length:
-        out = F.pad(out, (0, length - out.shape[-1]))
-    return out
+    fold = {"output_size": (1, total), "kernel_size": (1, n_fft), "stride": (1, hop_length)}
+    signal = F.fold(frames_t, **fold).reshape(batch, -1)
+    envelope = F.fold((window**2)[None, :, None].expand(1, n_fft, frames), **fold).reshape(-1)
+    return signal, envelope
 
 
 def mel_to_linear_envelope(mel_magnitude: torch.Tensor, mel_basis: torch.Tensor) -> torch.Tensor:

@@ -63,13 +63,14 @@ from audiodiff.data import (
     summary_line,
     usable_clips,
 )
-from audiodiff.diffusion import Denoiser, prior_std, training_loss
+from audiodiff.diffusion import Denoiser, training_loss
 from audiodiff.domains import build_domain
 from audiodiff.model import DiffWave
-from audiodiff.schedule import NoiseSchedule, sampling_sigmas
+from audiodiff.schedule import NoiseSchedule
+from audiodiff.synthesis import make_sampling_spec, vocode_mel
 
-# Copy synthesis during validation: clips and length (seconds) per clip, sampler steps.
-EVAL_CLIPS, EVAL_SECONDS, EVAL_STEPS = 2, 2.0, 6
+# Copy synthesis during validation: clips and length (seconds) per clip.
+EVAL_CLIPS, EVAL_SECONDS = 2, 2.0
 # Validation loss uses at most this many clips, so an eval costs the same on any dataset.
 EVAL_LOSS_CLIPS = 64
 
@@ -667,7 +668,8 @@ def load_datasets(
 @torch.no_grad()
 def evaluate(trainer: Trainer) -> dict[str, float]:
     """Validation with the EMA weights: loss on fixed crops with fixed noise, and (vocoders) a
-    6-step copy synthesis of two clips scored by log-mel L1 and MR-STFT distance."""
+    copy synthesis of two clips with the model's own sampler and steps (``sample``), through the
+    synthesis engine, scored by log-mel L1 and MR-STFT distance."""
     from audiodiff.metrics import log_mel_l1, mr_stft_distance
 
     cfg, val, ema, device = trainer.cfg, trainer.val_set, trainer.ema, trainer.device
@@ -688,28 +690,21 @@ def evaluate(trainer: Trainer) -> dict[str, float]:
     stats = {"val_loss": float(torch.cat(losses).mean())}
     if cfg.model.conditioning != "mel":
         return stats
-    from audiodiff.samplers import SAMPLERS
-
-    denoiser = Denoiser(ema, trainer.schedule, target=cfg.diffusion.target)
-    sampler = cfg.sample.sampler
-    try:
-        sigmas = sampling_sigmas(trainer.schedule, sampler, EVAL_STEPS, stored=cfg.sample.schedule)
-    except ValueError:  # a sampler with a fixed step count other than 6
-        sampler = "ddim"
-        sigmas = sampling_sigmas(trainer.schedule, sampler, EVAL_STEPS)
+    # The model's own sampler and step count, through the one engine the vocoder uses.
+    spec = make_sampling_spec(cfg, trainer.schedule)
+    denoiser = Denoiser(
+        ema, trainer.schedule, target=cfg.diffusion.target, t_mapping=spec.t_mapping
+    )
     mel_cpu = MelSpectrogram(cfg.mel)
     hop, scores = cfg.mel.hop_length, {"log_mel_l1": [], "mr_stft": []}
     for i in range(min(EVAL_CLIPS, len(val))):
         n = min(val.n_samples(i), int(EVAL_SECONDS * cfg.mel.sample_rate)) // hop * hop
         ref = val.read(i, 0, n).to(device).unsqueeze(0)  # [1, 1, T]
-        batch = {"audio": ref, "label": torch.tensor([val.label_of(i)])}
-        x0, cond, label = trainer.model_inputs(batch)
-        gen.manual_seed(derived_seed("eval-synthesis", cfg.train.seed, i))
-        x = torch.randn(x0.shape, generator=gen, device=device) * prior_std(float(sigmas[0]))
-        prepared = denoiser.prepare(cond, label)
-        out = SAMPLERS[sampler](denoiser, x, sigmas.to(device), extra={"cond": prepared},
-                                generator=gen)  # fmt: skip
-        out = trainer.domain.from_model(out, cond).clamp(-1, 1)
+        _, cond, _ = trainer.model_inputs({"audio": ref, "label": torch.tensor([val.label_of(i)])})
+        seed = derived_seed("eval-synthesis", cfg.train.seed, i)
+        out = vocode_mel(
+            denoiser, spec, trainer.domain, cond, seed=seed, chunk_samples=None, device=device
+        ).clamp(-1, 1)
         r, g = ref[0, 0].double().cpu(), out[0, 0].double().cpu()
         scores["log_mel_l1"].append(float(log_mel_l1(r, g, mel_cpu.double())))
         scores["mr_stft"].append(float(mr_stft_distance(r, g)))

@@ -9,7 +9,12 @@ file I/O are excluded, on ``--threads`` CPU threads or the vocoder's device).
 
 Usage::
 
-    python benchmarks/vocoder_quality.py SPEECH_DIR --out bench/ [--checkpoint CKPT] [--limit 20]
+    python benchmarks/vocoder_quality.py SPEECH_DIR --out bench/ [--checkpoint CKPT ...]
+        [--perceptual] [--limit 20]
+
+``--checkpoint`` may be repeated (e.g. the waveform and the stft model, scored in the same run
+against the same Griffin-Lim); every model must use the same mel profile. ``--perceptual`` adds
+DistillMOS and DNSMOS P.808 (:mod:`audiodiff.perceptual`) of each method and of the references.
 
 The clips should be ones the model never trained on; the script cannot check that.
 """
@@ -35,6 +40,7 @@ from audiodiff.metrics import (
     evaluate_dirs,
     real_time_factor,
 )
+from audiodiff.perceptual import PERCEPTUAL_KEYS
 
 
 def _synthesize_all(
@@ -69,13 +75,14 @@ def run(
     data_dir: Path,
     out_dir: Path,
     *,
-    checkpoint: str | None = None,
+    checkpoints: list[str] | None = None,
     profile: str = "hifigan",
     steps: int = 6,
     gl_iters: int = 64,
     limit: int = 0,
     seed: int = 0,
     pesq: bool | None = None,
+    perceptual: bool = False,
     device: str = "cpu",
     overwrite: bool = False,
 ) -> dict[str, Any]:
@@ -88,12 +95,17 @@ def run(
     dev = torch.device(device)
     cfg: MelConfig = mel_profile(profile)
     methods: dict[str, Any] = {}
-    if checkpoint is not None:
+    for checkpoint in checkpoints or []:
         from audiodiff.vocoder import Vocoder  # only needed with a model
 
         voc = Vocoder.from_pretrained(checkpoint, device=dev)
+        if methods and voc.mel_config != cfg:
+            raise ValueError(
+                f"{checkpoint} uses mel profile {voc.mel_config.name!r} but the first model "
+                f"uses {cfg.name!r}: compare models of one profile per run"
+            )
         cfg = voc.mel_config  # the model's own profile decides the mels of every method
-        methods[Path(checkpoint).stem] = lambda mel: voc(mel, steps=steps, seed=seed)[0, 0]
+        methods[Path(checkpoint).stem] = lambda mel, voc=voc: voc(mel, steps=steps, seed=seed)[0, 0]
     generator = torch.Generator().manual_seed(seed)
     methods["griffin-lim"] = lambda mel: griffin_lim(
         mel, cfg, n_iter=gl_iters, generator=generator
@@ -120,7 +132,12 @@ def run(
             compute_s = _synthesize_all(mels, out_dir / method, sr, synth, dev, overwrite)
         # Only this run's names: files left in --out by an earlier run must not be scored.
         scores = evaluate_dirs(
-            out_dir / "reference", out_dir / method, mel_cfg=cfg, pesq=pesq, names=names
+            out_dir / "reference",
+            out_dir / method,
+            mel_cfg=cfg,
+            pesq=pesq,
+            perceptual=perceptual,
+            names=names,
         )
         row = {"method": method, "files": scores["total"]["files"]}
         row["rtf"] = real_time_factor(compute_s, audio_s)
@@ -140,7 +157,8 @@ def run(
 
 def format_rows(result: dict[str, Any]) -> str:
     """One table: a row per method, mean metrics and real-time factor."""
-    keys = ["files", "rtf", *(k for k in METRIC_ORDER if k in result["rows"][0])]
+    order = (*METRIC_ORDER, *PERCEPTUAL_KEYS, *(f"ref_{k}" for k in PERCEPTUAL_KEYS))
+    keys = ["files", "rtf", *(k for k in order if k in result["rows"][0])]
     table = [["method", *keys]]
     for row in result["rows"]:
         cells = [row["method"]]
@@ -172,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data_dir", type=Path, help="folder of held-out speech")
     parser.add_argument("--out", type=Path, default=Path("bench-vocoder-quality"))
-    parser.add_argument("--checkpoint", help="checkpoint, run dir, export or shipped model name")
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        help="checkpoint, run dir, export or shipped model name (repeatable)",
+    )
     parser.add_argument("--profile", default="hifigan", help="mel profile without --checkpoint")
     parser.add_argument("--steps", type=int, default=6, help="model sampling steps")
     parser.add_argument("--gl-iters", type=int, default=64, help="Griffin-Lim iterations")
@@ -181,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (both methods run there)")
     parser.add_argument("--pesq", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument(
+        "--perceptual", action="store_true", help="DistillMOS and DNSMOS P.808 (eval extra)"
+    )
     parser.add_argument("--json", type=Path, help="also write the result as JSON")
     parser.add_argument("--overwrite", action="store_true", help="replace files under --out")
     args = parser.parse_args(argv)
@@ -191,13 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         result = run(
             args.data_dir,
             args.out,
-            checkpoint=args.checkpoint,
+            checkpoints=args.checkpoint,
             profile=args.profile,
             steps=args.steps,
             gl_iters=args.gl_iters,
             limit=args.limit,
             seed=args.seed,
             pesq=args.pesq,
+            perceptual=args.perceptual,
             device=args.device,
             overwrite=args.overwrite,
         )

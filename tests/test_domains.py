@@ -223,3 +223,33 @@ def test_stft_training_steps_and_evaluation(tmp_path, tiny_config, write_wav):
     stats = evaluate(trainer)
     assert {"val_loss", "log_mel_l1", "mr_stft"} <= stats.keys()
     assert all(math.isfinite(v) for v in stats.values())
+
+
+@pytest.mark.parametrize("padding", ["hifigan", "center"])
+def test_istft_window_pieces_equal_the_whole_inverse(padding):
+    """Chunked decoding: pieces of frames [s0, s1) from windows with ceil(n_fft / hop) frames of
+    context (cut at the utterance's edges) concatenate to the whole inverse STFT."""
+    from audiodiff.stft import profile_istft_window
+
+    args = dict(n_fft=1024, hop_length=256, win_length=1024, padding=padding)
+    x = torch.from_numpy(chirp_plus_noise(22050, 0.5, seed=4)).double()[None, : 40 * 256]
+    spec = profile_stft(x, **args)
+    total = spec.shape[-1]
+    whole = profile_istft(spec, **args)
+    halo = 4
+    pieces = []
+    for s0 in range(0, total, 7):
+        s1 = min(total, s0 + 7)
+        e0, e1 = max(0, s0 - halo), min(total, s1 + halo)
+        piece = profile_istft_window(
+            spec[..., e0:e1], first_frame=e0, total_frames=total, start_frame=s0, stop_frame=s1,
+            **args,
+        )  # fmt: skip
+        pieces.append(piece)
+    joined = torch.cat(pieces, dim=-1)
+    assert joined.shape == whole.shape
+    assert float((joined - whole).abs().max()) < 1e-12
+    with pytest.raises(ValueError, match="not inside the window"):
+        profile_istft_window(
+            spec[..., 5:10], first_frame=5, total_frames=total, start_frame=3, stop_frame=8, **args
+        )

@@ -1,8 +1,9 @@
 """The import direction of DESIGN.md §3, enforced by parsing every module's imports with ``ast``.
 
 Layers (imports only point down): config -> stft -> {audio, schedule, model, dist, plot} ->
-perceptual -> {diffusion, domains, samplers, data, datasets, metrics, griffin_lim} -> checkpoint
--> pretrained -> {train, vocoder} -> {generate, schedule_search, diffwave_import, demo} -> cli.
+perceptual -> {diffusion, domains, samplers, data, datasets, metrics, griffin_lim} ->
+{checkpoint, synthesis} -> pretrained -> {train, vocoder} -> {generate, schedule_search,
+diffwave_import, demo} -> cli.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ LAYER = {
     "metrics": 2,
     "griffin_lim": 2,
     "checkpoint": 3,
+    "synthesis": 3,  # the one sampling engine: below vocoder, generate, train, schedule search
     "pretrained": 4,
     "train": 5,
     "vocoder": 5,

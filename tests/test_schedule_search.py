@@ -19,7 +19,8 @@ from audiodiff.schedule_search import (
     search_schedule,
     store_schedule,
 )
-from audiodiff.vocoder import Vocoder, make_sampling_spec
+from audiodiff.synthesis import make_sampling_spec
+from audiodiff.vocoder import Vocoder
 
 from .conftest import chirp_plus_noise
 

@@ -9,7 +9,8 @@ import torch
 
 from audiodiff.audio import MelSpectrogram
 from audiodiff.config import apply_overrides
-from audiodiff.vocoder import Vocoder, positional_noise
+from audiodiff.synthesis import positional_noise
+from audiodiff.vocoder import Vocoder
 
 from .conftest import chirp_plus_noise, random_export
 
