@@ -142,7 +142,9 @@ class ModelConfig:
 
     STFT domain only: ``stft_compression`` is the exponent ``a`` of ``|X|^a e^{i angle X}``
     (SGMSE+, Richter et al. 2023, use 0.5); ``prior`` ``"mel"`` whitens the variable by the
-    envelope the conditioning mel implies (the mel-shaped prior), ``"standard"`` by a constant.
+    envelope the conditioning mel implies (the mel-shaped prior), ``"standard"`` by a constant;
+    ``bands > 1`` splits the spectrum into that many bands of bins run through one shared network
+    (:mod:`audiodiff.subband`, as RFWave does).
     """
 
     domain: Literal["waveform", "mel", "stft"] = "waveform"
@@ -157,6 +159,7 @@ class ModelConfig:
     upsample_factors: list[int] = field(default_factory=list)
     stft_compression: float = 0.5
     prior: Literal["standard", "mel"] = "standard"
+    bands: int = 1
 
 
 @dataclass
@@ -600,8 +603,16 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
                 f"model.domain 'stft' needs an ln-compressed mel (mel.compression 'ln'), got "
                 f"{m.compression!r}"
             )
+        if not 1 <= mo.bands <= m.n_fft // 2 + 1:
+            raise ValueError(
+                f"model.bands must be in [1, n_fft / 2 + 1 = {m.n_fft // 2 + 1}], got {mo.bands}"
+            )
+        if mo.bands > 1 and mo.n_labels > 0:
+            raise ValueError("a sub-band stft model (model.bands > 1) takes no class labels")
         if not 0 < mo.stft_compression <= 1:
             raise ValueError(f"model.stft_compression must be in (0, 1], got {mo.stft_compression}")
+    elif mo.bands != 1:
+        raise ValueError(f"model.bands {mo.bands} is only for model.domain 'stft'")
     elif mo.prior != "standard":
         raise ValueError(
             f"model.prior {mo.prior!r} is only implemented for model.domain 'stft', not "

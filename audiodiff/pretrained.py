@@ -16,6 +16,7 @@ import torch
 from audiodiff.checkpoint import label_names, load_checkpoint, load_export
 from audiodiff.config import ExperimentConfig, from_dict, validate
 from audiodiff.model import DiffWave
+from audiodiff.subband import SubbandDiffWave, build_network
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "pretrained_models"
 
@@ -80,7 +81,9 @@ def load_model_source(
     return state, config_from_dict(ckpt["config"], str(path)), info
 
 
-def load_network(source: str | Path) -> tuple[DiffWave, ExperimentConfig, dict[str, Any]]:
+def load_network(
+    source: str | Path,
+) -> tuple[DiffWave | SubbandDiffWave, ExperimentConfig, dict[str, Any]]:
     """The network of any model source, rebuilt from its stored config with its (EMA) weights.
 
     Raises:
@@ -88,7 +91,7 @@ def load_network(source: str | Path) -> tuple[DiffWave, ExperimentConfig, dict[s
             the stored config.
     """
     state, cfg, info = load_model_source(source)
-    net = DiffWave.from_config(cfg)
+    net = build_network(cfg)
     try:
         net.load_state_dict(state)
     except RuntimeError as err:

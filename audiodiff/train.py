@@ -65,8 +65,8 @@ from audiodiff.data import (
 )
 from audiodiff.diffusion import Denoiser, training_loss
 from audiodiff.domains import build_domain
-from audiodiff.model import DiffWave
 from audiodiff.schedule import NoiseSchedule
+from audiodiff.subband import build_network
 from audiodiff.synthesis import make_sampling_spec, vocode_mel
 
 # Copy synthesis during validation: clips and length (seconds) per clip.
@@ -153,7 +153,7 @@ class Trainer:
 
         # Model, EMA copy, optimiser. Seeded so every rank starts from the same weights.
         init_gen = torch.Generator().manual_seed(derived_seed("init", cfg.train.seed))
-        self.model = DiffWave.from_config(cfg, generator=init_gen).to(self.device)
+        self.model = build_network(cfg, generator=init_gen).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         opt_cls = torch.optim.AdamW if cfg.train.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt_cls(

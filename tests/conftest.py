@@ -89,13 +89,14 @@ def random_export(
     with ``output_std`` so the output is not trivially 0; 0 keeps it zero) as ``.safetensors``."""
     from audiodiff.checkpoint import export_safetensors
     from audiodiff.config import to_dict
-    from audiodiff.model import DiffWave
+    from audiodiff.subband import build_network
 
     gen = torch.Generator().manual_seed(seed)
-    net = DiffWave.from_config(cfg, generator=gen)
+    net = build_network(cfg, generator=gen)
     if output_std:
         with torch.no_grad():
-            net.output_projection.weight.normal_(0, output_std, generator=gen)
+            head = getattr(net, "net", net)  # a sub-band model's shared DiffWave
+            head.output_projection.weight.normal_(0, output_std, generator=gen)
     state = net.state_dict()
     return export_safetensors({"config": to_dict(cfg), "model": state, "ema": state}, path)
 

@@ -253,3 +253,37 @@ def test_istft_window_pieces_equal_the_whole_inverse(padding):
         profile_istft_window(
             spec[..., 5:10], first_frame=5, total_frames=total, start_frame=3, stop_frame=8, **args
         )
+
+
+def test_subband_fold_is_a_lossless_regrouping_and_bands_share_weights(tiny_config):
+    from audiodiff.subband import SubbandDiffWave, build_network
+
+    cfg = _stft_cfg(tiny_config, "model.bands=4")
+    net = build_network(cfg, generator=torch.Generator().manual_seed(0))
+    assert isinstance(net, SubbandDiffWave) and net.band_bins == 129  # ceil(513 / 4)
+    x = torch.randn(2, 1026, 5)
+    folded = net.fold(x)
+    assert folded.shape == (8, 258, 5)
+    assert torch.equal(net.unfold(folded), x)
+    # Band 1 of item 0 holds bins 129..257 of the real part, then the same of the imaginary part.
+    assert torch.equal(folded[1, :129], x[0, 129:258]) and torch.equal(
+        folded[1, 129:], x[0, 642:771]
+    )
+    torch.nn.init.normal_(net.net.output_projection.weight, std=0.3)
+    mel = torch.randn(2, 80, 5)
+    out = net(x, torch.tensor([2.0, 7.0]), cond=mel)
+    assert out.shape == x.shape
+    prepared = net.prepare(mel)
+    assert torch.allclose(net.denoise_step(x, torch.tensor([2.0, 7.0]), prepared), out, atol=1e-5)
+    with pytest.raises(ValueError, match="only for model.domain 'stft'"):
+        validate(apply_overrides(tiny_config, ["model.bands=4"]))
+
+
+def test_subband_stft_vocoder_chunked_equals_whole(tiny_config, tmp_path):
+    cfg = _stft_cfg(tiny_config, "model.bands=8")
+    voc = Vocoder.from_pretrained(random_export(cfg, tmp_path / "sb.safetensors", output_std=0.05))
+    mel = voc.mel(np.concatenate([chirp_plus_noise(22050, 0.5, seed=s) for s in range(3)]), 22050)
+    whole = voc(mel, seed=2, steps=3, chunk_seconds=None)
+    chunked = voc(mel, seed=2, steps=3, chunk_seconds=20 * 256 / 22050)
+    assert whole.shape == (1, 1, mel.shape[-1] * 256)
+    assert float((whole - chunked).abs().max()) <= 1e-5

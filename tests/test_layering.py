@@ -27,6 +27,7 @@ LAYER = {
     "fused_stack": 0,  # torch kernels that import nothing of ours
     "fast_stack": 0,
     "model": 1,
+    "subband": 1.5,  # band folding around the shared network
     "dist": 1,
     "plot": 1,
     "files": 1,
