@@ -69,6 +69,11 @@ class Domain:
     """
 
     name = "waveform"
+    # Default long-form chunk of the vocoder, in seconds of audio. Waveform models hold 2C floats
+    # per layer per *sample* of prepared conditioning (330 MiB a second for the base model), so
+    # their chunks are short; frame-rate models hold 256x less, so long chunks keep the halo
+    # overhead (steps x receptive radius, ~3 s for the klettres stft model) small.
+    default_chunk_s = 6.0
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.config = cfg
@@ -134,6 +139,7 @@ class StftDomain(Domain):
     """
 
     name = "stft"
+    default_chunk_s = 30.0
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         super().__init__(cfg)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -20,7 +20,6 @@ from audiodiff.model import DiffWave
 from audiodiff.pretrained import load_network
 from audiodiff.schedule import NoiseSchedule
 from audiodiff.synthesis import (
-    DEFAULT_CHUNK_S,
     halo_units,
     make_sampling_spec,
     resolve_seed,
@@ -179,7 +178,7 @@ class Vocoder:
         seed: int | None = None,
         eta: float | None = None,
         alignment: str = "diffwave",
-        chunk_seconds: float | None = DEFAULT_CHUNK_S,
+        chunk_seconds: float | Literal["auto"] | None = "auto",
         progress: Callable[[int], None] | None = None,
     ) -> torch.Tensor:
         """Synthesize audio from mel spectrograms.
@@ -193,7 +192,9 @@ class Vocoder:
             seed: alternative to ``generator``.
             eta: DDIM stochasticity (0 = deterministic).
             alignment: ``"diffwave"`` (the paper's step alignment) or ``"log-sigma"``.
-            chunk_seconds: long-form chunk length; ``None`` evaluates the whole utterance at once.
+            chunk_seconds: long-form chunk length; ``"auto"`` is the domain's default (6 s for
+                waveform models, 30 s for frame-rate ones); ``None`` evaluates the whole
+                utterance at once.
 
         Returns:
             ``[B, 1, frames * hop_length]`` float32 on CPU, in [-1, 1] up to model error.
@@ -205,6 +206,8 @@ class Vocoder:
         denoiser = Denoiser(
             self.net, self.schedule, target=self.config.diffusion.target, t_mapping=spec.t_mapping
         )
+        if chunk_seconds == "auto":
+            chunk_seconds = self.domain.default_chunk_s
         chunk_samples = None if chunk_seconds is None else int(chunk_seconds * self.sample_rate)
         return vocode_mel(
             denoiser,

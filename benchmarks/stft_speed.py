@@ -59,6 +59,7 @@ from sample_speed import base_vocoder  # noqa: E402
 from train_speed import make_data  # noqa: E402
 
 from audiodiff.config import ExperimentConfig, load_config, to_dict  # noqa: E402
+from audiodiff.domains import StftDomain  # noqa: E402
 from audiodiff.griffin_lim import griffin_lim  # noqa: E402
 from audiodiff.synthesis import DEFAULT_CHUNK_S  # noqa: E402
 from audiodiff.vocoder import Vocoder  # noqa: E402
@@ -123,12 +124,15 @@ def random_stft_export(path: Path, seed: int = 0) -> Path:
     return export_safetensors({"config": to_dict(cfg), "model": state, "ema": state}, path)
 
 
-def chunk_arg(seconds: float) -> float | None:
-    return None if seconds <= 0 else seconds
+def chunk_arg(seconds: float) -> float | str | None:
+    """-1: the vocoder's default for its domain; 0: whole utterance."""
+    return "auto" if seconds < 0 else None if seconds == 0 else seconds
 
 
 def describe_chunk(seconds: float) -> str:
-    return "whole utterance" if seconds <= 0 else f"{seconds:g} s chunks"
+    if seconds < 0:
+        return "each model's default chunks (6 s waveform, 30 s stft)"
+    return "whole utterance" if seconds == 0 else f"{seconds:g} s chunks"
 
 
 def verdict(ok: bool) -> str:
@@ -323,7 +327,7 @@ def rss_child(seconds: float, stft_path: str, args: argparse.Namespace) -> None:
 
 def long_part(stft_path: str, args: argparse.Namespace) -> None:
     print(
-        f"\n## 3. long form, stft vocoder, default chunking ({DEFAULT_CHUNK_S:g} s), "
+        f"\n## 3. long form, stft vocoder, default chunking ({StftDomain.default_chunk_s:g} s), "
         f"{args.steps} steps; peak RSS while vocoding, a fresh process each"
     )
     print(
@@ -382,8 +386,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="audio of the speed table")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--chunk-seconds", type=float, default=DEFAULT_CHUNK_S,
-        help="long-form chunk of the speed table (0: whole utterance)",
+        "--chunk-seconds", type=float, default=-1.0,
+        help="long-form chunk of the speed table (-1: each model's default, 0: whole utterance)",
     )  # fmt: skip
     parser.add_argument("--gl-iters", type=int, default=64)
     parser.add_argument("--stft", default=None, help="stft model (default: random-weight export)")
