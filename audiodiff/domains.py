@@ -85,6 +85,12 @@ class Domain:
         """Time steps of the diffused variable for ``n_samples`` of audio."""
         return n_samples // self.hop_length if self.frame_rate else n_samples
 
+    def audio_length(self, frames: int) -> int:
+        """Samples of audio that ``frames`` mel frames describe (``center`` padding: one frame
+        fewer)."""
+        extra = 0 if self.config.mel.padding == "hifigan" else -1
+        return (frames + extra) * self.hop_length
+
     def prior_std(self, mel: Tensor | None) -> Tensor | float:
         """Scale of the prior in data units, broadcastable against ``x0``; 1 by default."""
         return 1.0

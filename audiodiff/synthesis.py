@@ -140,6 +140,7 @@ def synthesize(
     progress: Callable[[int], None] | None = None,
     decode: Callable[[torch.Tensor, int, int, int, int], torch.Tensor] | None = None,
     decode_halo: int = 0,
+    decoded_shape: tuple[int, int, int] | None = None,
 ) -> torch.Tensor:
     """Run ``spec``'s sampler over ``n_samples`` in halo-extended chunks; see the module docstring.
 
@@ -153,16 +154,25 @@ def synthesize(
         seed: base seed of the positional noise.
         progress: called with the number of steps just done.
         decode: ``(x, e0, e1, s0, s1) -> piece``: turns a finished chunk ``x`` covering
-            ``[e0, e1)`` into the output of its centre ``[s0, s1)`` (``[batch, C_out, L]``, any
-            ``L``); the pieces are concatenated along time. None returns the signal itself.
+            ``[e0, e1)`` into the output of its centre ``[s0, s1)`` (``[batch, C_out, L]``); the
+            pieces are written one after another into a ``decoded_shape`` buffer allocated
+            once (so a long input holds one output, never output plus pieces). None returns the
+            signal itself.
         decode_halo: steps of context either side that ``decode`` needs (the halo is widened
             to at least this).
+        decoded_shape: ``(batch, C_out, total length)`` of the decoded output; needed with
+            ``decode``.
 
     Returns:
-        ``[batch, channels, n_samples]`` float32 on CPU, or the concatenated decoded pieces.
+        ``[batch, channels, n_samples]`` float32 on CPU, or the decoded ``decoded_shape``.
+
+    Raises:
+        ValueError: ``decode`` without ``decoded_shape``, or pieces that do not fill it.
     """
-    out = torch.empty(shape[0], shape[1], n_samples) if decode is None else None
-    pieces = []
+    if decode is not None and decoded_shape is None:
+        raise ValueError("decode needs decoded_shape")
+    out = torch.empty(*decoded_shape) if decode is not None else torch.empty(*shape, n_samples)
+    filled = 0
     start_std = prior_std(float(spec.sigmas[0]))
     chunk_samples = max(1, chunk_samples)
     halo_samples = max(halo_samples, decode_halo)
@@ -196,8 +206,12 @@ def synthesize(
         if decode is None:
             out[..., s0:s1] = x[..., s0 - e0 : s1 - e0].float().cpu()
         else:
-            pieces.append(decode(x, e0, e1, s0, s1).float().cpu())
-    return out if decode is None else torch.cat(pieces, dim=-1)
+            piece = decode(x, e0, e1, s0, s1)
+            out[..., filled : filled + piece.shape[-1]] = piece
+            filled += piece.shape[-1]
+    if decode is not None and filled != out.shape[-1]:
+        raise ValueError(f"decoded pieces cover {filled} of {out.shape[-1]} output samples")
+    return out
 
 
 def resolve_seed(generator: torch.Generator | None, seed: int | None) -> int:
@@ -272,6 +286,7 @@ def vocode_mel(
         progress=progress,
         decode=decode,
         decode_halo=getattr(domain, "decode_halo", 0),
+        decoded_shape=(mel.shape[0], 1, domain.audio_length(frames)) if decode else None,
     )
 
 

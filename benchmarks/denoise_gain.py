@@ -1,0 +1,77 @@
+"""How much a trained model denoises, per noise level, against doing nothing (a learning probe).
+
+For each ``sigma`` it adds noise to the clean diffused variable of held-out clips (the domain's
+whitened ``x0``; fixed seed) and prints the mean squared error of the model's ``x0`` estimate
+divided by that of the *trivial* estimate ``x / (1 + sigma^2)``, which is what a network that
+outputs nothing gives (a v- or eps-network at its zero initialisation). A ratio of 1.000 means the
+network has learned nothing at that level; a perfect denoiser of Gaussian data of unit variance
+would also be near 1, so what lies below 1 is structure the network found. For stft models it also
+prints the ratio of a parameter-free reference, the *consistency projection* (inverse STFT then
+STFT of the noisy variable), which removes the part of the noise that no real signal's STFT can
+contain: an upper bound on what the simplest structure of the domain is worth.
+
+    python benchmarks/denoise_gain.py MODEL CLIPS_DIR [--limit 8] [--frames 64]
+
+MODEL is anything ``Vocoder.from_pretrained`` takes (run dir, checkpoint, export, shipped name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from audiodiff.audio import load_audio
+from audiodiff.diffusion import Denoiser
+from audiodiff.metrics import audio_files
+from audiodiff.vocoder import Vocoder
+
+SIGMAS = (0.03, 0.1, 0.3, 1.0, 3.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model")
+    parser.add_argument("clips", type=Path, help="folder of held-out speech")
+    parser.add_argument("--limit", type=int, default=8, help="clips (the first N by name)")
+    parser.add_argument("--frames", type=int, default=64, help="frames cut from each clip")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    voc = Vocoder.from_pretrained(args.model)
+    hop, n = voc.hop_length, args.frames * voc.hop_length
+    audio = []
+    for name, path in sorted(audio_files(args.clips, "clips").items())[: args.limit]:
+        x, _ = load_audio(path, voc.sample_rate)
+        if x.shape[-1] >= n:
+            audio.append(x.reshape(1, 1, -1)[..., :n])
+    if not audio:
+        print(f"denoise_gain: error: no clip of {n} samples under {args.clips}", file=sys.stderr)
+        return 2
+    audio = torch.cat(audio)
+    mel = voc.mel(audio, voc.sample_rate)[..., : n // hop]
+    domain = voc.domain
+    with torch.inference_mode():
+        x0 = domain.to_model(audio, mel)
+        denoiser = Denoiser(voc.net, voc.schedule, target=voc.config.diffusion.target)
+        prepared = denoiser.prepare(mel)
+        gen = torch.Generator().manual_seed(args.seed)
+        print(f"{args.model}: {audio.shape[0]} clips of {args.frames} frames, domain {domain.name}")
+        print("sigma    model/trivial" + ("  consistency/trivial" if domain.frame_rate else ""))
+        for sigma in SIGMAS:
+            x = x0 + sigma * torch.randn(x0.shape, generator=gen)
+            trivial = float((x / (1 + sigma**2) - x0).square().mean())
+            model = float((denoiser(x, torch.tensor(sigma), prepared) - x0).square().mean())
+            line = f"{sigma:<8g} {model / trivial:13.3f}"
+            if domain.frame_rate:
+                projected = domain.to_model(domain.from_model(x, mel), mel)
+                line += f"  {float((projected - x0).square().mean()) / trivial:19.3f}"
+            print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
