@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     voc = Vocoder.from_pretrained(args.model)
     hop, n = voc.hop_length, args.frames * voc.hop_length
     audio = []
-    for name, path in sorted(audio_files(args.clips, "clips").items())[: args.limit]:
+    for _, path in sorted(audio_files(args.clips, "clips").items())[: args.limit]:
         x, _ = load_audio(path, voc.sample_rate)
         if x.shape[-1] >= n:
             audio.append(x.reshape(1, 1, -1)[..., :n])
