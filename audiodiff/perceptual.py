@@ -151,6 +151,12 @@ class PerceptualScorer:
         the P.835 SIG/BAK/OVRL model, whose scores we do not report.
         """
         y = _mono_16k(audio, sample_rate)
+        # speechmos refuses samples beyond full scale, which resampling a clip that touches it
+        # (or a vocoder's overshoot) produces. P.808's features are in dB relative to each
+        # window's maximum, so scaling the clip down to full scale leaves its score unchanged.
+        peak = float(np.abs(y).max()) if y.size else 0.0
+        if peak > 1.0:
+            y = y / peak
         from speechmos import dnsmos
 
         return float(dnsmos.run(y, sr=SAMPLE_RATE)["p808_mos"])

@@ -6,9 +6,10 @@ divided by that of the *trivial* estimate ``x / (1 + sigma^2)``, which is what a
 outputs nothing gives (a v- or eps-network at its zero initialisation). A ratio of 1.000 means the
 network has learned nothing at that level; a perfect denoiser of Gaussian data of unit variance
 would also be near 1, so what lies below 1 is structure the network found. For stft models it also
-prints the ratio of a parameter-free reference, the *consistency projection* (inverse STFT then
-STFT of the noisy variable), which removes the part of the noise that no real signal's STFT can
-contain: an upper bound on what the simplest structure of the domain is worth.
+prints the ratio of a parameter-free reference, the *consistency projection* of the trivial
+estimate (inverse STFT then STFT), which removes the part of the noise that no real signal's STFT
+can contain; in the compressed, whitened variable that projection is nonlinear, and the probe
+shows how much (or how little) it is worth there.
 
     python benchmarks/denoise_gain.py MODEL CLIPS_DIR [--limit 8] [--frames 64]
 
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             model = float((denoiser(x, torch.tensor(sigma), prepared) - x0).square().mean())
             line = f"{sigma:<8g} {model / trivial:13.3f}"
             if domain.frame_rate:
-                projected = domain.to_model(domain.from_model(x, mel), mel)
+                shrunk = x / (1 + sigma**2)
+                projected = domain.to_model(domain.from_model(shrunk, mel), mel)
                 line += f"  {float((projected - x0).square().mean()) / trivial:19.3f}"
             print(line)
     return 0

@@ -105,7 +105,10 @@ def run(
                 f"uses {cfg.name!r}: compare models of one profile per run"
             )
         cfg = voc.mel_config  # the model's own profile decides the mels of every method
-        methods[Path(checkpoint).stem] = lambda mel, voc=voc: voc(mel, steps=steps, seed=seed)[0, 0]
+        # Clamped to full scale as the trainer's evaluation does: PESQ refuses samples beyond it.
+        methods[Path(checkpoint).stem] = lambda mel, voc=voc: voc(mel, steps=steps, seed=seed)[
+            0, 0
+        ].clamp(-1, 1)
     generator = torch.Generator().manual_seed(seed)
     methods["griffin-lim"] = lambda mel: griffin_lim(
         mel, cfg, n_iter=gl_iters, generator=generator

@@ -156,3 +156,13 @@ def test_missing_extra_is_one_line(tmp_path, monkeypatch, speech):
         "audiodiff: error: perceptual scores need the eval extra and DistillMOS: pip install -e "
         "'.[eval]' && pip install --no-deps distillmos xls-r-sqa (missing: no_such_mos_package)"
     )
+
+
+def test_dnsmos_takes_clips_beyond_full_scale(scorer, speech):
+    """Resampling a clip that touches full scale overshoots it; speechmos refuses such samples.
+    P.808 is computed relative to each window's maximum, so a louder copy scores the same."""
+    loud = speech / np.abs(speech).max() * 1.5
+    quiet = speech / np.abs(speech).max() * 0.9
+    assert scorer.dnsmos_p808(loud, 22050) == pytest.approx(
+        scorer.dnsmos_p808(quiet, 22050), abs=1e-4
+    )
