@@ -160,7 +160,7 @@ def run(
 
 def format_rows(result: dict[str, Any]) -> str:
     """One table: a row per method, mean metrics and real-time factor."""
-    order = (*METRIC_ORDER, *PERCEPTUAL_KEYS, *(f"ref_{k}" for k in PERCEPTUAL_KEYS))
+    order = (*METRIC_ORDER, *(f"ref_{k}" for k in PERCEPTUAL_KEYS))
     keys = ["files", "rtf", *(k for k in order if k in result["rows"][0])]
     table = [["method", *keys]]
     for row in result["rows"]:
