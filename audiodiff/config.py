@@ -218,6 +218,9 @@ class TrainConfig:
     device: str = "auto"
     log_every: int = 100
     eval_every: int = 5000
+    # Validation also scores the copy-synthesised clips with DistillMOS and DNSMOS P.808
+    # (audiodiff.perceptual; needs the eval extra, checked when the trainer starts).
+    eval_perceptual: bool = False
     save_every: int = 5000
     keep_last: int = 3
     max_bad_steps: int = 10

@@ -133,6 +133,17 @@ class Trainer:
         if refusal is not None:
             raise ValueError(refusal)
 
+        # Perceptual validation needs optional packages: refuse now, not at the first evaluation.
+        self.perceptual: Any = None
+        if cfg.train.eval_perceptual:
+            from audiodiff.perceptual import PERCEPTUAL_EXTRA_HINT, missing_packages
+
+            if missing_packages():
+                raise ValueError(
+                    f"train.eval_perceptual: {PERCEPTUAL_EXTRA_HINT} (missing: "
+                    f"{', '.join(missing_packages())})"
+                )
+
         # Data: usable clips only (broken ones reported), hop-aligned crops, resumable sampler.
         self.train_set, self.val_set = load_datasets(cfg, self.run_dir, self.ctx, self.log)
         self.sampler = ResumableDistributedSampler(
@@ -669,7 +680,8 @@ def load_datasets(
 def evaluate(trainer: Trainer) -> dict[str, float]:
     """Validation with the EMA weights: loss on fixed crops with fixed noise, and (vocoders) a
     copy synthesis of two clips with the model's own sampler and steps (``sample``), through the
-    synthesis engine, scored by log-mel L1 and MR-STFT distance."""
+    synthesis engine, scored by log-mel L1 and MR-STFT distance (and, with
+    ``train.eval_perceptual``, DistillMOS and DNSMOS P.808)."""
     from audiodiff.metrics import log_mel_l1, mr_stft_distance
 
     cfg, val, ema, device = trainer.cfg, trainer.val_set, trainer.ema, trainer.device
@@ -708,6 +720,13 @@ def evaluate(trainer: Trainer) -> dict[str, float]:
         r, g = ref[0, 0].double().cpu(), out[0, 0].double().cpu()
         scores["log_mel_l1"].append(float(log_mel_l1(r, g, mel_cpu.double())))
         scores["mr_stft"].append(float(mr_stft_distance(r, g)))
+        if cfg.train.eval_perceptual:
+            if trainer.perceptual is None:  # the MOS models load once per run
+                from audiodiff.perceptual import PerceptualScorer
+
+                trainer.perceptual = PerceptualScorer()
+            for key, value in trainer.perceptual.score(g.float(), cfg.mel.sample_rate).items():
+                scores.setdefault(key, []).append(value)
         trainer.add_audio(f"copy_synthesis/{i}", out[0, 0].float().cpu(), mel_cpu)
     stats.update({k: sum(v) / len(v) for k, v in scores.items() if v})
     return stats

@@ -166,3 +166,23 @@ def test_dnsmos_takes_clips_beyond_full_scale(scorer, speech):
     assert scorer.dnsmos_p808(loud, 22050) == pytest.approx(
         scorer.dnsmos_p808(quiet, 22050), abs=1e-4
     )
+
+
+def test_trainer_validation_scores_mos_of_its_copy_synthesis(tmp_path, tiny_config, write_wav):
+    from audiodiff.config import apply_overrides
+    from audiodiff.data import manifest_from_files
+    from audiodiff.train import Trainer, evaluate
+
+    train = [write_wav(f"d/t{i}.wav", duration_s=0.3, seed=i) for i in range(2)]
+    val = [write_wav("d/v.wav", duration_s=0.5, seed=9)]
+    cfg = apply_overrides(
+        tiny_config,
+        [
+            f"data.train_manifest={manifest_from_files(train, tmp_path / 'train.jsonl')}",
+            f"data.val_manifest={manifest_from_files(val, tmp_path / 'val.jsonl')}",
+            "train.eval_perceptual=true",
+        ],
+    )
+    stats = evaluate(Trainer(cfg, tmp_path / "run", log=lambda _: None))
+    for key in PERCEPTUAL_KEYS:
+        assert 1.0 <= stats[key] <= 5.0, stats

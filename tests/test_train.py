@@ -290,3 +290,15 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, manifests):
         str(RECIPE), "--run-dir", str(foreign), "--set", f"data.train_manifest={train}"
     )
     assert os.listdir(foreign) == ["notes.txt"]  # nothing written into a foreign directory
+
+
+def test_perceptual_validation_without_the_extra_is_refused_at_start(
+    tmp_path, tiny_config, manifests, monkeypatch
+):
+    from audiodiff import perceptual
+
+    monkeypatch.setattr(perceptual, "PACKAGES", ("no_such_mos_package",))
+    cfg = _cfg(tiny_config, manifests, "train.eval_perceptual=true")
+    with pytest.raises(ValueError, match=r"train.eval_perceptual: .*missing: no_such_mos_package"):
+        Trainer(cfg, tmp_path / "run", log=lambda _: None)
+    assert not (tmp_path / "run" / "data_report.json").exists()  # refused before any data work
