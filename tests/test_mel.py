@@ -70,9 +70,20 @@ def test_profile_matches_float64_reference(
     mel = MelSpectrogram(cfg)(torch.from_numpy(x).to(dtype)[None])
     assert mel.dtype == dtype
     assert mel.shape == (1, *expected.shape)
-    err = float(np.max(np.abs(mel[0].double().numpy() - expected)))
+    diff = np.abs(mel[0].double().numpy() - expected)
+    err = float(diff.max())
     print(f"mel profile {name:16s} {str(dtype):14s} max abs error {err:.2e} ({cfg.compression})")
-    assert err <= (1e-4 if dtype == torch.float32 else 1e-9)
+    if dtype == torch.float64:
+        assert err <= 1e-9
+        return
+    # float32: exact to 1e-4 within 60 dB of each frame's loudest bin; below that the FFT's
+    # absolute error becomes a relative one of a few 1e-4 (test_float32_error_across_seeds). Which
+    # noise bin reaches it depends on the CPU's FFT kernels: seed 0 of bigvgan-44k reads 1.2e-4
+    # on some x86 machines and under 1e-4 on others.
+    floor_60db = np.log(1e3) if cfg.compression == "ln" else 0.6
+    loud = expected >= expected.max(axis=0, keepdims=True) - floor_60db
+    assert float(diff[loud].max()) <= 1e-4
+    assert err <= 1e-3
 
 
 @pytest.mark.parametrize("name", PROFILES)
