@@ -35,6 +35,7 @@ import soundfile as sf
 import torch
 
 from audiodiff.config import MelConfig
+from audiodiff.encoding import native_path
 from audiodiff.stft import profile_stft
 
 # Floor of the mel before the logarithm: HiFi-GAN's and lmnt-com/diffwave's clip value.
@@ -75,7 +76,7 @@ def audio_info(path: str | Path) -> tuple[int, int, int]:
     """
     path = Path(path)
     try:
-        info = sf.info(str(path))
+        info = sf.info(native_path(path))
     except Exception as err:  # soundfile raises LibsndfileError, RuntimeError or OSError
         raise _open_error(path, err) from None
     return int(info.samplerate), int(info.frames), int(info.channels)
@@ -99,7 +100,7 @@ def load_audio(path: str | Path, sample_rate: int | None = None) -> tuple[torch.
     """
     path = Path(path)
     try:
-        data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        data, file_rate = sf.read(native_path(path), dtype="float32", always_2d=True)
     except Exception as err:
         raise _open_error(path, err) from None
     if data.shape[0] == 0:
@@ -197,7 +198,7 @@ def save_audio(
     # mkstemp: its 0600 mode would survive the rename and make the output owner-only.
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
-        sf.write(tmp, data, int(sample_rate), subtype=subtype, format=container)
+        sf.write(native_path(tmp), data, int(sample_rate), subtype=subtype, format=container)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -69,7 +69,8 @@ def _fsync_dir(directory: Path) -> None:
 
 def atomic_write(path: Path, write: Any) -> None:
     """Write via ``write(file_object)`` (binary) into a temp file beside ``path``, then rename
-    over it: a kill at any moment leaves the old file or the new one, never a mix."""
+    over it: a kill at any moment leaves the old file or the new one, never a mix. Text is
+    written as ``text.encode("utf-8")``."""
     tmp = path.with_name(f"{_TMP_PREFIX}{os.getpid()}-{path.name}")
     try:
         with open(tmp, "wb") as f:
@@ -119,7 +120,7 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | Path, step: int, keep_
     _check_primitive(state, "checkpoint")
     path = run_dir / checkpoint_name(step)
     atomic_write(path, lambda f: torch.save(state, f))
-    atomic_write(run_dir / LATEST, lambda f: f.write(path.name.encode() + b"\n"))
+    atomic_write(run_dir / LATEST, lambda f: f.write(path.name.encode("utf-8") + b"\n"))
     for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
         old.unlink(missing_ok=True)
     for tmp in run_dir.glob(f"{_TMP_PREFIX}*"):
@@ -149,7 +150,8 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     pointer = run_dir / LATEST
     candidates = []
     if pointer.is_file():
-        name = pointer.read_text().strip()
+        # A pointer edited or damaged by hand may hold any bytes: it then names no step file.
+        name = pointer.read_text(encoding="utf-8", errors="replace").strip()
         if _STEP_FILE.match(name):
             candidates.append(run_dir / name)
     candidates += list(reversed(list_checkpoints(run_dir)))
@@ -369,7 +371,7 @@ def prepare_run_dir(cfg: ExperimentConfig, run_dir: str | Path, log: Any = print
             log(f"config changed since the last run in {run_dir}: {'; '.join(changed)}")
     run_dir.mkdir(parents=True, exist_ok=True)
     text = dump_config(cfg)
-    atomic_write(stored, lambda f: f.write(text.encode()))
+    atomic_write(stored, lambda f: f.write(text.encode("utf-8")))
 
 
 def rng_state(*generators: torch.Generator) -> dict[str, Any]:

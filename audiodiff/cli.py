@@ -246,7 +246,7 @@ def evaluate(
     click.echo(format_table(result))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "w" if overwrite else "x") as fh:
+        with open(out, "w" if overwrite else "x", encoding="utf-8") as fh:
             json.dump(result, fh, indent=2)
             fh.write("\n")
         click.echo(f"wrote {out}")

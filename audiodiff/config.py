@@ -361,16 +361,19 @@ def to_dict(obj: Any) -> dict[str, Any]:
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
-    """Read a YAML recipe (partial: missing keys take defaults), apply ``key=value`` overrides.
+    """Read a YAML recipe (UTF-8; partial: missing keys take defaults), apply ``key=value``
+    overrides.
 
     Raises:
         ValueError: unreadable file, invalid YAML, unknown key or wrong type; the message names it.
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ValueError(f"cannot read config {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text (byte {err.start}: {err.reason})") from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
@@ -385,10 +388,10 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 
 def dump_config(cfg: ExperimentConfig, path: str | Path | None = None) -> str:
-    """YAML text of the full resolved config; also written to ``path`` when given."""
-    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    """YAML text of the full resolved config; also written to ``path`` (UTF-8) when given."""
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
     if path is not None:
-        Path(path).write_text(text)
+        Path(path).write_text(text, encoding="utf-8")
     return text
 
 

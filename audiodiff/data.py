@@ -1,8 +1,8 @@
 """Manifests, the segment dataset, and the resumable distributed sampler.
 
-A manifest is JSONL, one clip per line (DESIGN §8): ``path`` (absolute, or relative to the
-manifest's folder), ``duration_s``, ``sample_rate``, and optionally ``speaker``, ``label``,
-``text``, ``split``.
+A manifest is UTF-8 JSONL, one clip per line (DESIGN §8): ``path`` (absolute, or relative to the
+manifest's folder; the UTF-8 spelling of the file name, whatever the locale), ``duration_s``,
+``sample_rate``, and optionally ``speaker``, ``label``, ``text``, ``split``.
 
 Training samples are hop-aligned random crops of ``segment_frames * hop_length`` samples, so the
 mel computed from a crop has exactly ``segment_frames`` frames (DESIGN §4). A crop depends only on
@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from audiodiff.audio import AudioError, audio_info, resample
 from audiodiff.config import DataConfig
 from audiodiff.dist import DistContext, all_gather_object, broadcast_object
+from audiodiff.encoding import json_text, native_path, path_from_text, path_to_text
 
 # Extra source samples read on both sides of a crop that must be resampled, so the soxr filter
 # sees real signal instead of an edge; soxr_hq's kernel is well under this.
@@ -49,14 +50,16 @@ RESAMPLE_MARGIN = 256
 
 
 def read_manifest(path: str | Path) -> list[dict[str, Any]]:
-    """Read a JSONL manifest; relative ``path`` fields are resolved against its folder.
+    """Read a JSONL manifest (UTF-8, whatever the locale); relative ``path`` fields are resolved
+    against its folder. Paths come back as this process spells file names
+    (:func:`~audiodiff.encoding.path_from_text`).
 
     Raises:
         ValueError: unreadable file, a line that is not a JSON object, or one without ``path``.
     """
     path = Path(path)
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
         reason = getattr(err, "strerror", None) or err
         raise ValueError(f"cannot read manifest {path}: {reason}") from None
@@ -70,17 +73,19 @@ def read_manifest(path: str | Path) -> list[dict[str, Any]]:
             raise ValueError(f"{path}:{n} is not valid JSON: {err.msg}") from None
         if not isinstance(row, dict) or not isinstance(row.get("path"), str):
             raise ValueError(f"{path}:{n} must be a JSON object with a string 'path'")
-        clip = Path(row["path"])
+        clip = Path(path_from_text(row["path"]))
         row["path"] = str(clip if clip.is_absolute() else path.parent / clip)
         rows.append(row)
     return rows
 
 
 def write_manifest(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
-    """Write rows as JSONL (one object per line, keys in the order given)."""
+    """Write rows as UTF-8 JSONL (one object per line, keys in the order given); ``path`` fields
+    are written as text (:func:`~audiodiff.encoding.path_to_text`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    rows = [{**row, "path": path_to_text(row["path"])} if "path" in row else row for row in rows]
+    path.write_text("".join(json_text(row) + "\n" for row in rows), encoding="utf-8")
     return path
 
 
@@ -137,7 +142,7 @@ def check_clip(path: str, *, min_duration_s: float, silence_threshold: float) ->
         The decoded frame count is used, not the header's (a truncated file is shorter).
     """
     try:
-        with sf.SoundFile(path) as f:
+        with sf.SoundFile(native_path(path)) as f:
             rate, channels = int(f.samplerate), int(f.channels)
             n_frames, peak, finite = 0, 0.0, True
             for block in f.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
@@ -189,14 +194,14 @@ def data_report(
 ) -> dict[str, Any]:
     """The ``data_report.json`` content: usable count and hours, and every skipped clip with why."""
     skipped = [
-        {"path": rows[i]["path"], "reason": c["reason"]}
+        {"path": path_to_text(rows[i]["path"]), "reason": c["reason"]}
         for i, c in sorted(checks.items())
         if c["reason"] is not None
     ]
     usable = [c for c in checks.values() if c["reason"] is None]
     kinds = Counter(s["reason"].split(":")[0].split(" (")[0] for s in skipped)
     return {
-        "manifest": str(manifest),
+        "manifest": path_to_text(manifest),
         "n_rows": len(rows),
         "n_usable": len(usable),
         "usable_hours": sum(c["n_frames"] / c["file_rate"] for c in usable) / 3600,
@@ -212,7 +217,7 @@ def summary_line(report: dict[str, Any], report_path: str | Path | None = None) 
     """One line: usable clips and hours, and what was skipped, by reason."""
     line = (
         f"data: {report['n_usable']} of {report['n_rows']} clips usable "
-        f"({report['usable_hours']:.3f} h) from {report['manifest']}"
+        f"({report['usable_hours']:.3f} h) from {path_from_text(report['manifest'])}"
     )
     if report["n_skipped"]:
         reasons = ", ".join(f"{n} {k}" for k, n in report["skipped_by_reason"].items())
@@ -224,13 +229,13 @@ def summary_line(report: dict[str, Any], report_path: str | Path | None = None) 
 
 def no_usable_clips_error(report: dict[str, Any], report_path: str | Path | None) -> ValueError:
     """The error for a manifest with nothing usable, saying why."""
+    manifest = path_from_text(report["manifest"])  # as the terminal shows file names
     if report["n_rows"] == 0:
-        return ValueError(f"manifest {report['manifest']} has no rows")
+        return ValueError(f"manifest {manifest} has no rows")
     reasons = ", ".join(f"{n} {k}" for k, n in report["skipped_by_reason"].items())
     where = f" (details in {report_path})" if report_path else ""
     return ValueError(
-        f"no usable clips in {report['manifest']}: all {report['n_rows']} skipped ({reasons})"
-        + where
+        f"no usable clips in {manifest}: all {report['n_rows']} skipped ({reasons})" + where
     )
 
 
@@ -259,10 +264,10 @@ def usable_clips(
     checks = None
     if ctx.is_main and cache_path is not None and cache_path.is_file():
         try:
-            cached = json.loads(cache_path.read_text())
+            cached = json.loads(cache_path.read_text(encoding="utf-8"))
             if cached.get("key") == key and len(cached["checks"]) == len(rows):
                 checks = dict(enumerate(cached["checks"]))
-        except (json.JSONDecodeError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):  # ValueError: not JSON, or not UTF-8
             checks = None
     checks = broadcast_object(ctx, checks)
     if checks is None:
@@ -277,7 +282,7 @@ def usable_clips(
             checks.update(part)
         if ctx.is_main and cache_path is not None:
             payload = {"key": key, "checks": [checks[i] for i in range(len(rows))]}
-            cache_path.write_text(json.dumps(payload))
+            cache_path.write_text(json.dumps(payload), encoding="utf-8")
     report = data_report(manifest, rows, checks)
     good = [i for i in range(len(rows)) if checks[i]["reason"] is None]
     return [rows[i] for i in good], [checks[i] for i in good], report
@@ -390,7 +395,7 @@ class SegmentDataset(Dataset):
         At another file rate, reads the matching source span plus a margin, starting on a source
         sample that maps to a whole target sample, resamples, and trims.
         """
-        path, file_rate = self.rows[index]["path"], self.checks[index]["file_rate"]
+        path, file_rate = native_path(self.rows[index]["path"]), self.checks[index]["file_rate"]
         if file_rate == self.sample_rate:
             data, _ = sf.read(path, start=start, frames=length, dtype="float32", always_2d=True)
             return torch.from_numpy(np.ascontiguousarray(data.mean(axis=1))).unsqueeze(0)

@@ -515,7 +515,7 @@ class Trainer:
         import json
 
         row = {"kind": kind, "step": self.step, **stats}
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
         if writer is not None:
             for key, value in stats.items():
@@ -619,11 +619,12 @@ def drop_metrics_after(path: Path, step: int) -> int:
 
     if not path.is_file():
         return 0
-    lines = path.read_text().splitlines(keepends=True)
+    # surrogateescape: bytes that are not UTF-8 (a row cut inside a character) are kept as bytes.
+    lines = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines(keepends=True)
     kept = [line for line in lines if line.strip() and keep(line)]
     if len(kept) == len(lines):
         return 0
-    atomic_write(path, lambda f: f.write("".join(kept).encode()))
+    atomic_write(path, lambda f: f.write("".join(kept).encode("utf-8", "surrogateescape")))
     return len(lines) - len(kept)
 
 
@@ -651,7 +652,7 @@ def load_datasets(
         splits[split], reports[split] = (rows, checks), report
         log(f"{split} {summary_line(report, report_path)}")
     if ctx.is_main:
-        report_path.write_text(json.dumps(reports, indent=1) + "\n")
+        report_path.write_text(json.dumps(reports, indent=1) + "\n", encoding="utf-8")
     for report in reports.values():
         if report["n_usable"] == 0:
             raise no_usable_clips_error(report, report_path)

@@ -32,6 +32,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
+from audiodiff.encoding import path_from_text
+
 SPLITS = ("train", "val", "test")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".au", ".aif", ".aiff")
 # Rates real audio formats use; anything else means a broken header, not exotic audio.
@@ -228,7 +230,8 @@ def _read_sc09(root: Path, opts: PrepareOptions) -> Layout:
     lists = {}
     for split, name in (("val", "validation_list.txt"), ("test", "testing_list.txt")):
         path = _require(root / name, "it ships in speech_commands_v0.02.tar.gz", "sc09")
-        lists[split] = {ln.strip() for ln in path.read_text().splitlines() if ln.strip()}
+        lines = path.read_text(encoding="utf-8").splitlines()
+        lists[split] = {path_from_text(ln.strip()) for ln in lines if ln.strip()}
     clips = []
     for label, word in enumerate(SC09_WORDS):
         for p in _audio_files(root / word, "*.wav"):
@@ -259,7 +262,7 @@ def _read_maestro(root: Path, opts: PrepareOptions) -> Layout:
     for row in rows:
         if row["split"] not in to_split:
             raise ValueError(f"maestro: split {row['split']!r} is not one of {list(to_split)}")
-        path = root / row["audio_filename"]
+        path = root / path_from_text(row["audio_filename"])
         if path.is_file():
             clips.append(Clip(path, to_split[row["split"]]))
         else:
@@ -340,9 +343,10 @@ def _read_klettres(root: Path, opts: PrepareOptions) -> Layout:
     notes = []
     for lang in langs:
         try:
+            # Parsed from the file's bytes: the XML declaration names the encoding, not the locale.
             for sound in ET.parse(root / lang / "sounds.xml").iter("sound"):
                 if sound.get("file"):
-                    texts[sound.get("file", "")] = sound.get("name", "")
+                    texts[path_from_text(sound.get("file", ""))] = sound.get("name", "")
         except ET.ParseError as err:
             notes.append(f"{lang}/sounds.xml is not valid XML: {err}")
     holdout = set(opts.holdout if opts.holdout is not None else KLETTRES_TEST_LANGUAGES)

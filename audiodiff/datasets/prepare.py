@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -23,6 +22,7 @@ from audiodiff.datasets.layouts import (
     Layout,
     PrepareOptions,
 )
+from audiodiff.encoding import json_text, native_path, path_from_text, path_to_text
 
 MANIFEST_NAMES = tuple(f"{s}.jsonl" for s in SPLITS) + ("prepare_report.json",)
 
@@ -38,7 +38,7 @@ def probe_audio(
         too_short, silent. ``full=False`` trusts the header and skips the silence check.
     """
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(native_path(path)) as f:
             out: dict[str, Any] = {"sample_rate": f.samplerate, "channels": f.channels}
             n_frames, peak = f.frames, None
             if full:
@@ -68,8 +68,9 @@ def _probe_star(args: tuple[Path, float, float, bool]) -> dict[str, Any]:
 
 
 def _hash_unit(key: str, seed: int) -> float:
-    digest = hashlib.blake2b(f"{seed}/{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64
+    # surrogateescape: a file name that is not UTF-8 hashes as its own bytes instead of failing.
+    digest = hashlib.blake2b(f"{seed}/{key}".encode("utf-8", "surrogateescape"), digest_size=8)
+    return int.from_bytes(digest.digest(), "big") / 2.0**64
 
 
 def ranked_split(
@@ -145,7 +146,7 @@ def _manifest_rows(
             kind, reason = probe["skip"]
             if rel in layout.known_bad:
                 reason += f" ({layout.known_bad[rel]})"
-            skipped.setdefault(kind, []).append({"path": rel, "reason": reason})
+            skipped.setdefault(kind, []).append({"path": path_to_text(rel), "reason": reason})
         else:
             usable.append((clip, probe))
     if not usable:
@@ -162,16 +163,17 @@ def _manifest_rows(
     for clip, _ in usable:
         if clip.split is None:
             key = (clip.speaker or "", str(clip.label))
-            groups.setdefault(key, []).append(clip.path.relative_to(root).as_posix())
+            # Hashed as text, so the split does not depend on the locale prepare runs under.
+            groups.setdefault(key, []).append(path_to_text(clip.path.relative_to(root).as_posix()))
     assigned: dict[str, str] = {}
     for keys in groups.values():
         assigned.update(ranked_split(keys, *fractions, seed))
 
     rows: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     for clip, probe in usable:
-        split = clip.split or assigned[clip.path.relative_to(root).as_posix()]
+        split = clip.split or assigned[path_to_text(clip.path.relative_to(root).as_posix())]
         row = {
-            "path": str(clip.path),
+            "path": path_to_text(clip.path),
             "duration_s": round(probe["n_frames"] / probe["sample_rate"], 6),
             "sample_rate": probe["sample_rate"],
             "channels": probe["channels"],
@@ -232,7 +234,7 @@ def prepare(
     options_used["holdout"] = list(opts.holdout) if opts.holdout is not None else None
     report = {
         "dataset": name,
-        "data_dir": str(root),
+        "data_dir": path_to_text(root),
         "options": options_used,
         "split_rule": layout.split_rule,
         "files_found": len(layout.clips),
@@ -242,24 +244,23 @@ def prepare(
         "label_names": layout.label_names,
         "sample_rates": dict(sorted(rates.items(), key=lambda kv: int(kv[0]))),
         "channels": dict(sorted(channels.items(), key=lambda kv: int(kv[0]))),
-        "missing_files": layout.missing,
-        "unlisted_files": layout.unlisted,
+        "missing_files": [path_to_text(p) for p in layout.missing],
+        "unlisted_files": [path_to_text(p) for p in layout.unlisted],
         "skipped": {k: skipped[k] for k in sorted(skipped)},
         "notes": layout.notes,
     }
     out.mkdir(parents=True, exist_ok=True)
     for split, split_rows in rows.items():
-        text = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in split_rows)
+        text = "".join(json_text(x) + "\n" for x in split_rows)
         _write_text(out / f"{split}.jsonl", text)
-    _write_text(
-        out / "prepare_report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n"
-    )
+    _write_text(out / "prepare_report.json", json_text(report, indent=2) + "\n")
     return report
 
 
 def format_summary(report: dict[str, Any]) -> str:
     """A few human lines: clips, hours and speakers per split, rates found, what was skipped."""
-    lines = [f"{report['dataset']}: {report['files_found']} files found in {report['data_dir']}"]
+    where = path_from_text(report["data_dir"])  # as this terminal shows file names
+    lines = [f"{report['dataset']}: {report['files_found']} files found in {where}"]
     for split in SPLITS:
         speakers = report["speakers"][split]
         lines.append(
