@@ -240,7 +240,7 @@ class MelSpectrogram(torch.nn.Module):
 
     The filterbank is a non-persistent buffer: it is derived from the config, so it never goes
     stale in a checkpoint. The STFT is :func:`audiodiff.stft.profile_stft`, shared with the STFT
-    domain. They are kept in float64 and cast to the compute dtype.
+    domain. The filterbank is kept in float64 and cast to the compute dtype.
     """
 
     mel_basis: torch.Tensor

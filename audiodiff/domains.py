@@ -45,6 +45,7 @@ from audiodiff.stft import (
     profile_istft,
     profile_istft_window,
     profile_stft,
+    signal_length,
 )
 
 # Floor of the mel-implied magnitude envelope, in raw STFT magnitude units (a periodic Hann window
@@ -74,6 +75,9 @@ class Domain:
     # their chunks are short; frame-rate models hold 256x less, so long chunks keep the halo
     # overhead (steps x receptive radius, ~3 s for the klettres stft model) small.
     default_chunk_s = 6.0
+    # Frames of context either side that decoding a window of the diffused variable needs
+    # (frame-rate domains decode chunk by chunk; see StftDomain.from_model_window).
+    decode_halo = 0
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.config = cfg
@@ -88,8 +92,7 @@ class Domain:
     def audio_length(self, frames: int) -> int:
         """Samples of audio that ``frames`` mel frames describe (``center`` padding: one frame
         fewer)."""
-        extra = 0 if self.config.mel.padding == "hifigan" else -1
-        return (frames + extra) * self.hop_length
+        return signal_length(frames, self.hop_length, self.config.mel.padding)
 
     def prior_std(self, mel: Tensor | None) -> Tensor | float:
         """Scale of the prior in data units, broadcastable against ``x0``; 1 by default."""
@@ -161,19 +164,20 @@ class StftDomain(Domain):
             "normalized": m.normalized,
         }
         self._mel_basis = MelSpectrogram(m).mel_basis  # float64 [n_mels, n_freq]
-        # |c| of a compressed bin whose raw magnitude is the floor: below it, decompression
-        # treats the magnitude as that floor (exact inverse of the compression's clamp).
-        self._floor = ENVELOPE_FLOOR
+        # Frames either side of a decoded window that overlap its samples.
+        self.decode_halo = -(-m.n_fft // m.hop_length)
 
     def compress(self, spec: Tensor) -> Tensor:
-        """Complex ``X`` -> ``|X|^a e^{i angle X}``; exact inverse: :meth:`decompress`."""
+        """Complex ``X`` -> ``|X|^a e^{i angle X}``; exact inverse: :meth:`decompress`. Below
+        ``ENVELOPE_FLOOR`` the map is linear (``X * floor^(a - 1)``), so it stays invertible."""
         a = self.exponent
-        return spec * spec.abs().clamp_min(self._floor).pow(a - 1)
+        return spec * spec.abs().clamp_min(ENVELOPE_FLOOR).pow(a - 1)
 
     def decompress(self, spec: Tensor) -> Tensor:
-        """Inverse of :meth:`compress`."""
+        """Inverse of :meth:`compress` (a compressed bin below ``floor^a`` came from below the
+        floor)."""
         a = self.exponent
-        return spec * spec.abs().clamp_min(self._floor**a).pow(1 / a - 1)
+        return spec * spec.abs().clamp_min(ENVELOPE_FLOOR**a).pow(1 / a - 1)
 
     def prior_std(self, mel: Tensor | None) -> Tensor | float:
         """``[B, 2 * n_freq, frames]`` (mel prior) or a constant (standard prior).
@@ -187,7 +191,7 @@ class StftDomain(Domain):
             raise ValueError("the stft domain's mel-shaped prior needs the conditioning mel")
         dtype = mel.dtype if mel.dtype == torch.float64 else torch.float32
         envelope = mel_to_linear_envelope(mel.to(dtype).exp(), self._mel_basis)
-        std = envelope.clamp_min(self._floor).pow(self.exponent) / math.sqrt(2.0)
+        std = envelope.clamp_min(ENVELOPE_FLOOR).pow(self.exponent) / math.sqrt(2.0)
         return torch.cat([std, std], dim=1)
 
     def to_model(self, audio: Tensor, mel: Tensor | None) -> Tensor:
@@ -220,11 +224,6 @@ class StftDomain(Domain):
         """Whitened ``[B, 2 * n_freq, frames]`` -> ``[B, 1, frames * hop]`` audio (``center``
         profiles: ``(frames - 1) * hop``)."""
         return profile_istft(self._spectrum(x0, mel), **self._stft_args).unsqueeze(1)
-
-    @property
-    def decode_halo(self) -> int:
-        """Frames of context either side that :meth:`from_model_window` needs to be exact."""
-        return -(-self.config.mel.n_fft // self.hop_length)
 
     def from_model_window(
         self, x0: Tensor, mel: Tensor | None, *, first: int, total: int, start: int, stop: int

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from audiodiff.audio import MelSpectrogram
 from audiodiff.config import MelConfig
-from audiodiff.stft import profile_istft, profile_stft, profile_window
+from audiodiff.stft import pad_left, profile_istft, profile_stft, profile_window, signal_length
 
 # Floor of the ln compression (DESIGN.md §5); values at the floor carry no information.
 LN_FLOOR = 1e-5
@@ -49,15 +49,9 @@ def _stft_scale(cfg: MelConfig) -> float:
     return float(window.pow(2).sum().sqrt()) if cfg.normalized else 1.0
 
 
-def _padding(cfg: MelConfig) -> int:
-    if cfg.padding == "hifigan":
-        return (cfg.n_fft - cfg.hop_length) // 2
-    return cfg.n_fft // 2
-
-
 def output_length(cfg: MelConfig, frames: int) -> int:
     """Samples of the waveform that ``frames`` mel frames of this profile describe."""
-    return frames * cfg.hop_length if cfg.padding == "hifigan" else (frames - 1) * cfg.hop_length
+    return signal_length(frames, cfg.hop_length, cfg.padding)
 
 
 def decompress_mel(mel: Tensor, cfg: MelConfig) -> Tensor:
@@ -111,11 +105,12 @@ def _stft(x: Tensor, cfg: MelConfig) -> Tensor:
     )  # fmt: skip
 
 
-def _istft(spec: Tensor, cfg: MelConfig, length: int) -> Tensor:
-    """Least-squares inverse of :func:`_stft` (:func:`audiodiff.stft.profile_istft`): ``[B, T]``."""
+def _istft(spec: Tensor, cfg: MelConfig) -> Tensor:
+    """Least-squares inverse of :func:`_stft` (:func:`audiodiff.stft.profile_istft`):
+    ``[B, output_length(cfg, frames)]``."""
     return profile_istft(
         spec, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
-        padding=cfg.padding, length=length,
+        padding=cfg.padding,
     )  # fmt: skip
 
 
@@ -167,10 +162,11 @@ def griffin_lim(
         raise ValueError(f"init must be 'random' or 'zeros', got {init!r}")
     frames = mel.shape[-1]
     length = output_length(cfg, frames)
-    if length < 1 or length <= _padding(cfg):
+    pad = pad_left(cfg.n_fft, cfg.hop_length, cfg.padding)
+    if length < 1 or length <= pad:
         raise ValueError(
             f"{frames} mel frames are too few to invert with profile {cfg.name!r} "
-            f"(the reflect padding of {_padding(cfg)} samples needs a longer signal)"
+            f"(the reflect padding of {pad} samples needs a longer signal)"
         )
     lead = mel.shape[:-2]
     mel = mel.detach().float().reshape(-1, cfg.n_mels, frames)
@@ -187,10 +183,10 @@ def griffin_lim(
 
     previous = torch.zeros_like(angles)
     for _ in range(n_iter):
-        rebuilt = _stft(_istft(magnitude * angles, cfg, length), cfg)
+        rebuilt = _stft(_istft(magnitude * angles, cfg), cfg)
         # The momentum term extrapolates along the last step, which is what makes it "fast".
         angles = rebuilt - (momentum / (1.0 + momentum)) * previous
         angles = angles / (angles.abs() + _TINY)
         previous = rebuilt
-    audio = _istft(magnitude * angles, cfg, length)
+    audio = _istft(magnitude * angles, cfg)
     return audio.reshape(*lead, length)

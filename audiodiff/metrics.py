@@ -302,6 +302,7 @@ def evaluate_dirs(
     f0: bool = False,
     perceptual: bool = False,
     names: list[str] | None = None,
+    ref_mos: dict[str, dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     """Score every generated file against the reference file of the same name.
 
@@ -318,6 +319,8 @@ def evaluate_dirs(
         perceptual: predict the MOS of each generated file, and of its reference as ``ref_<key>``,
             with DistillMOS and DNSMOS P.808 (:mod:`audiodiff.perceptual`; the eval extra).
         names: score only these names; files with other names are ignored, not reported.
+        ref_mos: a cache of the references' MOS by name, read and filled here, so that scoring
+            several generated folders against one reference folder scores each reference once.
 
     Returns:
         JSON-ready dict: ``files`` (per-file rows: ``name``, ``duration_s``, ``trimmed_samples``
@@ -352,6 +355,7 @@ def evaluate_dirs(
     metrics = ["mr_stft", "log_mel_l1", "mcd_db"]
     metrics += ["pesq_wb", "stoi"] if pesq else []
     scorer = PerceptualScorer() if perceptual else None  # fails here without the extra
+    ref_mos = {} if ref_mos is None else ref_mos
     metrics += [*PERCEPTUAL_KEYS, *(f"ref_{k}" for k in PERCEPTUAL_KEYS)] if perceptual else []
     metrics += ["f0_rmse_hz", "vuv_error"] if f0 else []
     mel = MelSpectrogram(cfg).double()
@@ -383,7 +387,9 @@ def evaluate_dirs(
             row["f0_rmse_hz"] = None if math.isnan(row["f0_rmse_hz"]) else row["f0_rmse_hz"]
         if scorer is not None:  # of each whole file: DNSMOS tiles short clips, so length matters
             row.update(scorer.score(gen_file, sr))
-            row.update({f"ref_{k}": v for k, v in scorer.score(ref_file, sr).items()})
+            if name not in ref_mos:
+                ref_mos[name] = scorer.score(ref_file, sr)
+            row.update({f"ref_{k}": v for k, v in ref_mos[name].items()})
         rows.append(row)
     total: dict[str, Any] = {"files": len(rows), "duration_s": sum(r["duration_s"] for r in rows)}
     for key in metrics:

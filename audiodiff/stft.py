@@ -36,6 +36,23 @@ def profile_window(win_length: int, n_fft: int, *, dtype: torch.dtype, device) -
     return F.pad(window, (left, n_fft - win_length - left))
 
 
+def signal_length(frames: int, hop_length: int, padding: str) -> int:
+    """Samples of the signal that ``frames`` STFT frames describe: ``frames * hop`` for
+    ``hifigan`` padding, ``(frames - 1) * hop`` for ``center`` (the inverse of the frame counts in
+    the module docstring)."""
+    return frames * hop_length if padding == "hifigan" else (frames - 1) * hop_length
+
+
+def pad_left(n_fft: int, hop_length: int, padding: str) -> int:
+    """Samples of reflect padding before the signal's first sample."""
+    return (n_fft - hop_length) // 2 if padding == "hifigan" else n_fft // 2
+
+
+def _check_padding(padding: str) -> None:
+    if padding not in ("hifigan", "center"):
+        raise ValueError(f"unknown padding {padding!r}; expected 'hifigan' or 'center'")
+
+
 def profile_stft(
     audio: torch.Tensor,
     *,
@@ -59,19 +76,17 @@ def profile_stft(
     Raises:
         ValueError: unknown padding.
     """
-    window = torch.hann_window(win_length, periodic=True, dtype=torch.float64, device=audio.device)
-    window = window.to(audio.dtype)
+    _check_padding(padding)
+    window = profile_window(win_length, n_fft, dtype=audio.dtype, device=audio.device)
     x = audio
     if padding == "hifigan":
-        pad = (n_fft - hop_length) // 2
+        pad = pad_left(n_fft, hop_length, padding)
         x = F.pad(x.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
-    elif padding != "center":
-        raise ValueError(f"unknown padding {padding!r}; expected 'hifigan' or 'center'")
     spec = torch.stft(
         x,
         n_fft=n_fft,
         hop_length=hop_length,
-        win_length=win_length,
+        win_length=n_fft,  # the window is already zero-padded to n_fft, as torch.stft would
         window=window,
         center=padding == "center",
         pad_mode="reflect",
@@ -92,37 +107,25 @@ def profile_istft(
     win_length: int,
     padding: str,
     normalized: bool = False,
-    length: int | None = None,
 ) -> torch.Tensor:
     """Inverse of :func:`profile_stft` by weighted overlap-add (module docstring).
 
     Args:
         spec: ``[B, n_fft // 2 + 1, frames]`` complex.
-        length: output samples; default ``frames * hop`` (``hifigan``) or ``(frames - 1) * hop``
-            (``center``), the length that produced ``frames`` frames.
 
     Returns:
-        ``[B, length]`` real, dtype of ``spec``'s real part. ``profile_istft(profile_stft(x))``
-        equals ``x`` to float rounding.
+        ``[B, signal_length(frames)]`` real, dtype of ``spec``'s real part:
+        ``profile_istft(profile_stft(x))`` equals ``x`` to float rounding.
 
     Raises:
         ValueError: wrong bin count or unknown padding.
     """
-    if spec.dim() != 3 or spec.shape[1] != n_fft // 2 + 1:
-        raise ValueError(
-            f"spectrum has shape {tuple(spec.shape)} but n_fft {n_fft} needs "
-            f"[batch, {n_fft // 2 + 1}, frames]"
-        )
-    signal, envelope = _overlap_add(spec, n_fft, hop_length, win_length, padding, normalized)
     frames = spec.shape[-1]
-    start = _pad_left(n_fft, hop_length, padding)
-    if length is None:
-        length = frames * hop_length if padding == "hifigan" else (frames - 1) * hop_length
-    stop = min(signal.shape[-1], start + length)
-    out = signal[:, start:stop] / envelope[start:stop].clamp_min(_MIN_ENVELOPE)
-    if out.shape[-1] < length:
-        out = F.pad(out, (0, length - out.shape[-1]))
-    return out
+    return profile_istft_window(
+        spec, first_frame=0, total_frames=frames, start_frame=0, stop_frame=frames,
+        n_fft=n_fft, hop_length=hop_length, win_length=win_length, padding=padding,
+        normalized=normalized,
+    )  # fmt: skip
 
 
 def profile_istft_window(
@@ -149,11 +152,11 @@ def profile_istft_window(
 
     Returns:
         ``[B, L]``: samples ``[start_frame * hop, stop_frame * hop)`` of the whole inverse,
-        clipped to its length (``total_frames * hop``, or ``(total_frames - 1) * hop`` for
-        ``center`` padding).
+        clipped to its length (:func:`signal_length` of ``total_frames``).
 
     Raises:
-        ValueError: a window that does not cover the wanted frames.
+        ValueError: wrong bin count, unknown padding, or a window that does not cover the
+            wanted frames.
     """
     n = spec.shape[-1]
     if not first_frame <= start_frame <= stop_frame <= first_frame + n <= total_frames:
@@ -162,16 +165,11 @@ def profile_istft_window(
             f"{first_frame + n}) of {total_frames} frames"
         )
     signal, envelope = _overlap_add(spec, n_fft, hop_length, win_length, padding, normalized)
-    total = total_frames * hop_length if padding == "hifigan" else (total_frames - 1) * hop_length
-    offset = _pad_left(n_fft, hop_length, padding) - first_frame * hop_length
+    total = signal_length(total_frames, hop_length, padding)
+    offset = pad_left(n_fft, hop_length, padding) - first_frame * hop_length
     i0 = start_frame * hop_length + offset
     i1 = min(stop_frame * hop_length, total) + offset
     return signal[:, i0:i1] / envelope[i0:i1].clamp_min(_MIN_ENVELOPE)
-
-
-def _pad_left(n_fft: int, hop_length: int, padding: str) -> int:
-    """Samples of padding before the signal's first sample."""
-    return (n_fft - hop_length) // 2 if padding == "hifigan" else n_fft // 2
 
 
 def _overlap_add(
@@ -179,11 +177,14 @@ def _overlap_add(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Windowed inverse FFTs overlap-added ``[B, n_fft + hop (frames - 1)]`` and the summed
     squared window ``[n_fft + hop (frames - 1)]``, in padded coordinates from the first frame."""
-    if padding not in ("hifigan", "center"):
-        raise ValueError(f"unknown padding {padding!r}; expected 'hifigan' or 'center'")
+    if spec.dim() != 3 or spec.shape[1] != n_fft // 2 + 1:
+        raise ValueError(
+            f"spectrum has shape {tuple(spec.shape)} but n_fft {n_fft} needs "
+            f"[batch, {n_fft // 2 + 1}, frames]"
+        )
+    _check_padding(padding)
     batch, _, frames = spec.shape
-    real_dtype = spec.real.dtype
-    window = profile_window(win_length, n_fft, dtype=real_dtype, device=spec.device)
+    window = profile_window(win_length, n_fft, dtype=spec.real.dtype, device=spec.device)
     if normalized:
         spec = spec * torch.sqrt(torch.sum(window**2))
     frames_t = torch.fft.irfft(spec, n=n_fft, dim=1) * window[:, None]  # [B, n_fft, frames]

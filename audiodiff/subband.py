@@ -60,26 +60,8 @@ class SubbandDiffWave(nn.Module):
             generator=generator,
         )
         self.in_channels = 2 * n_freq
-        self.domain = cfg.model.domain
-        self.n_steps = cfg.diffusion.n_steps
 
-    # The attributes callers read from a network.
-    @property
-    def mel_conditioned(self) -> bool:
-        return self.net.mel_conditioned
-
-    @property
-    def spectrogram_upsampler(self) -> None:
-        return None
-
-    @property
-    def fused_training(self) -> bool:
-        return self.net.fused_training
-
-    @fused_training.setter
-    def fused_training(self, value: bool) -> None:
-        self.net.fused_training = value
-
+    # What callers (Denoiser, synthesis engine) read from a network.
     def receptive_field(self) -> int:
         """Frames one output frame depends on, per network evaluation."""
         return self.net.receptive_field()

@@ -261,7 +261,7 @@ def vocode_mel(
         prepared = denoiser.prepare(mel[..., f0:f1], None)
         return prepared.slice_time(start - f0 * hop, stop - f0 * hop)
 
-    chunk = n_units if chunk_samples is None else chunk_samples // (domain.hop_length // hop)
+    chunk = n_units if chunk_samples is None else domain.length(chunk_samples)
     decode = None
     if domain.frame_rate:
         mel_cpu = mel.cpu()
@@ -285,7 +285,7 @@ def vocode_mel(
         device=device,
         progress=progress,
         decode=decode,
-        decode_halo=getattr(domain, "decode_halo", 0),
+        decode_halo=domain.decode_halo,
         decoded_shape=(mel.shape[0], 1, domain.audio_length(frames)) if decode else None,
     )
 

@@ -65,6 +65,7 @@ from audiodiff.data import (
 )
 from audiodiff.diffusion import Denoiser, training_loss
 from audiodiff.domains import build_domain
+from audiodiff.perceptual import PerceptualScorer
 from audiodiff.schedule import NoiseSchedule
 from audiodiff.subband import build_network
 from audiodiff.synthesis import make_sampling_spec, vocode_mel
@@ -133,16 +134,14 @@ class Trainer:
         if refusal is not None:
             raise ValueError(refusal)
 
-        # Perceptual validation needs optional packages: refuse now, not at the first evaluation.
-        self.perceptual: Any = None
+        # Perceptual validation needs optional packages: the scorer checks them now (its models
+        # load at the first evaluation), so a missing extra is refused before any data work.
+        self.perceptual: PerceptualScorer | None = None
         if cfg.train.eval_perceptual:
-            from audiodiff.perceptual import PERCEPTUAL_EXTRA_HINT, missing_packages
-
-            if missing_packages():
-                raise ValueError(
-                    f"train.eval_perceptual: {PERCEPTUAL_EXTRA_HINT} (missing: "
-                    f"{', '.join(missing_packages())})"
-                )
+            try:
+                self.perceptual = PerceptualScorer()
+            except ModuleNotFoundError as err:
+                raise ValueError(f"train.eval_perceptual: {err}") from None
 
         # Data: usable clips only (broken ones reported), hop-aligned crops, resumable sampler.
         self.train_set, self.val_set = load_datasets(cfg, self.run_dir, self.ctx, self.log)
@@ -721,11 +720,7 @@ def evaluate(trainer: Trainer) -> dict[str, float]:
         r, g = ref[0, 0].double().cpu(), out[0, 0].double().cpu()
         scores["log_mel_l1"].append(float(log_mel_l1(r, g, mel_cpu.double())))
         scores["mr_stft"].append(float(mr_stft_distance(r, g)))
-        if cfg.train.eval_perceptual:
-            if trainer.perceptual is None:  # the MOS models load once per run
-                from audiodiff.perceptual import PerceptualScorer
-
-                trainer.perceptual = PerceptualScorer()
+        if trainer.perceptual is not None:
             for key, value in trainer.perceptual.score(g.float(), cfg.mel.sample_rate).items():
                 scores.setdefault(key, []).append(value)
         trainer.add_audio(f"copy_synthesis/{i}", out[0, 0].float().cpu(), mel_cpu)

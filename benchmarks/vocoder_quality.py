@@ -130,6 +130,7 @@ def run(
         mels[name] = mel_fn(audio)
 
     rows = []
+    ref_mos: dict[str, dict[str, float]] = {}  # each reference's MOS, scored once for all methods
     for method, synth in methods.items():
         with torch.inference_mode():
             compute_s = _synthesize_all(mels, out_dir / method, sr, synth, dev, overwrite)
@@ -141,6 +142,7 @@ def run(
             pesq=pesq,
             perceptual=perceptual,
             names=names,
+            ref_mos=ref_mos,
         )
         row = {"method": method, "files": scores["total"]["files"]}
         row["rtf"] = real_time_factor(compute_s, audio_s)

@@ -77,6 +77,25 @@ TINY_OVERRIDES = [
 
 
 @pytest.fixture
+def manifests(tmp_path, write_wav) -> tuple[Path, Path]:
+    """Five training clips (two steps of batch 2 per epoch, so resumes land mid-epoch), two val."""
+    from audiodiff.data import manifest_from_files
+
+    train = [write_wav(f"data/t{i}.wav", duration_s=0.2 + 0.05 * i, seed=i) for i in range(5)]
+    val = [write_wav(f"data/v{i}.wav", duration_s=0.3, seed=10 + i) for i in range(2)]
+    return (
+        manifest_from_files(train, tmp_path / "data" / "train.jsonl"),
+        manifest_from_files(val, tmp_path / "data" / "val.jsonl"),
+    )
+
+
+def manifest_overrides(manifests: tuple[Path, Path]) -> list[str]:
+    """``--set`` overrides pointing a config at the ``manifests`` fixture's train and val sets."""
+    train, val = manifests
+    return [f"data.train_manifest={train}", f"data.val_manifest={val}"]
+
+
+@pytest.fixture
 def tiny_config() -> ExperimentConfig:
     """A vocoder config small enough to train a few steps in well under a second per step."""
     return apply_overrides(dataclasses.replace(ExperimentConfig(), name="tiny"), TINY_OVERRIDES)

@@ -18,7 +18,7 @@ from audiodiff.model import DiffWave
 from audiodiff.stft import mel_to_linear_envelope, profile_istft, profile_stft
 from audiodiff.vocoder import Vocoder
 
-from .conftest import chirp_plus_noise, random_export
+from .conftest import chirp_plus_noise, manifest_overrides, random_export
 
 STFT_TINY = [
     "model.domain=stft",
@@ -202,18 +202,11 @@ def test_stft_vocoder_noise_is_shaped_by_the_mel(tiny_config, tmp_path):
     assert corr > 0.5
 
 
-def test_stft_training_steps_and_evaluation(tmp_path, tiny_config, write_wav):
-    from audiodiff.data import manifest_from_files
+def test_stft_training_steps_and_evaluation(tmp_path, tiny_config, manifests):
     from audiodiff.train import Trainer, evaluate
 
-    train = [write_wav(f"d/t{i}.wav", duration_s=0.3, seed=i) for i in range(3)]
-    val = [write_wav("d/v.wav", duration_s=0.3, seed=9)]
     cfg = _stft_cfg(
-        tiny_config,
-        f"data.train_manifest={manifest_from_files(train, tmp_path / 'train.jsonl')}",
-        f"data.val_manifest={manifest_from_files(val, tmp_path / 'val.jsonl')}",
-        "train.max_steps=3",
-        "train.lr=1e-3",
+        tiny_config, *manifest_overrides(manifests), "train.max_steps=3", "train.lr=1e-3"
     )
     trainer = Trainer(cfg, tmp_path / "run", log=lambda _: None)
     x0, cond, _ = trainer.model_inputs(next(trainer.batches()))

@@ -25,6 +25,8 @@ from audiodiff.metrics import evaluate_dirs, format_table
 from audiodiff.perceptual import PERCEPTUAL_KEYS, PerceptualScorer, perceptual_available
 from audiodiff.pretrained import SHIPPED_DIR
 
+from .conftest import manifest_overrides
+
 # Not pytest.importorskip("distillmos"): importing distillmos imports torchaudio, which is not
 # installed here on purpose (audiodiff.perceptual imports distillmos around it).
 if not perceptual_available():
@@ -141,6 +143,26 @@ def test_evaluate_dirs_adds_generated_and_reference_mos(tmp_path, scorer, speech
     assert f"{row['distillmos']:.3f}" in table
 
 
+def test_reference_mos_cache_scores_each_reference_once(tmp_path, speech, monkeypatch):
+    for side in ("ref", "gen"):
+        (tmp_path / side).mkdir()
+        sf.write(tmp_path / side / "a.wav", speech, 22050, subtype="FLOAT")
+    calls = []
+    real_score = PerceptualScorer.score
+    monkeypatch.setattr(
+        PerceptualScorer, "score", lambda self, a, sr: calls.append(1) or real_score(self, a, sr)
+    )
+    cache: dict = {}
+    first = evaluate_dirs(tmp_path / "ref", tmp_path / "gen", pesq=False, perceptual=True,
+                          ref_mos=cache)  # fmt: skip
+    assert len(calls) == 2 and set(cache) == {"a"}  # the generated file and its reference
+    second = evaluate_dirs(tmp_path / "ref", tmp_path / "gen", pesq=False, perceptual=True,
+                           ref_mos=cache)  # fmt: skip
+    assert len(calls) == 3  # only the generated file again
+    key = f"ref_{PERCEPTUAL_KEYS[0]}"
+    assert second["files"][0][key] == first["files"][0][key]
+
+
 def test_missing_extra_is_one_line(tmp_path, monkeypatch, speech):
     monkeypatch.setattr(perceptual, "PACKAGES", ("speechmos", "no_such_mos_package"))
     with pytest.raises(
@@ -168,21 +190,12 @@ def test_dnsmos_takes_clips_beyond_full_scale(scorer, speech):
     )
 
 
-def test_trainer_validation_scores_mos_of_its_copy_synthesis(tmp_path, tiny_config, write_wav):
+def test_trainer_validation_scores_mos_of_its_copy_synthesis(tmp_path, tiny_config, manifests):
     from audiodiff.config import apply_overrides
-    from audiodiff.data import manifest_from_files
     from audiodiff.train import Trainer, evaluate
 
-    train = [write_wav(f"d/t{i}.wav", duration_s=0.3, seed=i) for i in range(2)]
-    val = [write_wav("d/v.wav", duration_s=0.5, seed=9)]
-    cfg = apply_overrides(
-        tiny_config,
-        [
-            f"data.train_manifest={manifest_from_files(train, tmp_path / 'train.jsonl')}",
-            f"data.val_manifest={manifest_from_files(val, tmp_path / 'val.jsonl')}",
-            "train.eval_perceptual=true",
-        ],
-    )
+    overrides = [*manifest_overrides(manifests), "train.eval_perceptual=true"]
+    cfg = apply_overrides(tiny_config, overrides)
     stats = evaluate(Trainer(cfg, tmp_path / "run", log=lambda _: None))
     for key in PERCEPTUAL_KEYS:
         assert 1.0 <= stats[key] <= 5.0, stats

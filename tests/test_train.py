@@ -23,24 +23,14 @@ from audiodiff.config import ExperimentConfig, TrainConfig, apply_overrides, loa
 from audiodiff.data import manifest_from_files
 from audiodiff.train import Trainer, TrainingStopped, lr_at
 
+from .conftest import manifest_overrides
+
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "smoke" / "vocoder.yaml"
 
 
-@pytest.fixture
-def manifests(tmp_path, write_wav) -> tuple[Path, Path]:
-    """Five training clips (two steps of batch 2 per epoch, so resumes land mid-epoch), two val."""
-    train = [write_wav(f"data/t{i}.wav", duration_s=0.2 + 0.05 * i, seed=i) for i in range(5)]
-    val = [write_wav(f"data/v{i}.wav", duration_s=0.3, seed=10 + i) for i in range(2)]
-    return (
-        manifest_from_files(train, tmp_path / "data" / "train.jsonl"),
-        manifest_from_files(val, tmp_path / "data" / "val.jsonl"),
-    )
-
-
 def _cfg(tiny_config, manifests, *overrides: str):
-    train, val = manifests
-    base = [f"data.train_manifest={train}", f"data.val_manifest={val}", "train.lr=1e-3"]
+    base = [*manifest_overrides(manifests), "train.lr=1e-3"]
     return apply_overrides(tiny_config, base + list(overrides))
 
 
