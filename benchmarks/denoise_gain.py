@@ -42,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    voc = Vocoder.from_pretrained(args.model)
+    try:
+        voc = Vocoder.from_pretrained(args.model)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"denoise_gain: error: {err}", file=sys.stderr)
+        return 2
     hop, n = voc.hop_length, args.frames * voc.hop_length
     audio = []
     for _, path in sorted(audio_files(args.clips, "clips").items())[: args.limit]:
@@ -61,6 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         prepared = denoiser.prepare(mel)
         gen = torch.Generator().manual_seed(args.seed)
         print(f"{args.model}: {audio.shape[0]} clips of {args.frames} frames, domain {domain.name}")
+        # How well the prior whitens: the variance of x0 per channel, averaged over the lower and
+        # upper half of the channels' bins (for stft, the real parts' bins; 1.0 = unit scale).
+        var = x0.square().mean(dim=(0, 2))
+        half = var.shape[0] // (4 if domain.name == "stft" else 2)
+        print(
+            f"whitened x0 variance: all {float(var.mean()):.3f}, lower bins "
+            f"{float(var[:half].mean()):.3f}, upper bins {float(var[half : 2 * half].mean()):.3f}"
+        )
         print("sigma    model/trivial" + ("  consistency/trivial" if domain.frame_rate else ""))
         for sigma in SIGMAS:
             x = x0 + sigma * torch.randn(x0.shape, generator=gen)
