@@ -45,6 +45,16 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def require_plotting() -> None:
+    """Refuse a picture request in one line, before any work, when matplotlib is missing."""
+    from audiodiff.plot import check_plotting_available
+
+    try:
+        check_plotting_available()
+    except ModuleNotFoundError as err:
+        fail(str(err))
+
+
 class OneLineErrors(click.Group):
     """A click group whose usage errors (missing argument, bad option value) are one line too."""
 
@@ -299,6 +309,8 @@ def mel_command(
     from audiodiff.files import plan_outputs, save_mel
     from audiodiff.plot import spectrogram_png
 
+    if plot:
+        require_plotting()
     if (profile is None) == (from_model is None):
         raise ValueError("give exactly one of --profile NAME or --from CHECKPOINT")
     if from_model is not None:
@@ -316,7 +328,9 @@ def mel_command(
         mel = mel_fn(wave)[0]
         save_mel(paths[i], mel, overwrite=overwrite)
         if plot:
-            spectrogram_png(paths[len(audio) + i], [(stems[i], mel.numpy())], overwrite=overwrite)
+            spectrogram_png(
+                paths[len(audio) + i], [(stems[i], mel.numpy())], cfg, overwrite=overwrite
+            )
         click.echo(f"{path} -> {paths[i]} ({mel.shape[0]} x {mel.shape[1]}, profile {cfg.name})")
 
 
@@ -458,6 +472,8 @@ def generate_command(
         raise ValueError("--save-mels needs a mel-domain model")
     if plot and not save_mels:
         raise ValueError("--plot goes with --save-mels")
+    if plot:
+        require_plotting()
     stem = "sample" if label is None else f"label-{label}"
     names = [f"{stem}_{i:03d}.wav" for i in range(count)]
     if save_mels:
@@ -485,7 +501,12 @@ def generate_command(
         if mels is not None:
             save_mel(paths[count + i], mels[i], overwrite=overwrite)
             if plot:
-                spectrogram_png(paths[2 * count + i], [(names[i], mels[i].numpy())])
+                spectrogram_png(
+                    paths[2 * count + i],
+                    [(names[i], mels[i].numpy())],
+                    model.config.mel,
+                    overwrite=overwrite,
+                )
     audio_s = count * audio.shape[-1] / model.sample_rate
     click.echo(
         f"wrote {count} clip(s) of {audio.shape[-1] / model.sample_rate:.2f} s to {out_dir} in "

@@ -1,6 +1,7 @@
 """``audiodiff demo``: the out-of-the-box job. Copy-synthesises a shipped example clip (speech the
 shipped model never trained on) with the shipped vocoder and with Griffin-Lim from the same mel,
-writes the three WAVs and a spectrogram PNG (original / diffusion / Griffin-Lim, top to bottom),
+writes the three WAVs and a spectrogram PNG (original / diffusion / Griffin-Lim, top to bottom;
+with the ``plot`` extra),
 and prints the evaluation table of both against the original.
 """
 
@@ -17,7 +18,7 @@ from audiodiff.audio import load_audio, save_audio
 from audiodiff.files import plan_outputs
 from audiodiff.griffin_lim import griffin_lim
 from audiodiff.metrics import evaluate_dirs, format_table
-from audiodiff.plot import spectrogram_png
+from audiodiff.plot import PLOT_EXTRA_HINT, check_plotting_available, spectrogram_png
 from audiodiff.pretrained import SHIPPED_DIR, shipped_models
 from audiodiff.vocoder import Vocoder
 
@@ -55,7 +56,14 @@ def run_demo(
     clip_path = Path(clip) if clip is not None else DEFAULT_CLIP
     if not clip_path.is_file():
         raise FileNotFoundError(f"clip {clip_path} does not exist")
-    paths = plan_outputs(out_dir, list(OUTPUT_NAMES), overwrite=overwrite)
+    try:
+        check_plotting_available()
+        names = list(OUTPUT_NAMES)
+    except ModuleNotFoundError:
+        # The WAVs and the scores are the demo; the picture is an extra it can do without.
+        log(f"matplotlib is missing, so no spectrograms.png ({PLOT_EXTRA_HINT} adds it)")
+        names = list(OUTPUT_NAMES[:-1])
+    paths = plan_outputs(out_dir, names, overwrite=overwrite)
     for p in paths:
         p.parent.mkdir(parents=True, exist_ok=True)
     vocoder = Vocoder.from_pretrained(model)
@@ -73,11 +81,12 @@ def run_demo(
     save_audio(paths[1], generated, vocoder.sample_rate, overwrite=overwrite)
     save_audio(paths[2], baseline[0], vocoder.sample_rate, overwrite=overwrite)
     panels = [
-        ("original", mel[0].numpy()),
-        ("diffusion", vocoder.mel(generated, vocoder.sample_rate)[0].numpy()),
-        ("griffin-lim", vocoder.mel(baseline, vocoder.sample_rate)[0].numpy()),
+        ("original: the mel both vocoders are given", mel[0].numpy()),
+        (f"diffusion: {model}", vocoder.mel(generated, vocoder.sample_rate)[0].numpy()),
+        ("Griffin-Lim (the quality floor)", vocoder.mel(baseline, vocoder.sample_rate)[0].numpy()),
     ]
-    spectrogram_png(paths[3], panels, overwrite=overwrite)
+    if len(paths) == len(OUTPUT_NAMES):
+        spectrogram_png(paths[3], panels, vocoder.mel_config, overwrite=overwrite)
 
     out = Path(out_dir)
     results = {}

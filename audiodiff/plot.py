@@ -1,85 +1,106 @@
-"""Spectrogram images as PNG files, written with numpy, zlib and struct only (no matplotlib).
+"""Spectrogram pictures people can read: titled panels, time in seconds, frequency in Hz on the mel
+axis, one colour bar in dB shared by all panels. Drawn with matplotlib (the ``plot`` extra), which
+is imported only when a picture is drawn, so ``import audiodiff`` never pulls it in.
 
-Used for training logs and reports: several mels (for example real, generated, difference)
-stacked vertically with one shared colour scale, so panels can be compared by eye.
+Used by ``audiodiff demo`` (original / diffusion / Griffin-Lim), ``audiodiff mel --plot`` and
+``audiodiff generate --save-mels --plot``.
 """
 
 from __future__ import annotations
 
+import math
 import os
-import struct
 import uuid
-import zlib
 from pathlib import Path
 
+import librosa
 import numpy as np
 
-# viridis (perceptually uniform, colour-blind safe) sampled at nine evenly spaced points, 0 -> 1
-# (the palette's published hex stops #440154 ... #fde725); linear interpolation between them is a
-# close approximation of the full 256-entry table, and keeps lightness monotonic.
-_VIRIDIS = np.array(
-    [
-        [68, 1, 84],
-        [71, 44, 122],
-        [59, 81, 139],
-        [44, 113, 142],
-        [33, 144, 141],
-        [39, 173, 129],
-        [92, 200, 99],
-        [170, 220, 50],
-        [253, 231, 37],
-    ],
-    dtype=np.float64,
-)
-GAP_PX = 4
-BACKGROUND_RGB = (255, 255, 255)
+from audiodiff.config import MelConfig
+
+# Screen-sized: 10 inches at 120 dpi is 1200 px wide; each panel adds 2.6 inches (312 px).
+FIG_WIDTH_IN = 10.0
+PANEL_HEIGHT_IN = 2.6
+DPI = 120
+# Colour range below the loudest value: 80 dB shows speech's harmonics and its noise floor
+# without spending the palette on the -100 dB clamp of silent frames (librosa's specshow default).
+DYNAMIC_RANGE_DB = 80.0
+# Frequencies labelled on the mel axis, Hz; those inside the profile's band are used.
+HZ_TICKS = (0, 250, 500, 1000, 2000, 4000, 8000, 12000, 16000, 20000)
+PLOT_EXTRA_HINT = "pip install 'audiodiff[plot]'"
 
 
-def colormap(values: np.ndarray) -> np.ndarray:
-    """Map ``values`` in [0, 1] (any shape) to viridis RGB, uint8 ``[..., 3]``."""
-    pos = np.clip(values, 0.0, 1.0) * (len(_VIRIDIS) - 1)
-    low = np.minimum(np.floor(pos).astype(np.int64), len(_VIRIDIS) - 2)
-    frac = (pos - low)[..., None]
-    rgb = _VIRIDIS[low] * (1 - frac) + _VIRIDIS[low + 1] * frac
-    return np.round(rgb).astype(np.uint8)
+def mel_to_db(mel: np.ndarray, cfg: MelConfig) -> np.ndarray:
+    """Undo the profile's compression to the mel magnitude's level in dB (``20 log10``).
+
+    ``ln``: ``ln(M) * 20 / ln 10``; ``diffwave-db``: ``100 v - 100 + 20`` (lmnt-com/diffwave's
+    ``(20 log10 M - 20 + 100) / 100``, inverted; clipped values stay at the clip, -80 or +20 dB).
+
+    Args:
+        mel: ``[n_mels, frames]`` in the profile's compression.
+        cfg: the profile the mel was computed with.
+
+    Raises:
+        ValueError: an unknown compression.
+    """
+    mel = np.asarray(mel, dtype=np.float64)
+    if cfg.compression == "ln":
+        return mel * (20.0 / math.log(10.0))
+    if cfg.compression == "diffwave-db":
+        return mel * 100.0 - 100.0 + 20.0
+    raise ValueError(f"unknown mel compression {cfg.compression!r}; expected 'ln' or 'diffwave-db'")
 
 
-def _png_bytes(image: np.ndarray) -> bytes:
-    """Encode an RGB uint8 ``[H, W, 3]`` image as PNG (8-bit truecolour, no filtering)."""
-    height, width, _ = image.shape
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    # Every scanline starts with filter type 0 (None).
-    raw = np.concatenate([np.zeros((height, 1), np.uint8), image.reshape(height, -1)], axis=1)
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
-        + chunk(b"IEND", b"")
+def mel_bin_hz(cfg: MelConfig) -> np.ndarray:
+    """Centre frequency in Hz of each mel bin, ``[n_mels]`` (librosa's mel scale, as the
+    filterbank of :class:`audiodiff.audio.MelSpectrogram`)."""
+    f_max = cfg.f_max if cfg.f_max is not None else cfg.sample_rate / 2
+    edges = librosa.mel_frequencies(
+        n_mels=cfg.n_mels + 2, fmin=cfg.f_min, fmax=f_max, htk=cfg.mel_scale == "htk"
     )
+    return edges[1:-1]
+
+
+def _import_matplotlib():  # noqa: ANN202 - returns the two classes used below
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError(
+            f"spectrogram pictures need matplotlib, which is not installed: {PLOT_EXTRA_HINT}"
+        ) from None
+    return Figure, FigureCanvasAgg
+
+
+def check_plotting_available() -> None:
+    """Raise before any work when pictures were asked for and matplotlib is missing.
+
+    Raises:
+        ModuleNotFoundError: matplotlib is not installed (the message names the extra).
+    """
+    _import_matplotlib()
 
 
 def spectrogram_png(
     path: str | Path,
     panels: list[tuple[str, np.ndarray]],
+    cfg: MelConfig,
     *,
     overwrite: bool = False,
 ) -> Path:
-    """Write spectrogram panels stacked top to bottom into one PNG.
+    """Draw mel spectrograms as titled panels, top to bottom, into one PNG.
 
-    One pixel per (frame, mel bin), low frequencies at the bottom of each panel, viridis colours
-    over a colour range shared by all panels (min to max of their finite values; NaN/inf drawn
-    at the low end), a white gap of ``GAP_PX`` pixels between panels; narrower panels are padded
-    with white on the right. Titles are not rendered (there is no font code here); they only name
-    the panel in error messages, so put what the panels are in the file name or the log.
+    Each panel shows time in seconds (frames x ``hop_length / sample_rate``) against the mel bins
+    labelled with their frequencies in Hz (low frequencies at the bottom). All panels share one
+    colour scale in dB, from the loudest value of any panel down ``DYNAMIC_RANGE_DB`` (NaN and
+    inf are drawn blank), with one colour bar. The figure is ``FIG_WIDTH_IN`` x
+    ``PANEL_HEIGHT_IN`` per panel at ``DPI``.
 
     Args:
-        path: output ``.png``; parent folders are created. Written to a temp file, then replaced.
-        panels: ``(title, values [n_mels, frames])`` pairs, top panel first.
+        path: output ``.png``; parent folders are created. Written to a temp file beside it, then
+            renamed, so a reader never sees half a picture.
+        panels: ``(title, log-mel [n_mels, frames])`` pairs in ``cfg``'s compression, top first.
+        cfg: the mel profile of every panel (axes and the dB conversion come from it).
         overwrite: replace an existing file; otherwise an existing file is an error.
 
     Returns:
@@ -87,7 +108,8 @@ def spectrogram_png(
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is false.
-        ValueError: no panels, or a panel that is not a non-empty 2-D array.
+        ValueError: no panels, or a panel that is not a non-empty ``[cfg.n_mels, frames]`` array.
+        ModuleNotFoundError: matplotlib is missing.
     """
     path = Path(path)
     if path.exists() and not overwrite:
@@ -99,30 +121,51 @@ def spectrogram_png(
     arrays = []
     for title, values in panels:
         arr = np.asarray(values, dtype=np.float64)
-        if arr.ndim != 2 or arr.size == 0:
+        if arr.ndim != 2 or arr.size == 0 or arr.shape[0] != cfg.n_mels:
             raise ValueError(
-                f"panel {title!r} must be a non-empty [n_mels, frames] array, got {arr.shape}"
+                f"panel {title!r} must be a non-empty [{cfg.n_mels}, frames] mel of profile "
+                f"{cfg.name}, got shape {arr.shape}"
             )
-        arrays.append(arr)
-    finite = np.concatenate([a[np.isfinite(a)] for a in arrays])
-    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    span = high - low if high > low else 1.0
+        db = mel_to_db(arr, cfg)
+        arrays.append(np.where(np.isfinite(db), db, np.nan))
+    Figure, FigureCanvasAgg = _import_matplotlib()
 
-    width = max(a.shape[1] for a in arrays)
-    height = sum(a.shape[0] for a in arrays) + GAP_PX * (len(arrays) - 1)
-    image = np.empty((height, width, 3), np.uint8)
-    image[:] = BACKGROUND_RGB
-    top = 0
-    for arr in arrays:
-        scaled = np.where(np.isfinite(arr), (arr - low) / span, 0.0)
-        image[top : top + arr.shape[0], : arr.shape[1]] = colormap(scaled[::-1])  # low bins down
-        top += arr.shape[0] + GAP_PX
+    finite = np.concatenate([a[np.isfinite(a)] for a in arrays])
+    top = float(finite.max()) if finite.size else 0.0
+    vmin, vmax = top - DYNAMIC_RANGE_DB, top
+    hz = mel_bin_hz(cfg)
+    ticks = [f for f in HZ_TICKS if hz[0] <= f <= hz[-1]]
+    # Tick positions in bin units: where each labelled frequency falls between bin centres.
+    tick_pos = np.interp(ticks, hz, np.arange(cfg.n_mels))
+    seconds_per_frame = cfg.hop_length / cfg.sample_rate
+
+    fig = Figure(
+        figsize=(FIG_WIDTH_IN, PANEL_HEIGHT_IN * len(arrays)), dpi=DPI, layout="constrained"
+    )
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(arrays), 1, squeeze=False, sharex=True)[:, 0]
+    image = None
+    for ax, (title, _), arr in zip(axes, panels, arrays, strict=True):
+        image = ax.imshow(
+            arr,
+            origin="lower",
+            aspect="auto",
+            interpolation="nearest",
+            cmap="viridis",
+            vmin=vmin,
+            vmax=vmax,
+            extent=(0.0, arr.shape[1] * seconds_per_frame, -0.5, cfg.n_mels - 0.5),
+        )
+        ax.set_title(title)
+        ax.set_ylabel("frequency (Hz, mel scale)")
+        ax.set_yticks(tick_pos, [f"{f:g}" for f in ticks])
+    axes[-1].set_xlabel("time (s)")
+    fig.colorbar(image, ax=list(axes), label="level (dB)", pad=0.01)
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Temp file beside the target, then an atomic rename (a reader never sees half a PNG).
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
-        tmp.write_bytes(_png_bytes(image))
+        fig.savefig(tmp, format="png")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -1,74 +1,106 @@
-"""spectrogram_png writes a valid PNG: signature, IHDR, CRCs, and pixels decoded back with zlib."""
+"""Spectrogram pictures: the dB and Hz axes are the profile's, the PNG is screen-sized and titled,
+outputs are never replaced silently, and a missing matplotlib is one clear error before any work."""
 
 from __future__ import annotations
 
-import struct
-import zlib
+import builtins
+import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from audiodiff.plot import BACKGROUND_RGB, GAP_PX, colormap, spectrogram_png
+from audiodiff.audio import MelSpectrogram, _filterbank
+from audiodiff.config import mel_profile
+from audiodiff.plot import (
+    DPI,
+    FIG_WIDTH_IN,
+    PANEL_HEIGHT_IN,
+    check_plotting_available,
+    mel_bin_hz,
+    mel_to_db,
+    spectrogram_png,
+)
 
-
-def read_png(path: Path) -> tuple[int, int, np.ndarray]:
-    """Minimal decoder for the files written here: 8-bit RGB, filter type 0 on every line."""
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, chunks = 8, []
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
-        assert crc == zlib.crc32(kind + body), kind
-        chunks.append((kind, body))
-        pos += 12 + length
-    assert chunks[0][0] == b"IHDR" and chunks[-1][0] == b"IEND"
-    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
-    assert (depth, colour, interlace) == (8, 2, 0)
-    raw = zlib.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"))
-    rows = np.frombuffer(raw, np.uint8).reshape(height, 1 + 3 * width)
-    assert np.all(rows[:, 0] == 0)
-    return width, height, rows[:, 1:].reshape(height, width, 3)
+pytest.importorskip("matplotlib")
 
 
-def test_panels_are_stacked_with_shared_range_and_low_bins_at_the_bottom(tmp_path: Path) -> None:
-    a = np.zeros((5, 7))
-    a[0, 0] = 2.0  # lowest bin, first frame: the maximum of both panels
-    b = np.full((3, 4), 1.0)  # narrower panel: padded with background on the right
-    path = spectrogram_png(tmp_path / "figs" / "mel.png", [("real", a), ("fake", b)])
-    width, height, image = read_png(path)
-    assert (width, height) == (7, 5 + GAP_PX + 3)
-    assert image[4, 0].tolist() == colormap(np.array(1.0)).tolist() == [253, 231, 37]
-    assert image[0, 0].tolist() == colormap(np.array(0.0)).tolist() == [68, 1, 84]
-    assert image[5, 0].tolist() == list(BACKGROUND_RGB)  # the gap
-    # 1.0 is the middle of the shared range 0..2, in both panels' colour.
-    assert image[5 + GAP_PX, 0].tolist() == colormap(np.array(0.5)).tolist()
-    assert image[5 + GAP_PX, 6].tolist() == list(BACKGROUND_RGB)
+def png_size(path: Path) -> tuple[int, int]:
+    from matplotlib.image import imread
+
+    height, width = imread(path).shape[:2]
+    return width, height
 
 
-def test_colormap_is_monotonic_in_lightness() -> None:
-    rgb = colormap(np.linspace(0, 1, 64)).astype(float)
-    luma = rgb @ np.array([0.299, 0.587, 0.114])
-    assert np.all(np.diff(luma) > 0)
+def test_levels_are_the_mel_magnitude_in_db_for_both_compressions() -> None:
+    ln_cfg, db_cfg = mel_profile("hifigan"), mel_profile("diffwave")
+    # ln(10) is a magnitude of 10: +20 dB; diffwave-db's 0 and 1 are its clamps, -80 and +20 dB.
+    assert mel_to_db(np.array([math.log(10.0), math.log(1e-5)]), ln_cfg) == pytest.approx(
+        [20.0, -100.0]
+    )
+    assert mel_to_db(np.array([0.0, 0.5, 1.0]), db_cfg) == pytest.approx([-80.0, -30.0, 20.0])
+    bad = dataclasses.replace(ln_cfg, compression="log2")
+    with pytest.raises(ValueError, match="unknown mel compression 'log2'"):
+        mel_to_db(np.zeros(2), bad)
 
 
-def test_constant_and_non_finite_panels_are_drawn(tmp_path: Path) -> None:
-    values = np.full((4, 4), -11.5)
-    values[1, 1] = np.nan
-    _, _, image = read_png(spectrogram_png(tmp_path / "c.png", [("flat", values)]))
-    assert np.all(image == colormap(np.array(0.0)))
+def test_a_tone_lands_on_the_bin_labelled_with_its_frequency() -> None:
+    cfg = mel_profile("hifigan")
+    t = torch.arange(cfg.sample_rate) / cfg.sample_rate
+    mel = MelSpectrogram(cfg)(0.5 * torch.sin(2 * math.pi * 1000.0 * t)[None])[0].numpy()
+    hz = mel_bin_hz(cfg)
+    loudest = hz[mel[:, 40].argmax()]
+    spacing = np.diff(hz)[mel[:, 40].argmax()]
+    assert abs(loudest - 1000.0) <= spacing
+
+
+def test_bin_frequencies_are_the_filterbank_peaks() -> None:
+    for name in ("hifigan", "bigvgan-24k", "diffwave"):
+        cfg = mel_profile(name)
+        fb = _filterbank(cfg)
+        peak_hz = fb.argmax(axis=1) * cfg.sample_rate / cfg.n_fft
+        hz = mel_bin_hz(cfg)
+        assert hz.shape == (cfg.n_mels,)
+        assert np.all(np.diff(hz) > 0)
+        # Each centre lies within one FFT bin of its triangle's peak.
+        assert np.max(np.abs(hz - peak_hz)) <= cfg.sample_rate / cfg.n_fft
+
+
+def test_panels_make_one_screen_sized_png(tmp_path: Path, make_audio) -> None:
+    cfg = mel_profile("hifigan")
+    mel = MelSpectrogram(cfg)(torch.from_numpy(make_audio(duration_s=0.5))[None])[0].numpy()
+    quiet = mel - 3.0  # 26 dB lower: drawn on the loud panel's scale
+    path = spectrogram_png(tmp_path / "figs" / "m.png", [("loud", mel), ("quiet", quiet)], cfg)
+    assert png_size(path) == (round(FIG_WIDTH_IN * DPI), round(2 * PANEL_HEIGHT_IN * DPI))
+    assert [p.name for p in path.parent.iterdir()] == ["m.png"]  # no temp file left behind
 
 
 def test_no_overwrite_and_bad_panels(tmp_path: Path) -> None:
-    path = spectrogram_png(tmp_path / "x.png", [("a", np.ones((2, 2)))])
+    cfg = mel_profile("hifigan")
+    flat = np.full((80, 5), -11.5)
+    flat[3, 2] = np.nan
+    path = spectrogram_png(tmp_path / "x.png", [("flat", flat)], cfg)
     with pytest.raises(FileExistsError, match="exists; pass overwrite=True"):
-        spectrogram_png(path, [("a", np.ones((2, 2)))])
-    spectrogram_png(path, [("a", np.ones((3, 2)))], overwrite=True)
-    assert read_png(path)[1] == 3
-    assert [p.name for p in tmp_path.iterdir()] == ["x.png"]
-    with pytest.raises(ValueError, match="'bad' must be a non-empty"):
-        spectrogram_png(tmp_path / "y.png", [("bad", np.ones(5))])
+        spectrogram_png(path, [("a", flat)], cfg)
+    spectrogram_png(path, [("a", flat), ("b", flat)], cfg, overwrite=True)
+    assert png_size(path)[1] == round(2 * PANEL_HEIGHT_IN * DPI)
+    with pytest.raises(ValueError, match=r"'bad' must be a non-empty \[80, frames\] mel"):
+        spectrogram_png(tmp_path / "y.png", [("bad", np.ones((100, 4)))], cfg)
     with pytest.raises(ValueError, match="at least one panel"):
-        spectrogram_png(tmp_path / "y.png", [])
+        spectrogram_png(tmp_path / "y.png", [], cfg)
+    assert not (tmp_path / "y.png").exists()
+
+
+def test_missing_matplotlib_is_named_with_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_import = builtins.__import__
+
+    def no_matplotlib(name: str, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if name.startswith("matplotlib"):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'audiodiff\[plot\]'"):
+        check_plotting_available()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -70,3 +71,23 @@ def test_shipped_model_quality_regression_guard():
     model_score = float(mr_stft_distance(ref, out))
     assert model_score <= 2.407 + 0.25, model_score
     assert float(mr_stft_distance(ref, gl)) <= 1.412 + 0.25
+
+
+@pytest.mark.filterwarnings("ignore:Not enough STFT frames")  # STOI of a 0.3 s clip
+def test_demo_without_matplotlib_writes_the_audio_and_says_why_no_picture(
+    tmp_path, write_wav, monkeypatch
+):
+    import audiodiff.demo as demo
+
+    def missing() -> None:
+        raise ModuleNotFoundError("no matplotlib")
+
+    monkeypatch.setattr(demo, "check_plotting_available", missing)
+    clip = write_wav("short.wav", duration_s=0.3)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["demo", "-o", str(out), "--clip", str(clip)])
+    assert result.exit_code == 0, result.output
+    assert "matplotlib is missing, so no spectrograms.png (pip install 'audiodiff[plot]'" in (
+        result.output
+    )
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["example.wav"] * 3
