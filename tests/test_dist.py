@@ -42,6 +42,7 @@ def test_single_process_needs_no_process_group(monkeypatch):
         assert resolve_device("auto") == torch.device("cpu")
 
 
+@pytest.mark.slow
 def test_torchrun_two_gloo_ranks_equal_one_process(tmp_path, write_wav):
     """``torchrun --nproc_per_node=2 -m audiodiff train``: both ranks end with identical weights
     (the trainer compares their SHA-256 at the end), equal to one process with the same global

@@ -109,6 +109,7 @@ def _wait(condition, timeout_s: float, proc: subprocess.Popen, log: Path) -> Non
         time.sleep(0.0005)
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_always_resumes(tmp_path, tiny_config, manifests):
     """Five SIGKILLs of the real CLI (one inside a checkpoint write); every checkpoint on disk
     loads after each, every restart resumes, and the result equals an uninterrupted run."""
