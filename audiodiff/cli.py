@@ -517,13 +517,56 @@ def generate_command(
 @main.command("export")
 @click.argument("checkpoint")
 @click.argument("out_path")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["safetensors", "onnx"]),
+    default=None,
+    help="Default: from OUT_PATH's suffix (.safetensors or .onnx).",
+)
+@click.option("--steps", type=int, default=None, help="onnx: steps of the schedule (the model's).")
+@click.option(
+    "--sampler",
+    type=click.Choice(["diffwave-fast", "ddpm", "ddim"]),
+    default=None,
+    help="onnx: sampler of the schedule (default: the model's).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT_PATH.")
 @user_errors
-def export_command(checkpoint: str, out_path: str, overwrite: bool) -> None:
+def export_command(
+    checkpoint: str,
+    out_path: str,
+    fmt: str | None,
+    steps: int | None,
+    sampler: str | None,
+    overwrite: bool,
+) -> None:
     """Write CHECKPOINT's EMA weights and config (with any searched schedule) as one
-    .safetensors file; loading it executes no code."""
+    .safetensors file, whose loading executes no code; or, with .onnx, a waveform vocoder as
+    NAME.onnx (one denoiser step), NAME.prepare.onnx (the mel upsampler) and NAME.json (the
+    sampling schedule) for onnxruntime."""
+    from pathlib import Path
+
+    fmt = fmt or {".safetensors": "safetensors", ".onnx": "onnx"}.get(Path(out_path).suffix)
+    if fmt is None:
+        raise ValueError(f"export path must end in .safetensors or .onnx, got {out_path}")
+    if fmt == "onnx":
+        from audiodiff.onnx_export import export_onnx
+
+        if steps is not None and steps < 1:
+            raise ValueError(f"--steps must be at least 1, got {steps}")
+        try:
+            paths = export_onnx(
+                checkpoint, out_path, steps=steps, sampler=sampler, overwrite=overwrite
+            )
+        except ModuleNotFoundError as err:
+            fail(str(err))
+        click.echo(f"exported {checkpoint} -> {', '.join(str(p) for p in paths)}")
+        return
     from audiodiff.checkpoint import export_safetensors, load_checkpoint
 
+    if steps is not None or sampler is not None:
+        raise ValueError("--steps and --sampler are for --format onnx")
     if not out_path.endswith(".safetensors"):
         raise ValueError(f"export path must end in .safetensors, got {out_path}")
     ckpt = load_checkpoint(checkpoint)

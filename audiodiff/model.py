@@ -674,7 +674,9 @@ class DiffWave(nn.Module):
             c_noise = c_noise.reshape(1).expand(batch)
         if c_noise.shape != (batch,):
             raise ValueError(f"c_noise has shape {tuple(c_noise.shape)} but x has batch {batch}")
-        if not torch.compiler.is_compiling():
+        # A traced or compiled graph cannot keep a data-dependent check: it would freeze the
+        # example input's answer into the graph.
+        if not torch.compiler.is_compiling() and not torch.jit.is_tracing():
             lo, hi = torch.aminmax(c_noise)
             if lo < 0 or hi > self.n_steps - 1:
                 raise ValueError(

@@ -69,6 +69,19 @@ def _noise(
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
+def ddim_step_scales(sigma: float, sigma_next: float, eta: float) -> tuple[float, float]:
+    """``(sigma_down, sigma_up)`` of one DDIM step from ``sigma`` to ``sigma_next > 0``.
+
+    The step is ``x' = x0_hat + sigma_down / sigma * (x - x0_hat) + sigma_up * z`` with
+    ``sigma_up = eta sigma' sqrt(1 - sigma'^2 / sigma^2)`` and ``sigma_down = sqrt(sigma'^2 -
+    sigma_up^2)`` (module docstring); exporters hand these two numbers to runtimes without torch.
+    """
+    # sigma_up <= sigma_next for eta <= 1, so sigma_down is real.
+    sigma_up = eta * sigma_next * math.sqrt(1 - (sigma_next / sigma) ** 2)
+    sigma_down = math.sqrt(max(sigma_next**2 - sigma_up**2, 0.0))
+    return sigma_down, sigma_up
+
+
 def sample_ddim(
     denoiser: DenoiserFn,
     x: Tensor,
@@ -105,9 +118,7 @@ def sample_ddim(
         if sigma_next == 0:
             x = denoised
             continue
-        # sigma_up <= sigma_next for eta <= 1, so sigma_down is real.
-        sigma_up = eta * sigma_next * math.sqrt(1 - (sigma_next / sigma) ** 2)
-        sigma_down = math.sqrt(max(sigma_next**2 - sigma_up**2, 0.0))
+        sigma_down, sigma_up = ddim_step_scales(sigma, sigma_next, eta)
         x = denoised + (sigma_down / sigma) * (x - denoised)
         if sigma_up > 0:
             x = x + sigma_up * _noise(i, x, generator, noise_sampler)

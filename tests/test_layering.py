@@ -49,6 +49,7 @@ LAYER = {
     "generate": 6,
     "schedule_search": 6,
     "diffwave_import": 6,
+    "onnx_export": 6,  # a waveform vocoder as ONNX graphs and a schedule JSON, beside the exports
     "demo": 6,
     "cli": 7,
     "__main__": 8,
