@@ -319,8 +319,10 @@ def evaluate_dirs(
         perceptual: predict the MOS of each generated file, and of its reference as ``ref_<key>``,
             with DistillMOS and DNSMOS P.808 (:mod:`audiodiff.perceptual`; the eval extra).
         names: score only these names; files with other names are ignored, not reported.
-        ref_mos: a cache of the references' MOS by name, read and filled here, so that scoring
-            several generated folders against one reference folder scores each reference once.
+        ref_mos: a cache of the references' MOS, read and filled here, so that scoring several
+            generated folders against one reference folder scores each reference once. Keyed on
+            what was scored (the reference file's real path, size and mtime, and the sample rate),
+            not on its name: one cache may serve several reference folders and profiles.
 
     Returns:
         JSON-ready dict: ``files`` (per-file rows: ``name``, ``duration_s``, ``trimmed_samples``
@@ -387,9 +389,11 @@ def evaluate_dirs(
             row["f0_rmse_hz"] = None if math.isnan(row["f0_rmse_hz"]) else row["f0_rmse_hz"]
         if scorer is not None:  # of each whole file: DNSMOS tiles short clips, so length matters
             row.update(scorer.score(gen_file, sr))
-            if name not in ref_mos:
-                ref_mos[name] = scorer.score(ref_file, sr)
-            row.update({f"ref_{k}": v for k, v in ref_mos[name].items()})
+            st = ref_files[name].stat()
+            scored = f"{ref_files[name].resolve()}|{st.st_size}|{st.st_mtime_ns}|{sr}"
+            if scored not in ref_mos:
+                ref_mos[scored] = scorer.score(ref_file, sr)
+            row.update({f"ref_{k}": v for k, v in ref_mos[scored].items()})
         rows.append(row)
     total: dict[str, Any] = {"files": len(rows), "duration_s": sum(r["duration_s"] for r in rows)}
     for key in metrics:
