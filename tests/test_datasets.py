@@ -17,6 +17,7 @@ from audiodiff.cli import main
 from audiodiff.datasets import (
     GTZAN_GENRES,
     SC09_WORDS,
+    format_summary,
     prepare,
     prepare_options,
     probe_audio,
@@ -399,6 +400,40 @@ def test_folder_any_tree_with_optional_folder_labels(tmp_path):
     assert (tmp_path / "par" / "train.jsonl").read_text() == (
         tmp_path / "out" / "train.jsonl"
     ).read_text()
+
+
+def build_linked_speakers(tmp_path: Path) -> Path:
+    """Three speaker folders of 5, 4 and 4 clips; two are symlinks to folders kept elsewhere, plus
+    a link to an ancestor (a loop) and a broken link."""
+    root = tmp_path / "speakers"
+    for i in range(5):
+        clip(root, f"alice/{i}.wav", seed=i)
+    for name in ("bob", "carol"):
+        for i in range(4):
+            clip(tmp_path / "store", f"{name}/{i}.flac", seed=10 + i + len(name))
+        (root / name).symlink_to(tmp_path / "store" / name, target_is_directory=True)
+    (root / "alice" / "up").symlink_to("..", target_is_directory=True)  # a loop
+    (root / "dave").symlink_to(tmp_path / "nowhere", target_is_directory=True)  # broken
+    return root
+
+
+def test_folder_follows_symlinked_folders_and_reports_refused_links(tmp_path):
+    """Issue 11 kind 5: two of three speaker folders are symlinks; all 13 files are found (the
+    bug: 5, one speaker's labels only), the loop is not followed twice, and the loop and the
+    broken link are reported and printed."""
+    root = build_linked_speakers(tmp_path)
+    opts = prepare_options(label_from_folder=True, val_fraction=0, test_fraction=0)
+    report = prepare("folder", root, tmp_path / "out", opts)
+    assert report["files_found"] == 13 and report["clips"]["train"] == 13
+    assert report["label_names"] == ["alice", "bob", "carol"]
+    labels = [row["label"] for row in manifests(tmp_path / "out")["train"]]
+    assert sorted(labels) == [0] * 5 + [1] * 4 + [2] * 4
+    refused = {r["path"]: r["reason"] for r in report["refused_links"]}
+    assert set(refused) == {"alice/up", "dave"}
+    assert refused["alice/up"].startswith("link loop") and "broken link" in refused["dave"]
+    summary = format_summary(report)
+    assert "13 files found" in summary and "2 links not followed" in summary
+    assert "link not followed: alice/up: link loop" in summary
 
 
 def test_klettres_layout_wrong_header_and_held_out_language(tmp_path):

@@ -203,6 +203,7 @@ def prepare(
         The report (also written as ``prepare_report.json``): ``clips``, ``hours`` and
         ``speakers`` per split, ``sample_rates`` and ``channels`` found, ``missing_files``
         (metadata rows with no file), ``unlisted_files`` (files with no metadata row),
+        ``refused_links`` (symlinks not followed, with why: a loop, a broken link),
         ``skipped`` (per kind: path and reason), ``label_names``, ``split_rule``, ``notes``.
 
     Raises:
@@ -246,6 +247,7 @@ def prepare(
         "channels": dict(sorted(channels.items(), key=lambda kv: int(kv[0]))),
         "missing_files": [path_to_text(p) for p in layout.missing],
         "unlisted_files": [path_to_text(p) for p in layout.unlisted],
+        "refused_links": [{**r, "path": path_to_text(r["path"])} for r in layout.refused_links],
         "skipped": {k: skipped[k] for k in sorted(skipped)},
         "notes": layout.notes,
     }
@@ -272,7 +274,10 @@ def format_summary(report: dict[str, Any]) -> str:
         f"{len(report['missing_files'])} metadata rows without a file",
         f"{len(report['unlisted_files'])} files without a metadata row",
     ] + [f"{len(v)} {k}" for k, v in report["skipped"].items()]
+    refused = report.get("refused_links", [])
+    problems += [f"{len(refused)} links not followed"] if refused else []
     lines.append("  " + "; ".join(problems))
+    lines += [f"  link not followed: {path_from_text(r['path'])}: {r['reason']}" for r in refused]
     lines += [f"  note: {n}" for n in report["notes"]]
     return "\n".join(lines)
 
