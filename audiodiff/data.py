@@ -18,9 +18,9 @@ writes the result to ``RUN_DIR/data_report.json``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
+import os
 import random
 import zlib
 from collections import Counter
@@ -239,6 +239,44 @@ def no_usable_clips_error(report: dict[str, Any], report_path: str | Path | None
     )
 
 
+def file_identity(path: str) -> list[Any]:
+    """What a cached scan of ``path`` describes: ``[size, mtime_ns, header rate, header frames]``.
+
+    A file converted or rewritten in place changes at least one of these (a rate conversion
+    changes the header's rate even when size and time happen to match). Only the header is read.
+    A missing file is ``[None, None, 0, 0]``; an unreadable header gives rate and frames 0.
+    """
+    try:
+        st = os.stat(native_path(path))
+    except OSError:
+        return [None, None, 0, 0]
+    try:
+        info = sf.info(native_path(path))
+        rate, frames = int(info.samplerate), int(info.frames)
+    except Exception:  # libsndfile raises LibsndfileError, RuntimeError or OSError
+        rate, frames = 0, 0
+    return [int(st.st_size), int(st.st_mtime_ns), rate, frames]
+
+
+SCAN_CACHE_FORMAT = "audiodiff-scan-v2"
+
+
+def _read_scan_cache(cache_path: Path | None, thresholds: list[float]) -> dict[str, Any]:
+    """``path text -> {"identity", "check"}`` from a scan cache; empty when it is absent, of
+    another format (the v1 cache was keyed on the manifest's bytes only), or other thresholds."""
+    if cache_path is None or not cache_path.is_file():
+        return {}
+    try:
+        cached = json.loads(cache_path.read_text(encoding="utf-8"))
+        if cached.get("format") != SCAN_CACHE_FORMAT or cached.get("thresholds") != thresholds:
+            return {}
+        return {
+            e["path"]: {"identity": e["identity"], "check": e["check"]} for e in cached["files"]
+        }
+    except (ValueError, KeyError, TypeError, AttributeError):  # not JSON / not UTF-8 / not ours
+        return {}
+
+
 def usable_clips(
     manifest: str | Path,
     data_cfg: DataConfig,
@@ -248,42 +286,58 @@ def usable_clips(
     """Read a manifest and sort out its broken clips.
 
     Every file is opened once; under DDP the ranks scan disjoint shares and exchange results.
-    The result is cached in ``cache_path`` (keyed by the manifest's bytes and the thresholds), so
-    a resumed run does not read the dataset again.
+    Each file's result is cached in ``cache_path`` under its path and its :func:`file_identity`
+    (size, mtime, header rate and frames; thresholds apply to the whole cache), so a resumed run
+    decodes only the files that were added or changed since (a dataset converted in place is
+    re-probed, never read at the old rate); the rest cost one header read each.
 
     Returns:
         ``(rows, checks, report)``: the usable rows, their :func:`check_clip` results (aligned),
-        and the :func:`data_report` of the whole manifest.
+        and the :func:`data_report` of the whole manifest, plus ``n_probed`` (files decoded by
+        this call; the others came from the cache).
 
     Raises:
         ValueError: unreadable manifest.
     """
     rows = read_manifest(manifest)
-    key = hashlib.sha256(Path(manifest).read_bytes()).hexdigest()
-    key += f"|{data_cfg.min_duration_s}|{data_cfg.silence_threshold}"
-    checks = None
-    if ctx.is_main and cache_path is not None and cache_path.is_file():
-        try:
-            cached = json.loads(cache_path.read_text(encoding="utf-8"))
-            if cached.get("key") == key and len(cached["checks"]) == len(rows):
-                checks = dict(enumerate(cached["checks"]))
-        except (ValueError, KeyError, TypeError):  # ValueError: not JSON, or not UTF-8
-            checks = None
-    checks = broadcast_object(ctx, checks)
-    if checks is None:
-        mine = scan_clips(
-            rows,
-            min_duration_s=data_cfg.min_duration_s,
-            silence_threshold=data_cfg.silence_threshold,
-            indices=range(ctx.rank, len(rows), ctx.world_size),
-        )
-        checks = {}
-        for part in all_gather_object(ctx, mine):
-            checks.update(part)
-        if ctx.is_main and cache_path is not None:
-            payload = {"key": key, "checks": [checks[i] for i in range(len(rows))]}
-            cache_path.write_text(json.dumps(payload), encoding="utf-8")
-    report = data_report(manifest, rows, checks)
+    thresholds = [data_cfg.min_duration_s, data_cfg.silence_threshold]
+    cache = _read_scan_cache(cache_path, thresholds) if ctx.is_main else None
+    cache = broadcast_object(ctx, cache)
+
+    def one(i: int) -> tuple[int, list[Any], dict[str, Any] | None]:
+        identity = file_identity(rows[i]["path"])
+        hit = cache.get(path_to_text(rows[i]["path"]))
+        return i, identity, hit["check"] if hit and hit["identity"] == identity else None
+
+    mine = range(ctx.rank, len(rows), ctx.world_size)
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(mine)))) as pool:
+        known = list(pool.map(one, mine))
+    stale = [i for i, _, check in known if check is None]
+    probed = scan_clips(
+        rows,
+        min_duration_s=data_cfg.min_duration_s,
+        silence_threshold=data_cfg.silence_threshold,
+        indices=stale,
+    )
+    share = {i: (identity, probed.get(i, check)) for i, identity, check in known}
+    entries: dict[int, tuple[list[Any], dict[str, Any]]] = {}
+    n_probed = 0
+    for part, n in all_gather_object(ctx, (share, len(stale))):
+        entries.update(part)
+        n_probed += n
+    checks = {i: entries[i][1] for i in range(len(rows))}
+    if ctx.is_main and cache_path is not None and n_probed:
+        files = {
+            path_to_text(rows[i]["path"]): {"identity": identity, "check": check}
+            for i, (identity, check) in sorted(entries.items())
+        }
+        payload = {
+            "format": SCAN_CACHE_FORMAT,
+            "thresholds": thresholds,
+            "files": [{"path": k, **v} for k, v in files.items()],
+        }
+        cache_path.write_text(json.dumps(payload), encoding="utf-8")
+    report = {**data_report(manifest, rows, checks), "n_probed": n_probed}
     good = [i for i in range(len(rows)) if checks[i]["reason"] is None]
     return [rows[i] for i in good], [checks[i] for i in good], report
 
@@ -397,17 +451,29 @@ class SegmentDataset(Dataset):
         """
         path, file_rate = native_path(self.rows[index]["path"]), self.checks[index]["file_rate"]
         if file_rate == self.sample_rate:
-            data, _ = sf.read(path, start=start, frames=length, dtype="float32", always_2d=True)
+            data, rate = sf.read(path, start=start, frames=length, dtype="float32", always_2d=True)
+            self._same_rate(index, rate)
             return torch.from_numpy(np.ascontiguousarray(data.mean(axis=1))).unsqueeze(0)
         g = math.gcd(file_rate, self.sample_rate)
         src_step, tgt_step = file_rate // g, self.sample_rate // g
         blocks_before = max(0, start // tgt_step - -(-RESAMPLE_MARGIN // src_step))
         src_start, tgt_offset = blocks_before * src_step, start - blocks_before * tgt_step
         src_stop = math.ceil((start + length) * file_rate / self.sample_rate) + RESAMPLE_MARGIN
-        data, _ = sf.read(path, start=src_start, stop=src_stop, dtype="float32", always_2d=True)
+        data, rate = sf.read(path, start=src_start, stop=src_stop, dtype="float32", always_2d=True)
+        self._same_rate(index, rate)
         mono = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1))).unsqueeze(0)
         out = resample(mono, file_rate, self.sample_rate)
         return out[:, tgt_offset : tgt_offset + length]
+
+    def _same_rate(self, index: int, rate: int) -> None:
+        # The scan's facts describe the file as it was; a file rewritten at another rate since
+        # would otherwise be cropped and resampled as if at the old one (a pitch shift).
+        scanned = self.checks[index]["file_rate"]
+        if rate != scanned:
+            raise ValueError(
+                f"{self.rows[index]['path']} is now {rate} Hz but was {scanned} Hz when scanned; "
+                "it changed during the run: restart to re-scan"
+            )
 
 
 class ResumableDistributedSampler(DistributedSampler):

@@ -1,10 +1,13 @@
 """Inputs and outputs of the batch commands (``mel``, ``vocode``, ``generate``): reading mel files,
-telling mel files from audio files, and planning output paths so that an existing file is refused
-*before* any work starts (nothing is computed and then lost to a refusal at the end).
+telling mel files from audio files, walking input folders (symlinked folders followed, loop-safe),
+and planning output paths so that an existing file is refused *before* any work starts (nothing is
+computed and then lost to a refusal at the end).
 """
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,92 @@ MEL_SUFFIXES = (".npy", ".pt")
 def is_mel_file(path: str | Path) -> bool:
     """``.npy`` / ``.pt`` files hold mels; anything else is read as audio."""
     return Path(path).suffix.lower() in MEL_SUFFIXES
+
+
+def walk_files(root: str | Path, *, skip_hidden: bool = True) -> tuple[list[Path], list[dict]]:
+    """Every file under ``root``, following symlinked folders and files, each real folder once.
+
+    ``Path.rglob`` (before Python 3.13) and a plain ``os.walk`` do not enter symlinked folders,
+    so a dataset assembled from links lost whole speakers without a word. Real folders are walked
+    first, then each link's target unless it is already walked: a link to an ancestor (a loop) or
+    to a folder reached another way is refused, never followed twice.
+
+    Args:
+        root: the folder to walk.
+        skip_hidden: leave out names starting with ``.`` (and everything under them): macOS
+            ``._x.wav`` resource forks, ``.cache/`` and the like.
+
+    Returns:
+        ``(files, refused)``: file paths as seen from ``root`` (through links, not resolved),
+        sorted; and one ``{"path", "reason"}`` per link or folder not followed (a loop, a folder
+        walked already, a broken link, an unreadable folder), ``path`` relative to ``root``.
+    """
+    root = Path(root)
+    files: list[Path] = []
+    refused: list[dict] = []
+    walked: dict[Path, Path] = {}  # real path of each walked folder -> the path it was walked as
+    links: list[Path] = []  # symlinked folders met, followed after every real folder
+
+    def rel(path: Path) -> str:
+        return path.relative_to(root).as_posix()
+
+    def already(real: Path) -> str:
+        return f"links to {real}, already walked as {rel(walked[real]) or '.'}"
+
+    def broken(link: Path) -> str:
+        try:
+            link.resolve(strict=True)
+        except RuntimeError:  # Python < 3.13 says "Symlink loop"
+            return "link loop: a cycle of links that leads to no folder"
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                return "link loop: a cycle of links that leads to no folder"
+            return f"broken link: {os.readlink(link)} does not exist"
+        return "broken link"
+
+    def walk(top: Path) -> None:
+        stack = [top]
+        while stack:
+            folder = stack.pop()
+            real = folder.resolve()
+            if real in walked:  # a real folder under a link's target, reached before by another
+                refused.append({"path": rel(folder), "reason": already(real)})
+                continue
+            walked[real] = folder
+            try:
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except OSError as err:
+                refused.append({"path": rel(folder), "reason": f"unreadable: {err.strerror}"})
+                continue
+            for entry in entries:
+                path = folder / entry.name
+                if skip_hidden and entry.name.startswith("."):
+                    continue
+                if entry.is_symlink():
+                    if not os.path.exists(path):
+                        refused.append({"path": rel(path), "reason": broken(path)})
+                    elif entry.is_dir():
+                        links.append(path)
+                    elif entry.is_file():
+                        files.append(path)
+                elif entry.is_dir():
+                    stack.append(path)
+                elif entry.is_file():
+                    files.append(path)
+
+    walk(root)
+    while links:
+        link = links.pop(0)
+        target = link.resolve()
+        if link.parent.resolve().is_relative_to(target):
+            refused.append(
+                {"path": rel(link), "reason": f"link loop: links to its ancestor {target}"}
+            )
+        elif target in walked:
+            refused.append({"path": rel(link), "reason": already(target)})
+        else:
+            walk(link)
+    return sorted(files), sorted(refused, key=lambda r: r["path"])
 
 
 def load_mel_file(path: str | Path) -> torch.Tensor:

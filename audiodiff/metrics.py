@@ -26,6 +26,7 @@ from torch import Tensor
 
 from audiodiff.audio import MelSpectrogram, load_audio, resample
 from audiodiff.config import MelConfig, mel_profile
+from audiodiff.files import walk_files
 from audiodiff.perceptual import PERCEPTUAL_KEYS, PerceptualScorer
 
 # (n_fft, hop_length, win_length) of Parallel WaveGAN's / HiFi-GAN's auxiliary STFT losses.
@@ -269,9 +270,10 @@ def real_time_factor(compute_s: float, audio_s: float) -> float:
     return compute_s / audio_s
 
 
-def audio_files(folder: Path, role: str) -> dict[str, Path]:
-    """Audio files under ``folder`` (recursive, hidden ones skipped) by name: relative path
-    without extension.
+def audio_files(folder: Path, role: str, refused: list[str] | None = None) -> dict[str, Path]:
+    """Audio files under ``folder`` (recursive, symlinked folders followed, hidden ones skipped)
+    by name: relative path without extension. Links not followed (a loop, a folder walked
+    already, a broken link) are appended to ``refused`` as ``"ROLE link PATH not followed: why"``.
 
     Raises:
         FileNotFoundError: ``folder`` is missing.
@@ -282,9 +284,12 @@ def audio_files(folder: Path, role: str) -> dict[str, Path]:
     if not folder.is_dir():
         raise ValueError(f"{role} directory {folder} is a file, not a directory")
     files: dict[str, Path] = {}
-    for path in sorted(folder.rglob("*")):
+    walked, links = walk_files(folder, skip_hidden=True)
+    if refused is not None:
+        refused += [f"{role} link {r['path']} not followed: {r['reason']}" for r in links]
+    for path in walked:
         rel = path.relative_to(folder)
-        if path.suffix.lower() not in AUDIO_SUFFIXES or any(p.startswith(".") for p in rel.parts):
+        if path.suffix.lower() not in AUDIO_SUFFIXES:
             continue
         name = rel.with_suffix("").as_posix()
         if name in files:
@@ -319,8 +324,10 @@ def evaluate_dirs(
         perceptual: predict the MOS of each generated file, and of its reference as ``ref_<key>``,
             with DistillMOS and DNSMOS P.808 (:mod:`audiodiff.perceptual`; the eval extra).
         names: score only these names; files with other names are ignored, not reported.
-        ref_mos: a cache of the references' MOS by name, read and filled here, so that scoring
-            several generated folders against one reference folder scores each reference once.
+        ref_mos: a cache of the references' MOS, read and filled here, so that scoring several
+            generated folders against one reference folder scores each reference once. Keyed on
+            what was scored (the reference file's real path, size and mtime, and the sample rate),
+            not on its name: one cache may serve several reference folders and profiles.
 
     Returns:
         JSON-ready dict: ``files`` (per-file rows: ``name``, ``duration_s``, ``trimmed_samples``
@@ -334,8 +341,9 @@ def evaluate_dirs(
         ValueError: no names in common, or two files of one folder with the same name.
     """
     cfg = mel_cfg or mel_profile("hifigan")
-    ref_files = audio_files(Path(ref_dir), "reference")
-    gen_files = audio_files(Path(gen_dir), "generated")
+    notes: list[str] = []
+    ref_files = audio_files(Path(ref_dir), "reference", notes)
+    gen_files = audio_files(Path(gen_dir), "generated", notes)
     if names is not None:
         ref_files = {k: v for k, v in ref_files.items() if k in names}
         gen_files = {k: v for k, v in gen_files.items() if k in names}
@@ -345,7 +353,6 @@ def evaluate_dirs(
             f"no file names in common: reference {ref_dir} has {len(ref_files)} audio files, "
             f"generated {gen_dir} has {len(gen_files)}"
         )
-    notes = []
     if pesq and not eval_extra_available():
         raise ModuleNotFoundError(f"PESQ and STOI need pesq and pystoi; {EVAL_EXTRA_HINT}")
     if pesq is None:
@@ -387,9 +394,11 @@ def evaluate_dirs(
             row["f0_rmse_hz"] = None if math.isnan(row["f0_rmse_hz"]) else row["f0_rmse_hz"]
         if scorer is not None:  # of each whole file: DNSMOS tiles short clips, so length matters
             row.update(scorer.score(gen_file, sr))
-            if name not in ref_mos:
-                ref_mos[name] = scorer.score(ref_file, sr)
-            row.update({f"ref_{k}": v for k, v in ref_mos[name].items()})
+            st = ref_files[name].stat()
+            scored = f"{ref_files[name].resolve()}|{st.st_size}|{st.st_mtime_ns}|{sr}"
+            if scored not in ref_mos:
+                ref_mos[scored] = scorer.score(ref_file, sr)
+            row.update({f"ref_{k}": v for k, v in ref_mos[scored].items()})
         rows.append(row)
     total: dict[str, Any] = {"files": len(rows), "duration_s": sum(r["duration_s"] for r in rows)}
     for key in metrics:

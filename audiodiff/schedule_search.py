@@ -129,7 +129,8 @@ def _check_sigmas(sigmas: Sequence[float]) -> tuple[float, ...]:
 def _baseline(vocoder: Vocoder, sampler: str, steps: int) -> tuple[tuple[float, ...], str]:
     try:
         spec = make_sampling_spec(vocoder.config, vocoder.schedule, sampler=sampler, steps=steps)
-        stored = len(vocoder.config.sample.schedule) == steps
+        sample = vocoder.config.sample
+        stored = len(sample.schedule) == steps and sampler == sample.sampler  # as the spec's rule
         return tuple(float(s) for s in spec.sigmas[:-1]), "stored" if stored else "default"
     except ValueError:
         # diffwave-fast has a fixed 6-step schedule: compare against evenly spaced training rows.

@@ -115,8 +115,10 @@ def make_sampling_spec(
         raise ValueError(f"unknown sampler {name!r}; known samplers: {', '.join(SAMPLERS)}")
     n_steps = steps if steps is not None else cfg.sample.steps
     stored = list(cfg.sample.schedule) or None
-    if stored is not None and len(stored) != n_steps:
-        stored = None  # a searched schedule is only valid for the step count it was searched for
+    if stored is not None and (len(stored) != n_steps or name != cfg.sample.sampler):
+        # A searched schedule describes the sampler and step count it was searched for (stored
+        # as sample.sampler and sample.steps); another sampler gets its own discretisation.
+        stored = None
     sigmas = sampling_sigmas(schedule, name, n_steps, stored=stored)
     if alignment not in ("diffwave", "log-sigma"):
         raise ValueError(f"alignment must be 'diffwave' or 'log-sigma', got {alignment!r}")

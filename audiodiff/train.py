@@ -444,6 +444,7 @@ class Trainer:
             "world_size": self.ctx.world_size,
             "batch_size": self.cfg.data.batch_size,
             "labels": dict(self.train_set.labels),
+            "n_train_clips": len(self.train_set),  # what data_position is a position in
             "stats": {
                 "skipped_steps": self.skipped_steps,
                 "consecutive_bad": self.consecutive_bad,
@@ -461,6 +462,15 @@ class Trainer:
                 f"{self.run_dir} was trained with another architecture, mel or diffusion setup "
                 f"({'; '.join(changes)}); these cannot change on resume, use a new --run-dir"
             )
+        # The saved label map describes the data it was built from: if the data's labels changed,
+        # the same index would now mean another class. (Checkpoints before it saved {}.)
+        saved = state.get("labels") or {}
+        if self.cfg.model.n_labels > 0 and saved and saved != dict(self.train_set.labels):
+            raise ValueError(
+                f"{self.run_dir} was trained with labels {saved} but the training data now has "
+                f"{dict(self.train_set.labels)}; label indices cannot change on resume, "
+                "use a new --run-dir"
+            )
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -472,9 +482,17 @@ class Trainer:
             self.ctx.world_size,
             self.cfg.data.batch_size,
         )
+        n_clips = state.get("n_train_clips", len(self.train_set))
         if not same_layout:
             # Another world size or batch cuts epochs differently: continue at the next epoch.
             self.log("world size or batch size changed: continuing from the next epoch")
+            self.epoch, self.position = self.epoch + 1, 0
+        elif n_clips != len(self.train_set) and self.position:
+            # The position is one in a permutation of the old clip count, not of today's clips.
+            self.log(
+                f"the training data has {len(self.train_set)} usable clips, the checkpoint's "
+                f"epoch had {n_clips}: continuing from the next epoch"
+            )
             self.epoch, self.position = self.epoch + 1, 0
         stats = state["stats"]
         self.skipped_steps = int(stats["skipped_steps"])

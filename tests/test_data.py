@@ -9,7 +9,9 @@ import pytest
 import soundfile as sf
 import torch
 
+import audiodiff.data as data_module
 from audiodiff.audio import load_audio
+from audiodiff.config import DataConfig
 from audiodiff.data import (
     ResumableDistributedSampler,
     SegmentDataset,
@@ -20,7 +22,9 @@ from audiodiff.data import (
     read_manifest,
     scan_clips,
     summary_line,
+    usable_clips,
 )
+from audiodiff.dist import DistContext
 
 HOP, FRAMES, SR = 256, 8, 22050
 
@@ -99,6 +103,50 @@ def test_scan_sorts_out_broken_files_with_reasons(tmp_path, write_wav):
     }
     line = summary_line(report, "run/data_report.json")
     assert "2 of 8 clips usable" in line and "2 unreadable" in line and "\n" not in line
+
+
+def _tone(path, rate, freq=440.0, seconds=1.0):
+    t = np.arange(int(rate * seconds)) / rate
+    sf.write(path, (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32), rate)
+
+
+def _dominant_hz(x: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.argmax(spectrum)) * rate / len(x)
+
+
+def test_scan_cache_reprobes_a_file_converted_in_place(tmp_path, write_wav, monkeypatch):
+    """Issue 11 kind 4: the dataset is converted in place from 44.1 to 22.05 kHz between two runs
+    on one manifest (its bytes unchanged). The cache re-probes that file and only it, and the
+    crop is still a 440 Hz tone (the bug read it at the old rate: 880 Hz)."""
+    tone, other = tmp_path / "tone.wav", write_wav("other.wav")
+    _tone(tone, 44100)
+    manifest = manifest_from_files([tone, other], tmp_path / "train.jsonl")
+    cache, cfg = tmp_path / ".scan_train.json", DataConfig()
+    rows, checks, report = usable_clips(manifest, cfg, DistContext(), cache)
+    assert report["n_probed"] == 2 and [c["file_rate"] for c in checks] == [44100, SR]
+
+    _tone(tone, SR)
+    probed = []
+    real_check = data_module.check_clip
+    monkeypatch.setattr(
+        data_module, "check_clip", lambda path, **kw: probed.append(path) or real_check(path, **kw)
+    )
+    rows, checks, report = usable_clips(manifest, cfg, DistContext(), cache)
+    assert report["n_probed"] == 1 and probed == [str(tone)]
+    assert checks[0] == {"reason": None, "file_rate": SR, "n_frames": SR, "channels": 1}
+    data = SegmentDataset(rows, checks, sample_rate=SR, hop_length=HOP, segment_frames=64, seed=0)
+    crop = data[(0, 0)]["audio"][0].numpy()
+    assert crop.shape == (64 * HOP,) and np.abs(crop).max() > 0.4
+    assert abs(_dominant_hz(crop, SR) - 440.0) <= SR / len(crop)
+
+    # Unchanged files are not decoded again, and the cache still holds both.
+    _, again, report = usable_clips(manifest, cfg, DistContext(), cache)
+    assert report["n_probed"] == 0 and again == checks and len(probed) == 1
+    # A file changed under a running trainer is refused by name, not read at the scanned rate.
+    _tone(tone, 44100)
+    with pytest.raises(ValueError, match=r"tone.wav is now 44100 Hz but was 22050 Hz"):
+        data[(0, 0)]
 
 
 def test_crops_are_hop_aligned_deterministic_and_padded(write_wav):

@@ -5,6 +5,7 @@ channel counts, then the manifests and the report are checked."""
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from audiodiff.cli import main
 from audiodiff.datasets import (
     GTZAN_GENRES,
     SC09_WORDS,
+    format_summary,
     prepare,
     prepare_options,
     probe_audio,
@@ -30,8 +32,11 @@ CLIP_S = 0.25  # every clip is short: the whole file runs in a couple of seconds
 
 def clip(root: Path, rel: str, sample_rate: int = 22050, duration_s: float = CLIP_S,
          channels: int = 1, seed: int = 0) -> Path:  # fmt: skip
-    """Write a chirp in the format its extension names (wav/flac PCM_16, ogg vorbis, mp3, au)."""
-    x = chirp_plus_noise(sample_rate, duration_s, seed)
+    """Write a chirp in the format its extension names (wav/flac PCM_16, ogg vorbis, mp3, au).
+
+    The noise depends on ``rel`` too: two files are different recordings (prepare keeps identical
+    clips in one split), unless a test copies one on purpose."""
+    x = chirp_plus_noise(sample_rate, duration_s, seed + zlib.crc32(rel.encode()))
     data = np.stack([x * (1.0 - 0.3 * c) for c in range(channels)], axis=1)
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -401,6 +406,84 @@ def test_folder_any_tree_with_optional_folder_labels(tmp_path):
     ).read_text()
 
 
+def build_linked_speakers(tmp_path: Path) -> Path:
+    """Three speaker folders of 5, 4 and 4 clips; two are symlinks to folders kept elsewhere, plus
+    a link to an ancestor (a loop) and a broken link."""
+    root = tmp_path / "speakers"
+    for i in range(5):
+        clip(root, f"alice/{i}.wav", seed=i)
+    for name in ("bob", "carol"):
+        for i in range(4):
+            clip(tmp_path / "store", f"{name}/{i}.flac", seed=10 + i + len(name))
+        (root / name).symlink_to(tmp_path / "store" / name, target_is_directory=True)
+    (root / "alice" / "up").symlink_to("..", target_is_directory=True)  # a loop
+    (root / "dave").symlink_to(tmp_path / "nowhere", target_is_directory=True)  # broken
+    return root
+
+
+def test_folder_follows_symlinked_folders_and_reports_refused_links(tmp_path):
+    """Issue 11 kind 5: two of three speaker folders are symlinks; all 13 files are found (the
+    bug: 5, one speaker's labels only), the loop is not followed twice, and the loop and the
+    broken link are reported and printed."""
+    root = build_linked_speakers(tmp_path)
+    opts = prepare_options(label_from_folder=True, val_fraction=0, test_fraction=0)
+    report = prepare("folder", root, tmp_path / "out", opts)
+    assert report["files_found"] == 13 and report["clips"]["train"] == 13
+    assert report["label_names"] == ["alice", "bob", "carol"]
+    labels = [row["label"] for row in manifests(tmp_path / "out")["train"]]
+    assert sorted(labels) == [0] * 5 + [1] * 4 + [2] * 4
+    refused = {r["path"]: r["reason"] for r in report["refused_links"]}
+    assert set(refused) == {"alice/up", "dave"}
+    assert refused["alice/up"].startswith("link loop") and "broken link" in refused["dave"]
+    summary = format_summary(report)
+    assert "13 files found" in summary and "2 links not followed" in summary
+    assert "link not followed: alice/up: link loop" in summary
+
+
+def test_identical_clips_never_straddle_splits(tmp_path):
+    """Issue 11 kind 6: a copied file under another name, with a seed under which the ranked
+    hash put the pair in two splits: both land in one split (the first member's) and the group is
+    listed. GTZAN's numbered split is overridden the same way. Header mode says it did not check."""
+    root = tmp_path / "audio"
+    for i in range(5):
+        clip(root, f"c{i}.wav", seed=i)
+    (root / "z_copy.wav").write_bytes((root / "c2.wav").read_bytes())
+    keys = [f"c{i}.wav" for i in range(5)] + ["z_copy.wav"]
+    seed = next(s for s in range(100) if len(set(map(ranked_split(keys, 0.2, 0.2, s).get,
+                                                     ("c2.wav", "z_copy.wav")))) == 2)  # fmt: skip
+    opts = prepare_options(val_fraction=0.2, test_fraction=0.2, seed=seed)
+    report = prepare("folder", root, tmp_path / "out", opts)
+    split = {
+        Path(r["path"]).name: r["split"] for r in sum(manifests(tmp_path / "out").values(), [])
+    }
+    assert len(split) == 6 and split["c2.wav"] == split["z_copy.wav"]
+    assert report["duplicates"] == [
+        {"split": split["c2.wav"], "paths": ["c2.wav", "z_copy.wav"], "moved": []}
+    ]
+    assert "1 groups of identical clips (2 files), each kept in one split" in format_summary(report)
+
+    header = prepare("folder", root, tmp_path / "hdr", prepare_options(check_audio="header"))
+    assert header["duplicates"] is None
+    assert any("duplicates not checked" in n for n in header["notes"])
+
+    gtzan = tmp_path / "gtzan" / "genres_original" / "pop"
+    clip(gtzan, "pop.00003.wav")
+    clip(gtzan, "pop.00040.wav")
+    # The same track again, numbered into test (as GTZAN's known duplicates), in an .au file:
+    # the decoded audio is compared, not the bytes.
+    data, rate = sf.read(gtzan / "pop.00003.wav", dtype="int16")
+    sf.write(gtzan / "pop.00093.au", data, rate, subtype="PCM_16")
+    report = prepare("gtzan", tmp_path / "gtzan", tmp_path / "g")
+    assert report["clips"] == {"train": 3, "val": 0, "test": 0}
+    assert report["duplicates"] == [
+        {
+            "split": "train",
+            "paths": ["genres_original/pop/pop.00003.wav", "genres_original/pop/pop.00093.au"],
+            "moved": ["genres_original/pop/pop.00093.au"],
+        }
+    ]
+
+
 def test_klettres_layout_wrong_header_and_held_out_language(tmp_path):
     root = build_klettres(tmp_path / "klettres")
     report = prepare("klettres", root, tmp_path / "out")
@@ -461,7 +544,12 @@ def test_probe_audio_kinds(tmp_path):
     assert probe_audio(quiet, 0.1, 1e-4)["skip"][0] == "silent"
     assert "skip" not in probe_audio(quiet, 0.1, 1e-4, full=False)  # header mode: no decoding
     ok = probe_audio(clip(tmp_path, "ok.flac", 24000, channels=2), 0.1, 1e-4)
+    content = ok.pop("content")  # sha1 of the decoded samples: duplicates are found by it
     assert ok == {"sample_rate": 24000, "channels": 2, "n_frames": round(24000 * CLIP_S)}
+    same = tmp_path / "same.flac"
+    same.write_bytes((tmp_path / "ok.flac").read_bytes())
+    assert probe_audio(same, 0.1, 1e-4)["content"] == content and len(content) == 40
+    assert "content" not in probe_audio(same, 0.1, 1e-4, full=False)
 
 
 def test_ranked_split_exact_counts_deterministic_and_never_empties_train():

@@ -172,6 +172,23 @@ def test_unmatched_names_are_reported(tmp_path, clip):
         evaluate_dirs(tmp_path / "ref", tmp_path / "other", pesq=False)
 
 
+def test_evaluate_follows_symlinked_folders_and_notes_refused_links(tmp_path, clip):
+    """Issue 11 kind 5: a reference folder assembled from symlinked speaker folders is scored in
+    full (rglob skipped them: 1 of 3 names), a loop is not followed, and it is noted."""
+    for side in ("ref", "gen"):
+        write(tmp_path / side / "alice", "a", clip)
+        for name in ("bob", "carol"):
+            write(tmp_path / f"{side}-store" / name, "a", clip)
+            (tmp_path / side / name).symlink_to(tmp_path / f"{side}-store" / name)
+    (tmp_path / "ref" / "alice" / "loop").symlink_to(tmp_path / "ref")
+    result = evaluate_dirs(tmp_path / "ref", tmp_path / "gen", pesq=False)
+    assert [r["name"] for r in result["files"]] == ["alice/a", "bob/a", "carol/a"]
+    assert all(r["mr_stft"] == 0.0 for r in result["files"])
+    (note,) = result["notes"]
+    assert note.startswith("reference link alice/loop not followed: link loop")
+    assert f"note: {note}" in format_table(result)
+
+
 def test_missing_eval_extra_is_explained(tmp_path, clip, monkeypatch):
     write(tmp_path / "ref", "a", clip)
     monkeypatch.setattr(metrics, "eval_extra_available", lambda: False)

@@ -155,12 +155,21 @@ def test_reference_mos_cache_scores_each_reference_once(tmp_path, speech, monkey
     cache: dict = {}
     first = evaluate_dirs(tmp_path / "ref", tmp_path / "gen", pesq=False, perceptual=True,
                           ref_mos=cache)  # fmt: skip
-    assert len(calls) == 2 and set(cache) == {"a"}  # the generated file and its reference
+    # The generated file and its reference; the cache is keyed on the reference file itself.
+    assert len(calls) == 2 and [*cache][0].startswith(f"{(tmp_path / 'ref' / 'a.wav').resolve()}|")
     second = evaluate_dirs(tmp_path / "ref", tmp_path / "gen", pesq=False, perceptual=True,
                            ref_mos=cache)  # fmt: skip
     assert len(calls) == 3  # only the generated file again
     key = f"ref_{PERCEPTUAL_KEYS[0]}"
     assert second["files"][0][key] == first["files"][0][key]
+    # Issue 11 kind 4: another reference folder with the same names is scored, not looked up
+    # (the cache was keyed on the name only and gave the first folder's MOS).
+    (tmp_path / "ref2").mkdir()
+    sf.write(tmp_path / "ref2" / "a.wav", 0.1 * speech[::-1].copy(), 22050, subtype="FLOAT")
+    third = evaluate_dirs(tmp_path / "ref2", tmp_path / "gen", pesq=False, perceptual=True,
+                          ref_mos=cache)  # fmt: skip
+    assert len(calls) == 5 and len(cache) == 2
+    assert third["files"][0][key] != first["files"][0][key]
 
 
 def test_missing_extra_is_one_line(tmp_path, monkeypatch, speech):

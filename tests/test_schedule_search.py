@@ -118,6 +118,13 @@ def test_store_into_checkpoint_and_no_overwrite(tiny_config, tmp_path):
     assert make_sampling_spec(voc.config, voc.schedule).sigmas[:-1].tolist() == list(sigmas)
     # Another step count ignores the stored schedule (it was searched for 4 steps).
     assert len(make_sampling_spec(voc.config, voc.schedule, sampler="ddim", steps=3).sigmas) == 4
+    # Issue 11 kind 4: so does another sampler at the same step count (the schedule was searched
+    # for the model's sampler); it gets its own discretisation, as on a model without one.
+    other = next(s for s in ("ddim", "dpmpp-2m") if s != voc.config.sample.sampler)
+    plain = Vocoder.from_pretrained(src)
+    expected = make_sampling_spec(plain.config, plain.schedule, sampler=other, steps=4).sigmas
+    got = make_sampling_spec(voc.config, voc.schedule, sampler=other, steps=4).sigmas
+    assert torch.equal(got, expected) and got[:-1].tolist() != list(sigmas)
     with pytest.raises(FileExistsError, match="overwrite"):
         store_schedule(src, sigmas, out)
     store_schedule(src, sigmas[:3], out, overwrite=True)

@@ -233,6 +233,36 @@ def test_resume_refuses_an_architecture_change(tmp_path, tiny_config, manifests)
     assert not (tmp_path / "run" / "config.yaml").exists()  # nothing overwritten
 
 
+def test_resume_on_changed_data_restarts_the_epoch_and_refuses_new_labels(
+    tmp_path, tiny_config, write_wav
+):
+    """Issue 11 kind 4: a checkpoint's data position and label map describe the data it was
+    trained on. Fewer clips on resume: the old mid-epoch position is dropped (next epoch); a label
+    map that changed is refused instead of silently swapping classes."""
+    clips = [write_wav(f"d/{i}.wav", duration_s=0.3, seed=i) for i in range(5)]
+    five = manifest_from_files(clips, tmp_path / "five.jsonl", labels=list("aabba"))
+    cfg = apply_overrides(
+        tiny_config, [f"data.train_manifest={five}", "model.n_labels=2", "train.max_steps=1"]
+    )
+    Trainer(cfg, tmp_path / "run").train()
+    same = Trainer(apply_overrides(cfg, ["train.max_steps=2"]), tmp_path / "run")
+    assert (same.epoch, same.position) == (0, 2)  # unchanged data: mid-epoch, as saved
+
+    four = manifest_from_files(clips[:4], tmp_path / "four.jsonl", labels=list("aabb"))
+    messages: list[str] = []
+    fewer = Trainer(
+        apply_overrides(cfg, [f"data.train_manifest={four}", "train.max_steps=2"]),
+        tmp_path / "run",
+        log=messages.append,
+    )
+    assert (fewer.step, fewer.epoch, fewer.position) == (1, 1, 0)
+    assert any("4 usable clips, the checkpoint's epoch had 5" in m for m in messages)
+
+    renamed = manifest_from_files(clips, tmp_path / "renamed.jsonl", labels=list("aacca"))
+    with pytest.raises(ValueError, match=r"labels \{'a': 0, 'b': 1\} but .* \{'a': 0, 'c': 1\}"):
+        Trainer(apply_overrides(cfg, [f"data.train_manifest={renamed}"]), tmp_path / "run")
+
+
 def test_lr_warmup_then_cosine():
     tr = TrainConfig(lr=1.0, warmup_steps=4, lr_decay="cosine", max_steps=14, min_lr_ratio=0.1)
     assert [lr_at(tr, s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]

@@ -33,6 +33,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from audiodiff.encoding import path_from_text
+from audiodiff.files import walk_files
 
 SPLITS = ("train", "val", "test")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".au", ".aif", ".aiff")
@@ -84,6 +85,8 @@ class Layout:
     label_names: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     known_bad: dict[str, str] = field(default_factory=dict)
+    # links (and folders) the walk did not follow: {"path", "reason"} (a loop, a broken link)
+    refused_links: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -310,14 +313,10 @@ def _read_gtzan(root: Path, opts: PrepareOptions) -> Layout:
 
 
 def _read_folder(root: Path, opts: PrepareOptions) -> Layout:
-    files = [
-        p
-        for p in sorted(root.rglob("*"))
-        if p.suffix.lower() in AUDIO_EXTENSIONS
-        and p.is_file()
-        # Hidden files include macOS "._x.wav" resource forks, which are not audio.
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    ]
+    # Symlinked folders are followed (loop-safe); hidden files include macOS "._x.wav" resource
+    # forks, which are not audio.
+    walked, refused = walk_files(root, skip_hidden=True)
+    files = [p for p in walked if p.suffix.lower() in AUDIO_EXTENSIONS]
     unlisted, names = [], []
     if opts.label_from_folder:
         unlisted = [_rel(p, root) for p in files if p.parent == root]
@@ -332,6 +331,7 @@ def _read_folder(root: Path, opts: PrepareOptions) -> Layout:
         unlisted=unlisted,
         label_names=names,
         notes=["label = name of the file's parent folder"] if names else [],
+        refused_links=refused,
     )
 
 

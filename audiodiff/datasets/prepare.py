@@ -35,7 +35,9 @@ def probe_audio(
     Returns:
         ``{"sample_rate", "channels", "n_frames"}`` plus ``"skip": (kind, reason)`` when the file
         must not be used; kind is one of unreadable, empty, bad_sample_rate, non_finite,
-        too_short, silent. ``full=False`` trusts the header and skips the silence check.
+        too_short, silent. ``full=True`` adds ``"content"``: the sha1 of the decoded float32
+        samples, rate and channel count (equal for a copy, or the same audio in another
+        container). ``full=False`` trusts the header and skips the silence check and the hash.
     """
     try:
         with sf.SoundFile(native_path(path)) as f:
@@ -43,11 +45,14 @@ def probe_audio(
             n_frames, peak = f.frames, None
             if full:
                 n_frames, peak = 0, 0.0
+                content = hashlib.sha1(f"{f.samplerate}/{f.channels}/".encode())
                 for block in f.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
                     n_frames += len(block)
                     if not np.isfinite(block).all():
                         return {**out, "n_frames": n_frames, "skip": ("non_finite", "NaN/inf")}
                     peak = max(peak, float(np.abs(block).max(initial=0.0)))
+                    content.update(np.ascontiguousarray(block).tobytes())
+                out["content"] = content.hexdigest()
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as err:
         return {"skip": ("unreadable", str(err).strip() or type(err).__name__)}
     out["n_frames"] = n_frames
@@ -125,6 +130,25 @@ def _probe_all(layout: Layout, opts: PrepareOptions) -> list[dict[str, Any]]:
     return [probe_audio(*job) for job in jobs]
 
 
+def _duplicate_groups(
+    root: Path, usable: list[tuple[Clip, dict[str, Any]]]
+) -> tuple[dict[int, int], list[list[int]]]:
+    """Clips of identical decoded content: ``(first member of each clip's group, the groups of two
+    or more)``, indices into ``usable``; members sorted by relative path, the first leads."""
+    by_content: dict[str, list[int]] = {}
+    for n, (_, probe) in enumerate(usable):
+        if "content" in probe:
+            by_content.setdefault(probe["content"], []).append(n)
+    lead: dict[int, int] = {}
+    groups = []
+    for members in by_content.values():
+        members.sort(key=lambda n: path_to_text(usable[n][0].path.relative_to(root).as_posix()))
+        lead.update({n: members[0] for n in members})
+        if len(members) > 1:
+            groups.append(members)
+    return lead, sorted(groups)
+
+
 def _manifest_rows(
     name: str,
     root: Path,
@@ -132,8 +156,15 @@ def _manifest_rows(
     probes: list[dict[str, Any]],
     fractions: tuple[float, float],
     seed: int,
-) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, str]]], Counter, Counter]:
-    """Rows per split, skipped files per kind, and the sample-rate and channel counts found."""
+) -> tuple[
+    dict[str, list[dict[str, Any]]],
+    dict[str, list[dict[str, str]]],
+    Counter,
+    Counter,
+    list[dict[str, Any]],
+]:
+    """Rows per split, skipped files per kind, the sample-rate and channel counts found, and the
+    groups of identical clips (each kept in one split: its first member's)."""
     skipped: dict[str, list[dict[str, str]]] = {}
     rates, channels = Counter(), Counter()
     usable: list[tuple[Clip, dict[str, Any]]] = []
@@ -158,20 +189,40 @@ def _manifest_rows(
         )
         raise ValueError(f"{name}: nothing usable in {root}: {why}")
 
+    # Identical clips (a copied file, GTZAN's duplicate pairs) must never straddle splits: every
+    # member of a group takes the split of its first member, fixed by the layout or ranked below.
+    lead, duplicates = _duplicate_groups(root, usable)
+
+    def rel(n: int) -> str:
+        # Hashed as text, so the split does not depend on the locale prepare runs under.
+        return path_to_text(usable[n][0].path.relative_to(root).as_posix())
+
     # Clips without a fixed split are ranked within their speaker/label group (stratified).
     groups: dict[tuple[str, str], list[str]] = {}
-    for clip, _ in usable:
-        if clip.split is None:
+    for n, (clip, _) in enumerate(usable):
+        if clip.split is None and lead.get(n, n) == n:
             key = (clip.speaker or "", str(clip.label))
-            # Hashed as text, so the split does not depend on the locale prepare runs under.
-            groups.setdefault(key, []).append(path_to_text(clip.path.relative_to(root).as_posix()))
+            groups.setdefault(key, []).append(rel(n))
     assigned: dict[str, str] = {}
     for keys in groups.values():
         assigned.update(ranked_split(keys, *fractions, seed))
 
+    def split_of(n: int) -> str:
+        first = lead.get(n, n)
+        return usable[first][0].split or assigned[rel(first)]
+
+    duplicate_report = [
+        {
+            "split": split_of(members[0]),
+            "paths": [rel(n) for n in members],
+            # members whose layout split (official list, held-out speaker...) was another one
+            "moved": [rel(n) for n in members if usable[n][0].split not in (None, split_of(n))],
+        }
+        for members in duplicates
+    ]
     rows: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
-    for clip, probe in usable:
-        split = clip.split or assigned[path_to_text(clip.path.relative_to(root).as_posix())]
+    for n, (clip, probe) in enumerate(usable):
+        split = split_of(n)
         row = {
             "path": path_to_text(clip.path),
             "duration_s": round(probe["n_frames"] / probe["sample_rate"], 6),
@@ -187,7 +238,7 @@ def _manifest_rows(
         raise ValueError(f"{name}: {len(usable)} usable clip(s) but none in the train split")
     for split_rows in rows.values():
         split_rows.sort(key=lambda x: x["path"])
-    return rows, skipped, rates, channels
+    return rows, skipped, rates, channels, duplicate_report
 
 
 def prepare(
@@ -203,7 +254,11 @@ def prepare(
         The report (also written as ``prepare_report.json``): ``clips``, ``hours`` and
         ``speakers`` per split, ``sample_rates`` and ``channels`` found, ``missing_files``
         (metadata rows with no file), ``unlisted_files`` (files with no metadata row),
-        ``skipped`` (per kind: path and reason), ``label_names``, ``split_rule``, ``notes``.
+        ``refused_links`` (symlinks not followed, with why: a loop, a broken link),
+        ``skipped`` (per kind: path and reason), ``duplicates`` (groups of clips with identical
+        decoded audio, each kept in one split: ``split``, ``paths``, ``moved`` = members taken
+        out of their layout's split; None when not checked), ``label_names``, ``split_rule``,
+        ``notes``.
 
     Raises:
         ValueError: unknown layout, missing metadata, bad option, or nothing usable (says why).
@@ -226,7 +281,7 @@ def prepare(
     layout = READERS[name](root, opts)
     probes = _probe_all(layout, opts)
     fractions = (val_fraction, test_fraction)
-    rows, skipped, rates, channels = _manifest_rows(
+    rows, skipped, rates, channels, duplicates = _manifest_rows(
         name, root, layout, probes, fractions, opts.seed
     )
 
@@ -246,8 +301,16 @@ def prepare(
         "channels": dict(sorted(channels.items(), key=lambda kv: int(kv[0]))),
         "missing_files": [path_to_text(p) for p in layout.missing],
         "unlisted_files": [path_to_text(p) for p in layout.unlisted],
+        "refused_links": [{**r, "path": path_to_text(r["path"])} for r in layout.refused_links],
         "skipped": {k: skipped[k] for k in sorted(skipped)},
-        "notes": layout.notes,
+        # None: not checked (--check-audio header decodes nothing, so there is nothing to hash)
+        "duplicates": duplicates if opts.check_audio == "full" else None,
+        "notes": layout.notes
+        + (
+            ["duplicates not checked: --check-audio header decodes no audio to compare"]
+            if opts.check_audio != "full"
+            else []
+        ),
     }
     out.mkdir(parents=True, exist_ok=True)
     for split, split_rows in rows.items():
@@ -272,7 +335,19 @@ def format_summary(report: dict[str, Any]) -> str:
         f"{len(report['missing_files'])} metadata rows without a file",
         f"{len(report['unlisted_files'])} files without a metadata row",
     ] + [f"{len(v)} {k}" for k, v in report["skipped"].items()]
+    refused = report.get("refused_links", [])
+    problems += [f"{len(refused)} links not followed"] if refused else []
     lines.append("  " + "; ".join(problems))
+    duplicates = report.get("duplicates")
+    if duplicates:
+        moved = sum(len(d["moved"]) for d in duplicates)
+        files = sum(len(d["paths"]) for d in duplicates)
+        lines.append(
+            f"  {len(duplicates)} groups of identical clips ({files} files), each kept in one split"
+            + (f" ({moved} moved from their layout's split)" if moved else "")
+            + "; listed under duplicates in prepare_report.json"
+        )
+    lines += [f"  link not followed: {path_from_text(r['path'])}: {r['reason']}" for r in refused]
     lines += [f"  note: {n}" for n in report["notes"]]
     return "\n".join(lines)
 
