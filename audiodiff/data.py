@@ -38,6 +38,7 @@ from audiodiff.audio import AudioError, audio_info, resample
 from audiodiff.config import DataConfig
 from audiodiff.dist import DistContext, all_gather_object, broadcast_object
 from audiodiff.encoding import json_text, native_path, path_from_text, path_to_text
+from audiodiff.levels import level_problem, mono_peak
 
 # Extra source samples read on both sides of a crop that must be resampled, so the soxr filter
 # sees real signal instead of an edge; soxr_hq's kernel is well under this.
@@ -137,6 +138,12 @@ def manifest_from_files(
 def check_clip(path: str, *, min_duration_s: float, silence_threshold: float) -> dict[str, Any]:
     """Open a clip, read it once in blocks, and say whether it is usable.
 
+    The level rule is :func:`audiodiff.audio.level_problem` (silent below
+    ``silence_threshold``, over range above +6 dBFS), on the peak of the mono mix the trainer
+    crops (an out-of-phase stereo pair is silent), measured at the file's rate: resampling every
+    file here would double the scan, and the over-range limit's margin covers the resampler's
+    overshoot.
+
     Returns:
         ``{"reason": None | str, "file_rate": Hz, "n_frames": decoded frames, "channels": n}``.
         The decoded frame count is used, not the header's (a truncated file is shorter).
@@ -148,8 +155,9 @@ def check_clip(path: str, *, min_duration_s: float, silence_threshold: float) ->
             for block in f.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
                 n_frames += block.shape[0]
                 if block.size and finite:
-                    finite = bool(np.isfinite(block).all())
-                    peak = max(peak, float(np.abs(block).max())) if finite else peak
+                    block_peak = mono_peak(block)
+                    finite = math.isfinite(block_peak)
+                    peak = max(peak, block_peak) if finite else peak
     except Exception as err:  # libsndfile raises LibsndfileError, RuntimeError or OSError
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         return {"reason": f"unreadable: {reason}", "file_rate": 0, "n_frames": 0, "channels": 0}
@@ -161,8 +169,10 @@ def check_clip(path: str, *, min_duration_s: float, silence_threshold: float) ->
         return {"reason": "non-finite samples (NaN or inf)", **info}
     if duration_s < min_duration_s:
         return {"reason": f"too short: {duration_s:.3f} s < {min_duration_s} s", **info}
-    if peak < silence_threshold:
-        return {"reason": f"silent: peak {peak:.2e} < {silence_threshold:.0e}", **info}
+    problem = level_problem(peak, silence_threshold=silence_threshold)
+    if problem is not None:
+        kind, detail = problem
+        return {"reason": f"{kind.replace('_', ' ')}: {detail}", **info}
     return {"reason": None, **info}
 
 

@@ -23,6 +23,7 @@ from audiodiff.datasets.layouts import (
     PrepareOptions,
 )
 from audiodiff.encoding import json_text, native_path, path_from_text, path_to_text
+from audiodiff.levels import level_problem, mono_peak
 
 MANIFEST_NAMES = tuple(f"{s}.jsonl" for s in SPLITS) + ("prepare_report.json",)
 
@@ -35,7 +36,9 @@ def probe_audio(
     Returns:
         ``{"sample_rate", "channels", "n_frames"}`` plus ``"skip": (kind, reason)`` when the file
         must not be used; kind is one of unreadable, empty, bad_sample_rate, non_finite,
-        too_short, silent. ``full=False`` trusts the header and skips the silence check.
+        too_short, silent, over_range. ``full=False`` trusts the header and skips the level
+        check. The level rule is :func:`audiodiff.audio.level_problem` on the peak of the mono
+        mix (what a model gets; the file's rate, as no model rate is known here).
     """
     try:
         with sf.SoundFile(native_path(path)) as f:
@@ -47,7 +50,7 @@ def probe_audio(
                     n_frames += len(block)
                     if not np.isfinite(block).all():
                         return {**out, "n_frames": n_frames, "skip": ("non_finite", "NaN/inf")}
-                    peak = max(peak, float(np.abs(block).max(initial=0.0)))
+                    peak = max(peak, mono_peak(block))
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as err:
         return {"skip": ("unreadable", str(err).strip() or type(err).__name__)}
     out["n_frames"] = n_frames
@@ -58,8 +61,10 @@ def probe_audio(
         out["skip"] = ("bad_sample_rate", f"{rate} Hz is not an audio rate; header is wrong")
     elif n_frames / rate < min_duration_s:
         out["skip"] = ("too_short", f"{n_frames / rate:.3f} s < {min_duration_s} s")
-    elif peak is not None and peak < silence_threshold:
-        out["skip"] = ("silent", f"peak {peak:.2e} < {silence_threshold:.0e}")
+    elif peak is not None:
+        problem = level_problem(peak, silence_threshold=silence_threshold)
+        if problem is not None:
+            out["skip"] = problem
     return out
 
 
