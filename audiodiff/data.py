@@ -2,7 +2,8 @@
 
 A manifest is UTF-8 JSONL, one clip per line (DESIGN §8): ``path`` (absolute, or relative to the
 manifest's folder; the UTF-8 spelling of the file name, whatever the locale), ``duration_s``,
-``sample_rate``, and optionally ``speaker``, ``label``, ``text``, ``split``.
+``sample_rate``, and optionally ``speaker``, ``label`` (a class name, or an index with its name
+in ``label_name``), ``text``, ``split``.
 
 Training samples are hop-aligned random crops of ``segment_frames * hop_length`` samples, so the
 mel computed from a crop has exactly ``segment_frames`` frames (DESIGN §4). A crop depends only on
@@ -316,9 +317,25 @@ def derived_seed(purpose: str, *keys: int) -> int:
 
 
 def label_index(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
-    """Map of string labels to indices, sorted by name (int labels map to themselves)."""
+    """Map of class names to indices: string labels sorted by name; an integer label keeps its
+    value and is named by the row's ``label_name`` (as ``prepare`` writes them) when it has one.
+
+    Raises:
+        ValueError: one index with two names, or one name on two indices.
+    """
     names = sorted({str(r["label"]) for r in rows if isinstance(r.get("label"), str)})
-    return {name: i for i, name in enumerate(names)}
+    index = {name: i for i, name in enumerate(names)}
+    named: dict[int, str] = {}
+    for r in rows:
+        label, name = r.get("label"), r.get("label_name")
+        if name is None or label is None or isinstance(label, str):
+            continue
+        name, label = str(name), int(label)
+        if named.setdefault(label, name) != name:
+            raise ValueError(f"label {label} is named both {named[label]!r} and {name!r}")
+        if index.setdefault(name, label) != label:
+            raise ValueError(f"label name {name!r} is on labels {index[name]} and {label}")
+    return index
 
 
 class SegmentDataset(Dataset):

@@ -4,6 +4,8 @@ names, sampling settings, newer exports)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 
 import numpy as np
@@ -14,13 +16,13 @@ from click.testing import CliRunner
 
 from audiodiff.audio import AudioError, MelSpectrogram, check_level, load_model_audio
 from audiodiff.cli import main
-from audiodiff.config import mel_profile
+from audiodiff.config import apply_overrides, mel_profile
 from audiodiff.data import check_clip
 from audiodiff.datasets.prepare import probe_audio
 from audiodiff.levels import OVER_RANGE_PEAK, SILENCE_PEAK, level_problem
 from audiodiff.vocoder import Vocoder, check_mel, mel_range_tolerance
 
-from .conftest import chirp_plus_noise, random_export
+from .conftest import chirp_plus_noise, manifest_overrides, random_export
 
 SR = 22050
 
@@ -178,3 +180,128 @@ def test_mel_messages_name_values_and_limits():
         check_mel(torch.full((80, 5), -11.5), db)
     with pytest.raises(ValueError, match="maximum is above 1"):
         check_mel(torch.full((80, 5), 1.5), db)
+
+
+# --- kind 11: what a run is trained with is usable by what comes after it ----------------------
+
+
+def test_label_index_names_integer_labels():
+    from audiodiff.data import label_index
+
+    rows = [{"label": 1, "label_name": "dog"}, {"label": 0, "label_name": "cat"}, {"label": 1}]
+    assert label_index(rows) == {"cat": 0, "dog": 1}
+    assert label_index([{"label": "b"}, {"label": "a"}, {"label": 3}]) == {"a": 0, "b": 1}
+    with pytest.raises(ValueError, match="label 1 is named both 'dog' and 'cat'"):
+        label_index([{"label": 1, "label_name": "dog"}, {"label": 1, "label_name": "cat"}])
+    with pytest.raises(ValueError, match="label name 'dog' is on labels 0 and 1"):
+        label_index([{"label": 0, "label_name": "dog"}, {"label": 1, "label_name": "dog"}])
+
+
+def test_labels_section_validated():
+    from audiodiff.config import ExperimentConfig, apply_overrides, validate
+
+    cfg = apply_overrides(ExperimentConfig(), ["model.conditioning=none", "model.n_labels=2"])
+    validate(dataclasses.replace(cfg, labels=["cat", "dog"]))
+    with pytest.raises(ValueError, match=r"labels names 3 classes \(a, b, c\) but model.n_labels"):
+        validate(dataclasses.replace(cfg, labels=["a", "b", "c"]))
+
+
+@pytest.fixture
+def labelled_data(tmp_path, write_wav):
+    """``prepare folder --label-from-folder`` over cat/ and dog/ (4 clips each): train.jsonl."""
+    from audiodiff.datasets import PrepareOptions, prepare
+
+    for i in range(4):
+        write_wav(f"animals/cat/c{i}.wav", duration_s=0.3, seed=i)
+        write_wav(f"animals/dog/d{i}.wav", duration_s=0.3, seed=10 + i)
+    opts = PrepareOptions(label_from_folder=True, val_fraction=0.25, test_fraction=0.0)
+    prepare("folder", tmp_path / "animals", tmp_path / "prep", opts)
+    return tmp_path / "prep" / "train.jsonl"
+
+
+def _label_overrides(manifest, n_labels=2):
+    return [
+        f"data.train_manifest={manifest}",
+        "model.conditioning=none",
+        f"model.n_labels={n_labels}",
+        "train.max_steps=1",
+        "train.save_every=1",
+    ]
+
+
+def test_folder_label_names_reach_the_model(tmp_path, tiny_config, labelled_data):
+    from audiodiff.config import load_config
+    from audiodiff.generate import GenerativeModel
+    from audiodiff.train import Trainer
+
+    rows = [json.loads(line) for line in labelled_data.read_text(encoding="utf-8").splitlines()]
+    assert {(r["label"], r["label_name"]) for r in rows} == {(0, "cat"), (1, "dog")}
+    cfg = apply_overrides(tiny_config, _label_overrides(labelled_data))
+    Trainer(cfg, tmp_path / "run").train()
+    assert load_config(tmp_path / "run" / "config.yaml").labels == ["cat", "dog"]
+    model = GenerativeModel.from_pretrained(tmp_path / "run")
+    assert model.labels == ["cat", "dog"] and model.label_index("dog") == 1
+    out = tmp_path / "gen"
+    result = invoke("generate", tmp_path / "run", "-n", "1", "--seconds", "0.05", "--label",
+                    "dog", "-o", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (out / "label-dog_000.wav").is_file()
+
+
+def test_recipe_with_more_labels_than_the_data_is_refused(tmp_path, tiny_config, labelled_data):
+    from audiodiff.train import Trainer
+
+    cfg = apply_overrides(tiny_config, _label_overrides(labelled_data, n_labels=10))
+    with pytest.raises(ValueError) as err:
+        Trainer(cfg, tmp_path / "run")
+    msg = str(err.value)
+    assert "model.n_labels is 10" in msg and "clips of 2 label(s) (cat, dog)" in msg
+    assert "labels [2, 3, 4, 5, 6, 7, 8, 9] would stay untrained" in msg
+    assert "--set model.n_labels=2" in msg
+
+
+def test_sampling_settings_checked_when_training_starts(tmp_path, tiny_config, manifests):
+    from audiodiff.train import Trainer
+
+    cfg = apply_overrides(
+        tiny_config, [*manifest_overrides(manifests), "sample.steps=8", "train.max_steps=1"]
+    )
+    with pytest.raises(ValueError, match=r"sample: diffwave-fast has a fixed 6-step schedule but "):
+        Trainer(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before the run directory is written
+    ok = apply_overrides(cfg, ["sample.sampler=ddim"])  # the same 8 steps with ddim: fine
+    Trainer(ok, tmp_path / "run2")
+
+
+def _export_with(tiny_config, path, section, key, value):
+    """A random export whose stored config carries ``section.key = value``."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    random_export(tiny_config, path)
+    with safe_open(str(path), "pt") as f:
+        metadata = dict(f.metadata())
+    cfg = json.loads(metadata["config"])
+    cfg[section][key] = value
+    metadata["config"] = json.dumps(cfg)
+    save_file(load_file(str(path)), str(path), metadata=metadata)
+    return path
+
+
+def test_newer_export_with_unknown_training_keys_still_loads(tiny_config, tmp_path):
+    from audiodiff.pretrained import IgnoredSettingsWarning
+
+    path = _export_with(tiny_config, tmp_path / "new.safetensors", "train", "lion_beta", 0.9)
+    with pytest.warns(IgnoredSettingsWarning, match=r"new\.safetensors: ignored training-only "
+                      r"settings this audiodiff does not know: train\.lion_beta"):  # fmt: skip
+        voc = Vocoder.from_pretrained(path)
+    assert voc.config.train.lr == tiny_config.train.lr  # the known training keys are kept
+    x = chirp_plus_noise(SR, 0.2)
+    assert voc(voc.mel(x, SR), seed=0).shape[-1] == voc.mel(x, SR).shape[-1] * 256
+    bad_value = _export_with(tiny_config, tmp_path / "v.safetensors", "data", "batch_size", "x")
+    with pytest.warns(IgnoredSettingsWarning, match=r"data\.batch_size"):
+        assert Vocoder.from_pretrained(bad_value).config.data.batch_size == 16  # the default
+    # What inference reads stays strict: an unknown model key could change the network.
+    strict = _export_with(tiny_config, tmp_path / "m.safetensors", "model", "gated_attn", True)
+    with pytest.raises(ValueError, match=r"unknown key model\.gated_attn"):
+        Vocoder.from_pretrained(strict)

@@ -187,6 +187,8 @@ def _manifest_rows(
         for key in ("speaker", "label", "text"):
             if getattr(clip, key) is not None:
                 row[key] = getattr(clip, key)
+        if clip.label is not None and clip.label < len(layout.label_names):
+            row["label_name"] = layout.label_names[clip.label]  # the trainer names classes by it
         rows[split].append(row)
     if not rows["train"]:
         raise ValueError(f"{name}: {len(usable)} usable clip(s) but none in the train split")
