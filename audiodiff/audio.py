@@ -36,6 +36,7 @@ import torch
 
 from audiodiff.config import MelConfig
 from audiodiff.encoding import native_path
+from audiodiff.levels import OVER_RANGE_PEAK, SILENCE_PEAK, level_problem
 from audiodiff.stft import profile_stft
 
 # Floor of the mel before the logarithm: HiFi-GAN's and lmnt-com/diffwave's clip value.
@@ -48,6 +49,39 @@ PCM16_SCALE = 32767
 
 class AudioError(ValueError):
     """A file that cannot be used as audio; the message names the file and the reason."""
+
+
+def check_level(
+    audio: torch.Tensor,
+    name: str,
+    *,
+    stage: str = "",
+    silence_threshold: float = SILENCE_PEAK,
+    max_peak: float = OVER_RANGE_PEAK,
+) -> None:
+    """Refuse audio whose level breaks :func:`level_problem`, naming ``name`` and ``stage``.
+
+    Args:
+        audio: the signal the model consumes, ``[..., T]`` (each row is one mono signal).
+        name: what the signal is, e.g. the file name, for the message.
+        stage: what was done to the signal before, e.g. ``"after resampling to 22050 Hz"``.
+
+    Raises:
+        AudioError: e.g. ``"x.wav: after resampling to 22050 Hz, peak 4.00 (+12.0 dBFS) is above
+            2.00 (+6.0 dBFS), the most accepted for audio in [-1, 1] (full scale 1.0): scale it
+            down"``.
+    """
+    flat = audio.detach().reshape(-1, audio.shape[-1]) if audio.dim() else audio.reshape(1, 1)
+    if not bool(torch.isfinite(flat).all()):
+        peaks = [math.nan]
+    else:
+        peaks = flat.abs().amax(dim=-1).double().tolist() if flat.numel() else [0.0]
+    for row, peak in enumerate(peaks):
+        problem = level_problem(peak, silence_threshold=silence_threshold, max_peak=max_peak)
+        if problem is not None:
+            which = f" (item {row})" if len(peaks) > 1 else ""
+            where = f"{stage}, " if stage else ""
+            raise AudioError(f"{name}{which}: {where}{problem[1]}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -82,6 +116,22 @@ def audio_info(path: str | Path) -> tuple[int, int, int]:
     return int(info.samplerate), int(info.frames), int(info.channels)
 
 
+def _read_mono(path: Path, sample_rate: int | None) -> tuple[torch.Tensor, int, int, int]:
+    """``(audio [1, T], rate, file_rate, channels)``: the file mixed to mono, resampled."""
+    try:
+        data, file_rate = sf.read(native_path(path), dtype="float32", always_2d=True)
+    except Exception as err:
+        raise _open_error(path, err) from None
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: empty (0 frames)")
+    mono = data.mean(axis=1, dtype=np.float32)
+    audio = torch.from_numpy(np.ascontiguousarray(mono)).unsqueeze(0)
+    if sample_rate is not None and sample_rate != file_rate:
+        audio = resample(audio, int(file_rate), int(sample_rate))
+        return audio, int(sample_rate), int(file_rate), data.shape[1]
+    return audio, int(file_rate), int(file_rate), data.shape[1]
+
+
 def load_audio(path: str | Path, sample_rate: int | None = None) -> tuple[torch.Tensor, int]:
     """Load a file as mono float32, optionally resampled.
 
@@ -98,19 +148,27 @@ def load_audio(path: str | Path, sample_rate: int | None = None) -> tuple[torch.
     Raises:
         AudioError: missing, unreadable or empty (0 frames) file.
     """
-    path = Path(path)
-    try:
-        data, file_rate = sf.read(native_path(path), dtype="float32", always_2d=True)
-    except Exception as err:
-        raise _open_error(path, err) from None
-    if data.shape[0] == 0:
-        raise AudioError(f"{path}: empty (0 frames)")
-    mono = data.mean(axis=1, dtype=np.float32)
-    audio = torch.from_numpy(np.ascontiguousarray(mono)).unsqueeze(0)
-    if sample_rate is not None and sample_rate != file_rate:
-        audio = resample(audio, int(file_rate), int(sample_rate))
-        return audio, int(sample_rate)
-    return audio, int(file_rate)
+    audio, rate, _, _ = _read_mono(Path(path), sample_rate)
+    return audio, rate
+
+
+def load_model_audio(path: str | Path, sample_rate: int) -> tuple[torch.Tensor, int]:
+    """:func:`load_audio` for a model's input: the level is checked (:func:`check_level`) on
+    what the model gets, after the mix-down to mono and the resampling to ``sample_rate``.
+
+    Returns:
+        ``(audio [1, T] float32, sample_rate)``.
+
+    Raises:
+        AudioError: missing, unreadable or empty file; silent, over-range or non-finite audio
+            (the message names the file, what was done to it, the measured peak and the limit).
+    """
+    audio, rate, file_rate, channels = _read_mono(Path(path), sample_rate)
+    steps = [f"mix-down of {channels} channels"] if channels > 1 else []
+    if file_rate != rate:
+        steps.append(f"resampling from {file_rate} to {rate} Hz")
+    check_level(audio, str(path), stage="after " + " and ".join(steps) if steps else "")
+    return audio, rate
 
 
 def resample(audio: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:
@@ -432,6 +490,11 @@ class MelNormalizer(torch.nn.Module):
         cls, mean: torch.Tensor | np.ndarray, std: torch.Tensor | np.ndarray, min_std: float = 1e-3
     ) -> MelNormalizer:
         """Build from per-bin ``mean`` and ``std`` ``[n_mels]``; ``std`` floored at ``min_std``."""
+        # ascontiguousarray: torch refuses NumPy views with negative strides (x[::-1]).
+        if isinstance(mean, np.ndarray):
+            mean = np.ascontiguousarray(mean)
+        if isinstance(std, np.ndarray):
+            std = np.ascontiguousarray(std)
         mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
         std_t = torch.as_tensor(std, dtype=torch.float32).reshape(-1)
         if mean_t.shape != std_t.shape:

@@ -304,7 +304,7 @@ def mel_command(
     with that profile computes it, so a TTS front end can compare its own mels."""
     from pathlib import Path
 
-    from audiodiff.audio import MelSpectrogram, load_audio
+    from audiodiff.audio import MelSpectrogram, load_model_audio
     from audiodiff.config import mel_profile
     from audiodiff.files import plan_outputs, save_mel
     from audiodiff.plot import spectrogram_png
@@ -324,7 +324,7 @@ def mel_command(
     paths = plan_outputs(out_dir, names, overwrite=overwrite)
     mel_fn = MelSpectrogram(cfg)
     for i, path in enumerate(audio):
-        wave, _ = load_audio(path, cfg.sample_rate)
+        wave, _ = load_model_audio(path, cfg.sample_rate)  # level-checked at the model's rate
         mel = mel_fn(wave)[0]
         save_mel(paths[i], mel, overwrite=overwrite)
         if plot:

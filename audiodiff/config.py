@@ -240,7 +240,13 @@ class SampleConfig:
 
 @dataclass
 class ExperimentConfig:
-    """The whole experiment; stored, resolved, in every checkpoint and export."""
+    """The whole experiment; stored, resolved, in every checkpoint and export.
+
+    ``labels``: the class names of a label-conditional model, by index (``labels[i]`` names
+    label ``i``); empty when the classes have no names. The trainer fills it from the training
+    manifest (string labels, or ``label_name`` next to integer ones, as ``prepare`` writes), so
+    ``generate --label NAME`` resolves the names the data used.
+    """
 
     config_version: int = CONFIG_VERSION
     name: str = "audiodiff"
@@ -250,10 +256,13 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    labels: list[str] = field(default_factory=list)
 
 
 # Sections whose fields define the trained function: they may not change when a run resumes.
 ARCHITECTURE_SECTIONS = ("mel", "model", "diffusion")
+# Sections only training reads. Inference needs mel, model, diffusion, sample and labels.
+TRAINING_SECTIONS = ("data", "train")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -353,6 +362,44 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
         else:
             values[name] = getattr(base, name)
     return cls(**values)
+
+
+def inference_from_dict(data: dict[str, Any]) -> tuple[ExperimentConfig, list[str]]:
+    """:func:`from_dict` for a stored model's config, strict only where inference reads it.
+
+    The sections inference uses (mel, model, diffusion, sample, labels) and the top level are
+    strict: an unknown key there could change what the model computes. In the training-only
+    sections (:data:`TRAINING_SECTIONS`) a key this version does not know, or a value it cannot
+    read (say a newer export's ``train.optimizer: lion``), is left out (its default taken) and
+    named in the returned list, so a newer run's export still vocodes and generates here.
+
+    Returns:
+        ``(config, ignored)``: ``ignored`` as ``section.key`` (or ``section``) strings.
+
+    Raises:
+        ValueError: an unknown key or bad value outside the training-only sections.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"a stored config must be a mapping, got {type(data).__name__}")
+    data, ignored = dict(data), []
+    hints = typing.get_type_hints(ExperimentConfig)
+    for section in TRAINING_SECTIONS:
+        if section not in data:
+            continue
+        value = data.pop(section)
+        if not isinstance(value, dict):
+            ignored.append(section)
+            continue
+        kept = {}
+        for key, item in value.items():
+            try:
+                from_dict(hints[section], {key: item}, section)
+            except ValueError:
+                ignored.append(f"{section}.{key}")
+            else:
+                kept[key] = item
+        data[section] = kept
+    return from_dict(ExperimentConfig, data), ignored
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
@@ -639,6 +686,13 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         )
     if not 0 <= d.label_dropout < 1:
         raise ValueError(f"diffusion.label_dropout must be in [0, 1), got {d.label_dropout}")
+    if cfg.labels and len(cfg.labels) != mo.n_labels:
+        raise ValueError(
+            f"labels names {len(cfg.labels)} classes ({', '.join(cfg.labels)}) but "
+            f"model.n_labels is {mo.n_labels}"
+        )
+    if len(set(cfg.labels)) != len(cfg.labels):
+        raise ValueError(f"labels must be distinct names, got {cfg.labels}")
     if d.label_dropout > 0 and mo.n_labels == 0:
         raise ValueError("diffusion.label_dropout > 0 needs model.n_labels > 0 (nothing to drop)")
     if sa.guidance != 0 and (mo.n_labels == 0 or d.label_dropout == 0):

@@ -2,7 +2,8 @@
 
 A manifest is UTF-8 JSONL, one clip per line (DESIGN §8): ``path`` (absolute, or relative to the
 manifest's folder; the UTF-8 spelling of the file name, whatever the locale), ``duration_s``,
-``sample_rate``, and optionally ``speaker``, ``label``, ``text``, ``split``.
+``sample_rate``, and optionally ``speaker``, ``label`` (a class name, or an index with its name
+in ``label_name``), ``text``, ``split``.
 
 Training samples are hop-aligned random crops of ``segment_frames * hop_length`` samples, so the
 mel computed from a crop has exactly ``segment_frames`` frames (DESIGN §4). A crop depends only on
@@ -38,6 +39,7 @@ from audiodiff.audio import AudioError, audio_info, resample
 from audiodiff.config import DataConfig
 from audiodiff.dist import DistContext, all_gather_object, broadcast_object
 from audiodiff.encoding import json_text, native_path, path_from_text, path_to_text
+from audiodiff.levels import OVER_RANGE_PEAK, level_problem, mono_peak
 
 # Extra source samples read on both sides of a crop that must be resampled, so the soxr filter
 # sees real signal instead of an edge; soxr_hq's kernel is well under this.
@@ -137,6 +139,12 @@ def manifest_from_files(
 def check_clip(path: str, *, min_duration_s: float, silence_threshold: float) -> dict[str, Any]:
     """Open a clip, read it once in blocks, and say whether it is usable.
 
+    The level rule is :func:`audiodiff.audio.level_problem` (silent below
+    ``silence_threshold``, over range above +6 dBFS), on the peak of the mono mix the trainer
+    crops (an out-of-phase stereo pair is silent), measured at the file's rate: resampling every
+    file here would double the scan, and the over-range limit's margin covers the resampler's
+    overshoot.
+
     Returns:
         ``{"reason": None | str, "file_rate": Hz, "n_frames": decoded frames, "channels": n}``.
         The decoded frame count is used, not the header's (a truncated file is shorter).
@@ -148,8 +156,9 @@ def check_clip(path: str, *, min_duration_s: float, silence_threshold: float) ->
             for block in f.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
                 n_frames += block.shape[0]
                 if block.size and finite:
-                    finite = bool(np.isfinite(block).all())
-                    peak = max(peak, float(np.abs(block).max())) if finite else peak
+                    block_peak = mono_peak(block)
+                    finite = math.isfinite(block_peak)
+                    peak = max(peak, block_peak) if finite else peak
     except Exception as err:  # libsndfile raises LibsndfileError, RuntimeError or OSError
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         return {"reason": f"unreadable: {reason}", "file_rate": 0, "n_frames": 0, "channels": 0}
@@ -161,8 +170,10 @@ def check_clip(path: str, *, min_duration_s: float, silence_threshold: float) ->
         return {"reason": "non-finite samples (NaN or inf)", **info}
     if duration_s < min_duration_s:
         return {"reason": f"too short: {duration_s:.3f} s < {min_duration_s} s", **info}
-    if peak < silence_threshold:
-        return {"reason": f"silent: peak {peak:.2e} < {silence_threshold:.0e}", **info}
+    problem = level_problem(peak, silence_threshold=silence_threshold)
+    if problem is not None:
+        kind, detail = problem
+        return {"reason": f"{kind.replace('_', ' ')}: {detail}", **info}
     return {"reason": None, **info}
 
 
@@ -300,7 +311,8 @@ def usable_clips(
         ValueError: unreadable manifest.
     """
     rows = read_manifest(manifest)
-    thresholds = [data_cfg.min_duration_s, data_cfg.silence_threshold]
+    # Every limit check_clip applies: a cache made under other limits describes another scan.
+    thresholds = [data_cfg.min_duration_s, data_cfg.silence_threshold, OVER_RANGE_PEAK]
     cache = _read_scan_cache(cache_path, thresholds) if ctx.is_main else None
     cache = broadcast_object(ctx, cache)
 
@@ -360,9 +372,25 @@ def derived_seed(purpose: str, *keys: int) -> int:
 
 
 def label_index(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
-    """Map of string labels to indices, sorted by name (int labels map to themselves)."""
+    """Map of class names to indices: string labels sorted by name; an integer label keeps its
+    value and is named by the row's ``label_name`` (as ``prepare`` writes them) when it has one.
+
+    Raises:
+        ValueError: one index with two names, or one name on two indices.
+    """
     names = sorted({str(r["label"]) for r in rows if isinstance(r.get("label"), str)})
-    return {name: i for i, name in enumerate(names)}
+    index = {name: i for i, name in enumerate(names)}
+    named: dict[int, str] = {}
+    for r in rows:
+        label, name = r.get("label"), r.get("label_name")
+        if name is None or label is None or isinstance(label, str):
+            continue
+        name, label = str(name), int(label)
+        if named.setdefault(label, name) != name:
+            raise ValueError(f"label {label} is named both {named[label]!r} and {name!r}")
+        if index.setdefault(name, label) != label:
+            raise ValueError(f"label name {name!r} is on labels {index[name]} and {label}")
+    return index
 
 
 class SegmentDataset(Dataset):

@@ -108,8 +108,10 @@ def walk_files(root: str | Path, *, skip_hidden: bool = True) -> tuple[list[Path
 
 
 def load_mel_file(path: str | Path) -> torch.Tensor:
-    """A mel ``[n_mels, frames]`` or ``[1, n_mels, frames]`` from ``.npy`` or ``.pt``, as float32
-    ``[1, n_mels, frames]``. ``.pt`` files load with ``weights_only=True`` (no code runs).
+    """A mel ``[n_mels, frames]`` or ``[1, n_mels, frames]`` from ``.npy`` or ``.pt``, as
+    ``[1, n_mels, frames]`` in its stored float dtype (``check_mel`` casts to float32 after
+    sizing its range tolerance to that dtype: a float16 mel rounds ``ln(1e-5)`` by up to 4e-3).
+    ``.pt`` files load with ``weights_only=True`` (no code runs).
 
     Raises:
         FileNotFoundError: missing file.
@@ -131,7 +133,7 @@ def load_mel_file(path: str | Path) -> torch.Tensor:
         mel = mel[0]
     if mel.dim() != 2:
         raise ValueError(f"{path} holds shape {tuple(mel.shape)}; expected [n_mels, frames]")
-    return mel.float().unsqueeze(0)
+    return mel.unsqueeze(0)
 
 
 def plan_outputs(out_dir: str | Path, names: list[str], *, overwrite: bool) -> list[Path]:

@@ -47,7 +47,9 @@ EVAL_EXTRA_HINT = "install the eval extra: pip install 'audiodiff[eval]'"
 
 def _as_batch(x: Tensor | np.ndarray, name: str) -> Tensor:
     """``[T]``, ``[B, T]`` or ``[B, 1, T]`` -> float64 ``[B, T]`` on the CPU."""
-    t = torch.as_tensor(x).detach().to("cpu", torch.float64)
+    # ascontiguousarray: torch refuses NumPy views with negative strides (x[::-1]).
+    t = torch.as_tensor(x if isinstance(x, Tensor) else np.ascontiguousarray(x))
+    t = t.detach().to("cpu", torch.float64)
     if t.dim() == 3 and t.shape[1] == 1:
         t = t[:, 0]
     if t.dim() == 1:
@@ -135,7 +137,7 @@ def mr_stft_distance(
         lm = (mag_r.log() - mag_g.log()).abs().flatten(1).mean(dim=1)
         total += sc + lm
     out = total / len(resolutions)
-    return out[0] if torch.as_tensor(ref).dim() == 1 else out
+    return out[0] if np.ndim(ref) == 1 else out
 
 
 def log_mel_l1(ref: Tensor | np.ndarray, gen: Tensor | np.ndarray, mel: MelSpectrogram) -> Tensor:
@@ -149,7 +151,7 @@ def log_mel_l1(ref: Tensor | np.ndarray, gen: Tensor | np.ndarray, mel: MelSpect
     """
     r, g = _pair(ref, gen)
     out = (mel(r) - mel(g)).abs().flatten(1).mean(dim=1)
-    return out[0] if torch.as_tensor(ref).dim() == 1 else out
+    return out[0] if np.ndim(ref) == 1 else out
 
 
 def mel_cepstrum(x: Tensor, sample_rate: int, *, n_cepstra: int = 13, n_mels: int = 40) -> Tensor:
@@ -192,7 +194,7 @@ def mel_cepstral_distortion(
         g, sample_rate, n_cepstra=n_cepstra
     )
     out = MCD_DB_PER_NEPER * (2.0 * diff.pow(2).sum(dim=-1)).sqrt().mean(dim=-1)
-    return out[0] if torch.as_tensor(ref).dim() == 1 else out
+    return out[0] if np.ndim(ref) == 1 else out
 
 
 def eval_extra_available() -> bool:

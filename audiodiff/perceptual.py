@@ -100,7 +100,9 @@ def _import_distillmos() -> types.ModuleType:
 
 def _mono_16k(audio: Tensor | np.ndarray, sample_rate: int) -> np.ndarray:
     """``[T]``, ``[1, T]`` or ``[1, 1, T]`` at ``sample_rate`` -> float32 ``[T']`` at 16 kHz."""
-    t = torch.as_tensor(audio).detach().to("cpu", torch.float32)
+    # ascontiguousarray: torch refuses NumPy views with negative strides (x[::-1]).
+    t = torch.as_tensor(audio if isinstance(audio, Tensor) else np.ascontiguousarray(audio))
+    t = t.detach().to("cpu", torch.float32)
     if t.dim() == 0 or t.dim() > 3 or any(n != 1 for n in t.shape[:-1]):
         raise ValueError(
             f"perceptual scores take one mono clip [T] or [1, T], got {tuple(t.shape)}"

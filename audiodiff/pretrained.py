@@ -8,13 +8,14 @@ always prefers EMA weights, which are what samples and exports are made with.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from audiodiff.checkpoint import label_names, load_checkpoint, load_export
-from audiodiff.config import ExperimentConfig, from_dict, validate
+from audiodiff.config import ExperimentConfig, inference_from_dict, validate
 from audiodiff.model import DiffWave
 from audiodiff.subband import SubbandDiffWave, build_network
 
@@ -42,16 +43,31 @@ def resolve_source(source: str | Path) -> Path:
     raise FileNotFoundError(f"{source} is neither an existing file nor a shipped model ({names})")
 
 
+class IgnoredSettingsWarning(UserWarning):
+    """A stored model's config holds training-only settings this audiodiff does not know."""
+
+
 def config_from_dict(data: dict[str, Any], where: str) -> ExperimentConfig:
-    """Strictly rebuild and validate a stored config.
+    """Rebuild and validate a stored config for inference (:func:`inference_from_dict`):
+    strict in the sections inference uses; unknown training-only keys (a newer version's) are
+    left out with an :class:`IgnoredSettingsWarning` naming them.
 
     Raises:
-        ValueError: the stored config does not fit this version of audiodiff.
+        ValueError: the stored config does not fit this version of audiodiff where it matters.
     """
     try:
-        return validate(from_dict(ExperimentConfig, data))
+        cfg, ignored = inference_from_dict(data)
+        cfg = validate(cfg)
     except ValueError as err:
         raise ValueError(f"{where}: stored config is not usable: {err}") from None
+    if ignored:
+        warnings.warn(
+            f"{where}: ignored training-only settings this audiodiff does not know: "
+            f"{', '.join(ignored)} (not needed to run the model)",
+            IgnoredSettingsWarning,
+            stacklevel=2,
+        )
+    return cfg
 
 
 def load_model_source(
@@ -72,13 +88,18 @@ def load_model_source(
         state, cfg_dict, metadata = load_export(path)
         info: dict[str, Any] = {"path": str(path), "kind": "export", "metadata": metadata}
         info["step"] = int(metadata.get("step", 0))
-        info["labels"] = json.loads(metadata["labels"]) if "labels" in metadata else []
-        return state, config_from_dict(cfg_dict, str(path)), info
+        cfg = config_from_dict(cfg_dict, str(path))
+        # The config's labels section; before it existed, names travelled in the metadata.
+        info["labels"] = cfg.labels or (
+            json.loads(metadata["labels"]) if "labels" in metadata else []
+        )
+        return state, cfg, info
     ckpt = load_checkpoint(path)
     state = ckpt.get("ema") or ckpt["model"]
     info = {"path": str(path), "kind": "checkpoint", "step": int(ckpt.get("step", 0))}
-    info["labels"] = label_names(ckpt.get("labels") or {})
-    return state, config_from_dict(ckpt["config"], str(path)), info
+    cfg = config_from_dict(ckpt["config"], str(path))
+    info["labels"] = cfg.labels or label_names(ckpt.get("labels") or {})
+    return state, cfg, info
 
 
 def load_network(

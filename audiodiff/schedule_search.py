@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from audiodiff.audio import MelSpectrogram, load_audio
+from audiodiff.audio import MelSpectrogram, load_model_audio
 from audiodiff.checkpoint import export_safetensors, load_checkpoint, load_export
 from audiodiff.data import read_manifest
 from audiodiff.metrics import align_pair, log_mel_l1, mr_stft_distance
@@ -150,6 +150,8 @@ class _Scorer:
         hop = vocoder.hop_length
         self.refs, self.mels = [], []
         for i, clip in enumerate(clips):
+            if not isinstance(clip, torch.Tensor):  # torch refuses negative strides (x[::-1])
+                clip = torch.from_numpy(np.ascontiguousarray(clip))
             audio = torch.as_tensor(clip, dtype=torch.float32).reshape(1, -1)
             audio = audio[:, : audio.shape[-1] // hop * hop]  # whole frames only
             if audio.shape[-1] < MIN_CLIP_SAMPLES:
@@ -158,7 +160,10 @@ class _Scorer:
                     f"least {MIN_CLIP_SAMPLES}"
                 )
             self.refs.append(audio)
-            self.mels.append(vocoder.mel(audio, vocoder.sample_rate))
+            try:
+                self.mels.append(vocoder.mel(audio, vocoder.sample_rate))
+            except ValueError as err:
+                raise ValueError(f"clip {i}: {err}") from None
 
     def __call__(self, sigmas: tuple[float, ...]) -> tuple[float, float, float]:
         voc = self.vocoder
@@ -412,7 +417,7 @@ def load_clips_from_manifest(
         if len(clips) == max_clips:
             break
         try:
-            audio, _ = load_audio(row["path"], sample_rate)
+            audio, _ = load_model_audio(row["path"], sample_rate)  # silent ones are skipped too
         except ValueError as err:
             log(f"skipping {row['path']}: {err}")
             continue

@@ -21,6 +21,7 @@ plus one per ``log_every`` steps for the logged values.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +38,7 @@ from audiodiff.audio import MelSpectrogram, MelStatsAccumulator
 from audiodiff.checkpoint import (
     atomic_write,
     checkpoint_name,
+    label_names,
     latest_checkpoint,
     load_checkpoint,
     params_digest,
@@ -49,6 +51,7 @@ from audiodiff.config import (
     ExperimentConfig,
     TrainConfig,
     architecture_changes,
+    dump_config,
     from_dict,
     to_dict,
     validate,
@@ -110,6 +113,12 @@ class Trainer:
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.cfg = cfg = validate(cfg)
+        # The sampling settings are checked now by the samplers' own resolver (generate and the
+        # in-training evaluation call it too), not found broken after training.
+        try:
+            make_sampling_spec(cfg, NoiseSchedule.from_config(cfg.diffusion))
+        except ValueError as err:
+            raise ValueError(f"sample: {err}") from None
         self.run_dir = Path(run_dir)
         self.ctx = ctx if ctx is not None else dist.init(cfg.train.device)
         self.device = self.ctx.device
@@ -145,6 +154,18 @@ class Trainer:
 
         # Data: usable clips only (broken ones reported), hop-aligned crops, resumable sampler.
         self.train_set, self.val_set = load_datasets(cfg, self.run_dir, self.ctx, self.log)
+        # The class names the data uses go into the stored config (config.yaml, checkpoints,
+        # exports), so generate --label NAME resolves them.
+        names = class_names(self.train_set.labels, cfg.model.n_labels)
+        if names and names != cfg.labels:
+            if cfg.labels:
+                raise ValueError(
+                    f"labels {cfg.labels} differ from the training manifest's class names {names}"
+                )
+            self.cfg = cfg = validate(dataclasses.replace(cfg, labels=names))
+            if self.ctx.is_main:
+                text = dump_config(cfg).encode("utf-8")
+                atomic_write(self.run_dir / "config.yaml", lambda f: f.write(text))
         self.sampler = ResumableDistributedSampler(
             self.train_set,
             batch_size=cfg.data.batch_size,
@@ -572,6 +593,15 @@ def run(cfg: ExperimentConfig, run_dir: str | Path) -> TrainResult:
 # --------------------------------------------------------------------------------------------------
 
 
+def class_names(labels: dict[str, int], n_labels: int) -> list[str]:
+    """Names of classes ``0..n_labels-1`` from a ``{name: index}`` map (:func:`label_index`); an
+    unnamed class is named by its index; ``[]`` when no class has a name."""
+    by_index = {i: name for name, i in labels.items() if 0 <= i < n_labels}
+    if not by_index:
+        return []
+    return [by_index.get(i, str(i)) for i in range(n_labels)]
+
+
 class TrainingStopped(RuntimeError):
     """Training cannot go on (too many non-finite steps in a row); the message names the step."""
 
@@ -650,9 +680,14 @@ def load_datasets(
 ) -> tuple[SegmentDataset, SegmentDataset | None]:
     """Train and (optional) val datasets of usable clips; writes ``RUN_DIR/data_report.json``.
 
+    A label-conditional model (``model.n_labels`` > 0) must find clips of every class
+    ``0..n_labels-1`` in the training manifest, and no other label: a class without clips would
+    stay untrained, yet ``generate --label`` would accept it (refused, not warned: the check
+    costs nothing, runs before any training, and the fix is one ``--set model.n_labels=K``).
+
     Raises:
-        ValueError: no train manifest, an unreadable one, nothing usable, or labels that do not
-            fit ``model.n_labels``.
+        ValueError: no train manifest, an unreadable one, nothing usable, labels that do not
+            fit ``model.n_labels``, or classes with no training clip.
     """
     import json
 
@@ -691,6 +726,17 @@ def load_datasets(
                         f"{ds.rows[i]['path']} has label {ds.rows[i].get('label')!r} but "
                         f"model.n_labels is {cfg.model.n_labels} (labels 0..n_labels-1 needed)"
                     )
+        present = {train.label_of(i) for i in range(len(train))}
+        missing = sorted(set(range(cfg.model.n_labels)) - present)
+        if missing:
+            names = label_names(labels)
+            found = f" ({', '.join(names)})" if names else ""
+            raise ValueError(
+                f"model.n_labels is {cfg.model.n_labels} but the training manifest "
+                f"{d.train_manifest} has clips of {len(present)} label(s){found}: labels "
+                f"{missing} would stay untrained; set model.n_labels to the data's classes "
+                f"(--set model.n_labels={len(present)}, with labels numbered 0..{len(present) - 1})"
+            )
     return train, val
 
 

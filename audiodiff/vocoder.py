@@ -12,7 +12,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from audiodiff.audio import MelSpectrogram, load_audio, mel_value_range, resample
+from audiodiff.audio import (
+    MelSpectrogram,
+    check_level,
+    load_model_audio,
+    mel_value_range,
+    resample,
+)
 from audiodiff.config import ExperimentConfig, MelConfig
 from audiodiff.diffusion import Denoiser
 from audiodiff.domains import build_domain
@@ -28,7 +34,9 @@ from audiodiff.synthesis import (
 
 
 def _as_mel_tensor(mel: Any) -> torch.Tensor:
+    """``mel`` as a ``[B, n_mels, frames]`` float tensor in its own dtype (not yet cast)."""
     if isinstance(mel, np.ndarray):
+        # ascontiguousarray: torch.from_numpy refuses negative strides (a reversed view).
         mel = torch.from_numpy(np.ascontiguousarray(mel))
     if not isinstance(mel, torch.Tensor):
         raise ValueError(f"mel must be a NumPy array or torch tensor, got {type(mel).__name__}")
@@ -40,7 +48,7 @@ def _as_mel_tensor(mel: Any) -> torch.Tensor:
         )
     if not mel.is_floating_point():
         raise ValueError(f"mel must hold floats, got dtype {mel.dtype}")
-    return mel.float()
+    return mel
 
 
 def describe_convention(cfg: MelConfig) -> str:
@@ -53,15 +61,37 @@ def describe_convention(cfg: MelConfig) -> str:
     )
 
 
+# Slack on the profile's value range for float32 mels (rounding of the log and the filterbank).
+MEL_RANGE_TOLERANCE = 1e-3
+
+
+def mel_range_tolerance(dtype: torch.dtype, cfg: MelConfig) -> float:
+    """Slack on :func:`mel_value_range` for a mel stored in ``dtype``: the larger of
+    :data:`MEL_RANGE_TOLERANCE` and one unit in the last place at the range's largest magnitude
+    (``eps * |value|``), so a float16 ``ln(1e-5)`` (stored as -11.516) is not refused."""
+    lo, hi = mel_value_range(cfg)
+    return max(MEL_RANGE_TOLERANCE, torch.finfo(dtype).eps * max(abs(lo), abs(hi)))
+
+
 def check_mel(mel: Any, cfg: MelConfig) -> torch.Tensor:
     """Validate a mel against a profile; return it as float32 ``[B, n_mels, frames]``.
 
+    The range check allows :func:`mel_range_tolerance` for the mel's own dtype (checked before
+    the cast to float32). A refusal names the measured values and the profile's limits:
+
+    - an ln-mel model given values all in 0..1: the 'diffwave' dB convention, not ln(mel);
+    - a 0..1 dB model given negative values: an ln-compressed mel, not dB;
+    - values below the floor: made with another floor or compression;
+    - values above the highest value audio in [-1, 1] can give: the audio was above full scale
+      (or scaled differently).
+
     Raises:
         ValueError: wrong rank, wrong number of bins, non-finite values, or values outside the
-            profile's range (e.g. a 0..1 dB-normalised mel given to an ln-mel model), naming both
-            conventions.
+            profile's range.
     """
     mel = _as_mel_tensor(mel)
+    tol = mel_range_tolerance(mel.dtype, cfg)
+    mel = mel.float()
     if mel.shape[1] != cfg.n_mels:
         raise ValueError(
             f"mel has {mel.shape[1]} bins but this vocoder expects {cfg.n_mels} "
@@ -73,19 +103,30 @@ def check_mel(mel: Any, cfg: MelConfig) -> torch.Tensor:
         raise ValueError("mel holds NaN or infinite values")
     lo, hi = mel_value_range(cfg)
     v_min, v_max = float(mel.min()), float(mel.max())
-    tol = 1e-3
-    looks_01 = v_min >= 0.0 and v_max <= 1.0
-    if v_min < lo - tol or v_max > hi + tol or (cfg.compression == "ln" and looks_01):
-        seen = (
-            "looks like a dB mel normalised to 0..1 (the 'diffwave' convention)"
-            if looks_01
-            else "looks like an ln-compressed mel (hifigan/bigvgan convention)"
-            if v_min < 0
-            else "matches no known convention"
-        )
+    span = f"mel values span [{v_min:.2f}, {v_max:.2f}]"
+    expects = f"this vocoder expects {describe_convention(cfg)}"
+    if cfg.compression == "ln" and v_min >= 0.0 and v_max <= 1.0:
         raise ValueError(
-            f"mel values span [{v_min:.2f}, {v_max:.2f}], which {seen}; this vocoder expects "
-            f"{describe_convention(cfg)}"
+            f"{span}, all within 0..1 as a dB mel normalised to 0..1 (the 'diffwave' "
+            f"convention) is, but {expects}"
+        )
+    if cfg.compression == "diffwave-db" and v_min < lo - tol:
+        raise ValueError(
+            f"{span}, below 0 as an ln-compressed mel (hifigan/bigvgan convention) is, but "
+            f"{expects}"
+        )
+    if v_min < lo - tol:
+        raise ValueError(
+            f"{span}: the minimum {v_min:.4f} is below the profile's floor {lo:.4f} (tolerance "
+            f"{tol:.1e}), so it was made with another floor or compression; {expects}"
+        )
+    if cfg.compression == "diffwave-db" and v_max > hi + tol:
+        raise ValueError(f"{span}: the maximum is above 1, the top of the 0..1 scale; {expects}")
+    if v_max > hi + tol:
+        raise ValueError(
+            f"{span}: the maximum {v_max:.2f} is above {hi:.2f}, the highest value audio in "
+            f"[-1, 1] can give with profile {cfg.name!r}, so the audio was above full scale or "
+            f"the mel was scaled differently; {expects}"
         )
     return mel
 
@@ -137,30 +178,42 @@ class Vocoder:
         return self.config.mel.n_mels
 
     @torch.inference_mode()
-    def mel(self, audio: Any, sample_rate: int) -> torch.Tensor:
+    def mel(self, audio: Any, sample_rate: int, *, check: bool = True) -> torch.Tensor:
         """Mel features of ``audio`` exactly as in training (resampled to the model's rate).
 
         Args:
             audio: ``[T]``, ``[B, T]`` or ``[B, 1, T]``, NumPy or torch, in [-1, 1].
             sample_rate: rate of ``audio`` in Hz.
+            check: refuse silent, over-range or non-finite audio (:func:`check_level`, on the
+                resampled signal the model gets); off for plotting generated audio.
 
         Returns:
             ``[B, n_mels, frames]`` float32 on CPU.
+
+        Raises:
+            ValueError: a level check failed (the message names the peak and the limit).
         """
-        x = torch.as_tensor(np.asarray(audio) if not isinstance(audio, torch.Tensor) else audio)
-        x = x.float()
+        if not isinstance(audio, torch.Tensor):
+            # ascontiguousarray: torch refuses NumPy arrays with negative strides (x[::-1]).
+            audio = torch.from_numpy(np.ascontiguousarray(audio))
+        x = audio.float()
         if x.dim() == 1:
             x = x.unsqueeze(0)
         if x.dim() == 3:
             x = x[:, 0]
+        stage = ""
         if sample_rate != self.sample_rate:
             x = resample(x, sample_rate, self.sample_rate)
+            stage = f"after resampling from {sample_rate} to {self.sample_rate} Hz"
+        if check:
+            check_level(x, "audio", stage=stage)
         return self._mel(x.to(self.device)).float().cpu()
 
     def mel_from_file(self, path: str | Path) -> torch.Tensor:
-        """``[1, n_mels, frames]`` mel of an audio file (any rate; resampled)."""
-        audio, rate = load_audio(path, self.sample_rate)
-        return self.mel(audio, rate)
+        """``[1, n_mels, frames]`` mel of an audio file (any rate; resampled), level-checked on
+        the mixed-down, resampled signal (:func:`audiodiff.audio.load_model_audio`)."""
+        audio, rate = load_model_audio(path, self.sample_rate)
+        return self.mel(audio, rate, check=False)
 
     def halo_samples(self, steps: int) -> int:
         """Exactness halo of chunked synthesis, in the domain's time steps (samples for waveform

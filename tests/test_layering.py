@@ -22,6 +22,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "audiodiff"
 LAYER = {
     "config": 0,
     "encoding": 0,  # UTF-8 text and file names in it: imports nothing of ours
+    "levels": 0,  # the level rule on peaks (NumPy only): audio, data and prepare share it
     "stft": 0.5,  # the profiles' STFT pair: imports nothing of ours, used by audio and domains
     "audio": 1,
     "schedule": 1,

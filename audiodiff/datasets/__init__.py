@@ -5,7 +5,8 @@ it, opens every clip once (soundfile, block by block, so a 20-minute MAESTRO fil
 memory than a short one), and writes ``train.jsonl``, ``val.jsonl``, ``test.jsonl`` and
 ``prepare_report.json`` into ``out_dir``. Manifest rows: ``path`` (absolute), ``duration_s``,
 ``sample_rate`` and ``channels`` as found (resampling and down-mixing happen on load), ``split``,
-and where the layout has them ``speaker``, ``label`` (int; names in the report) and ``text``.
+and where the layout has them ``speaker``, ``label`` (int; its name in ``label_name`` and the
+report) and ``text``.
 
 Split rules (deterministic; the same folder always gives the same manifests):
 

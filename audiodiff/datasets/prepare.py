@@ -23,6 +23,7 @@ from audiodiff.datasets.layouts import (
     PrepareOptions,
 )
 from audiodiff.encoding import json_text, native_path, path_from_text, path_to_text
+from audiodiff.levels import level_problem, mono_peak
 
 MANIFEST_NAMES = tuple(f"{s}.jsonl" for s in SPLITS) + ("prepare_report.json",)
 
@@ -35,9 +36,11 @@ def probe_audio(
     Returns:
         ``{"sample_rate", "channels", "n_frames"}`` plus ``"skip": (kind, reason)`` when the file
         must not be used; kind is one of unreadable, empty, bad_sample_rate, non_finite,
-        too_short, silent. ``full=True`` adds ``"content"``: the sha1 of the decoded float32
-        samples, rate and channel count (equal for a copy, or the same audio in another
-        container). ``full=False`` trusts the header and skips the silence check and the hash.
+        too_short, silent, over_range. ``full=True`` adds ``"content"``: the sha1 of the
+        decoded float32 samples, rate and channel count (equal for a copy, or the same audio in
+        another container). ``full=False`` trusts the header and skips the level check and the
+        hash. The level rule is :func:`audiodiff.levels.level_problem` on the peak of the mono
+        mix (what a model gets; the file's rate, as no model rate is known here).
     """
     try:
         with sf.SoundFile(native_path(path)) as f:
@@ -50,7 +53,7 @@ def probe_audio(
                     n_frames += len(block)
                     if not np.isfinite(block).all():
                         return {**out, "n_frames": n_frames, "skip": ("non_finite", "NaN/inf")}
-                    peak = max(peak, float(np.abs(block).max(initial=0.0)))
+                    peak = max(peak, mono_peak(block))
                     content.update(np.ascontiguousarray(block).tobytes())
                 out["content"] = content.hexdigest()
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as err:
@@ -63,8 +66,10 @@ def probe_audio(
         out["skip"] = ("bad_sample_rate", f"{rate} Hz is not an audio rate; header is wrong")
     elif n_frames / rate < min_duration_s:
         out["skip"] = ("too_short", f"{n_frames / rate:.3f} s < {min_duration_s} s")
-    elif peak is not None and peak < silence_threshold:
-        out["skip"] = ("silent", f"peak {peak:.2e} < {silence_threshold:.0e}")
+    elif peak is not None:
+        problem = level_problem(peak, silence_threshold=silence_threshold)
+        if problem is not None:
+            out["skip"] = problem
     return out
 
 
@@ -233,6 +238,8 @@ def _manifest_rows(
         for key in ("speaker", "label", "text"):
             if getattr(clip, key) is not None:
                 row[key] = getattr(clip, key)
+        if clip.label is not None and clip.label < len(layout.label_names):
+            row["label_name"] = layout.label_names[clip.label]  # the trainer names classes by it
         rows[split].append(row)
     if not rows["train"]:
         raise ValueError(f"{name}: {len(usable)} usable clip(s) but none in the train split")
