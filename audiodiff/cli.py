@@ -23,9 +23,10 @@ USER_ERRORS = (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError
 
 
 def fail(message: str) -> None:
-    """Print one line to stderr and exit with code 2."""
-    first_line = str(message).strip().splitlines()[0] if str(message).strip() else "error"
-    click.echo(f"audiodiff: error: {first_line}", err=True)
+    """Print the message on one line to stderr (its lines joined, none dropped) and exit with 2."""
+    from audiodiff.encoding import one_line
+
+    click.echo(f"audiodiff: error: {one_line(message)}", err=True)
     sys.exit(2)
 
 
@@ -70,6 +71,16 @@ def main() -> None:
 
 # --- train ----
 
+# Files a run writes at the top of its --run-dir (besides step_*.pt and tensorboard/).
+RUN_DIR_FILES = (
+    "config.yaml",
+    "latest",
+    "metrics.jsonl",
+    "data_report.json",
+    ".scan_train.json",
+    ".scan_val.json",
+)
+
 
 @main.command("train")
 @click.argument("recipe", type=click.Path(dir_okay=False))
@@ -93,10 +104,18 @@ def train_command(recipe: str, run_dir: str, overrides: tuple[str, ...]) -> None
     Relative manifest paths are taken from the current directory. For several GPUs or machines
     launch it with torchrun: torchrun --nproc_per_node=N -m audiodiff train RECIPE --run-dir DIR
     """
+    from pathlib import Path
+
     from audiodiff.config import load_config, validate
+    from audiodiff.files import check_not_inputs, check_writable_dir
     from audiodiff.train import TrainingStopped, run
 
     cfg = validate(load_config(recipe, overrides))
+    check_writable_dir(run_dir)
+    # A manifest kept in --run-dir under a name the run writes would be replaced by it. (RECIPE
+    # may be the run's own config.yaml: resuming from it rewrites it on purpose.)
+    written = [Path(run_dir) / name for name in RUN_DIR_FILES]
+    check_not_inputs(written, [m for m in (cfg.data.train_manifest, cfg.data.val_manifest) if m])
     try:
         result = run(cfg, run_dir)
     except TrainingStopped as err:
@@ -172,7 +191,9 @@ def prepare(
     """
     from audiodiff.datasets import format_summary, prepare_options
     from audiodiff.datasets import prepare as run_prepare
+    from audiodiff.files import check_writable_dir
 
+    check_writable_dir(out_dir)  # before decoding the whole dataset
     if holdout is not None:
         options["holdout"] = tuple(s.strip() for s in holdout.split(",") if s.strip())
     report = run_prepare(layout, data_dir, out_dir, prepare_options(**options), overwrite)
@@ -230,13 +251,16 @@ def evaluate(
     from pathlib import Path
 
     from audiodiff.config import mel_profile
+    from audiodiff.files import plan_output
     from audiodiff.metrics import evaluate_dirs, format_table
 
     cfg = mel_profile(profile)
-    out = Path(json_path) if json_path else None
-    # Checked before scoring too, so a long evaluation is not lost to a refusal at the end.
-    if out is not None and out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    out = None
+    if json_path:
+        # Checked before scoring, so a long evaluation is not lost to a refusal at the end. A file
+        # in either folder is one the pairing reads: never replaced by the report.
+        inside = [p for d in (ref_dir, gen_dir) for p in _files_under(d, Path(json_path))]
+        out = plan_output(json_path, overwrite=overwrite, inputs=inside)
     try:
         result = evaluate_dirs(
             ref_dir, gen_dir, mel_cfg=cfg, pesq=pesq, f0=f0, perceptual=perceptual
@@ -252,6 +276,15 @@ def evaluate(
         click.echo(f"wrote {out}")
 
 
+def _files_under(directory: str, path: Any) -> list[Any]:
+    """``[path]`` when it is an existing file inside ``directory`` (after realpath), else []."""
+    import os
+
+    root, target = os.path.realpath(directory), os.path.realpath(path)
+    inside = os.path.isdir(root) and os.path.commonpath([root, target]) == root
+    return [path] if inside and os.path.isfile(target) else []
+
+
 # --- mel / vocode / generate / export / import-diffwave / search-schedule ----
 
 
@@ -259,6 +292,13 @@ def _device_option(fn: F) -> F:
     return click.option(
         "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)."
     )(fn)
+
+
+def _resolve_device(device: str | None) -> Any:
+    """--device as a torch device this machine has; called before anything is loaded."""
+    from audiodiff.dist import resolve_device
+
+    return resolve_device(device, option="--device")
 
 
 def _sampling_options(fn: F) -> F:
@@ -309,7 +349,7 @@ def mel_command(
         cfg = mel_profile(profile)
     stems = [Path(p).stem for p in audio]
     names = [f"{s}.npy" for s in stems] + ([f"{s}.png" for s in stems] if plot else [])
-    paths = plan_outputs(out_dir, names, overwrite=overwrite)
+    paths = plan_outputs(out_dir, names, overwrite=overwrite, inputs=[*audio, from_model])
     mel_fn = MelSpectrogram(cfg)
     for i, path in enumerate(audio):
         wave, _ = load_audio(path, cfg.sample_rate)
@@ -360,12 +400,20 @@ def vocode_command(
     from audiodiff.audio import save_audio
     from audiodiff.files import is_mel_file, load_mel_file, plan_outputs
     from audiodiff.griffin_lim import griffin_lim
+    from audiodiff.synthesis import make_sampling_spec
     from audiodiff.vocoder import Vocoder, check_mel
 
     if batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
-    vocoder = Vocoder.from_pretrained(checkpoint, device=device)
-    paths = plan_outputs(out_dir, [f"{Path(p).stem}.wav" for p in inputs], overwrite=overwrite)
+    vocoder = Vocoder.from_pretrained(checkpoint, device=_resolve_device(device))
+    if method == "diffusion":  # --sampler/--steps refused before any input is read
+        make_sampling_spec(vocoder.config, vocoder.schedule, sampler=sampler, steps=steps)
+    paths = plan_outputs(
+        out_dir,
+        [f"{Path(p).stem}.wav" for p in inputs],
+        overwrite=overwrite,
+        inputs=[*inputs, checkpoint],
+    )
     # Read and check every input first: a bad file stops the run before any work is done.
     mels = []
     for p in inputs:
@@ -443,8 +491,12 @@ def generate_command(
     from audiodiff.files import plan_outputs, save_mel
     from audiodiff.generate import GenerativeModel, check_same_profile
     from audiodiff.plot import spectrogram_png
+    from audiodiff.synthesis import make_sampling_spec
     from audiodiff.vocoder import Vocoder
 
+    if count < 1:
+        raise ValueError(f"-n must be at least 1, got {count}")
+    device = _resolve_device(device)
     model = GenerativeModel.from_pretrained(checkpoint, device=device)
     vocoder = None
     if model.domain == "mel":
@@ -458,12 +510,16 @@ def generate_command(
         raise ValueError("--save-mels needs a mel-domain model")
     if plot and not save_mels:
         raise ValueError("--plot goes with --save-mels")
+    # Every setting is refused here, before any output folder is made or any sampling starts.
+    model.length_for(seconds)
+    model.label_index(label)
+    make_sampling_spec(model.config, model.schedule, sampler=sampler, steps=steps)
     stem = "sample" if label is None else f"label-{label}"
     names = [f"{stem}_{i:03d}.wav" for i in range(count)]
     if save_mels:
         names += [f"{stem}_{i:03d}.npy" for i in range(count)]
         names += [f"{stem}_{i:03d}.png" for i in range(count)] if plot else []
-    paths = plan_outputs(out_dir, names, overwrite=overwrite)
+    paths = plan_outputs(out_dir, names, overwrite=overwrite, inputs=[checkpoint, vocoder_path])
     start = time.perf_counter()
     out = model.sample(
         count,
@@ -482,7 +538,7 @@ def generate_command(
     elapsed = time.perf_counter() - start
     for i in range(count):
         save_audio(paths[i], audio[i], model.sample_rate, overwrite=overwrite)
-        if mels is not None:
+        if save_mels and mels is not None:  # only with --save-mels: their paths are planned
             save_mel(paths[count + i], mels[i], overwrite=overwrite)
             if plot:
                 spectrogram_png(paths[2 * count + i], [(names[i], mels[i].numpy())])
@@ -501,10 +557,13 @@ def generate_command(
 def export_command(checkpoint: str, out_path: str, overwrite: bool) -> None:
     """Write CHECKPOINT's EMA weights and config (with any searched schedule) as one
     .safetensors file; loading it executes no code."""
-    from audiodiff.checkpoint import export_safetensors, load_checkpoint
+    from pathlib import Path
 
-    if not out_path.endswith(".safetensors"):
-        raise ValueError(f"export path must end in .safetensors, got {out_path}")
+    from audiodiff.checkpoint import export_safetensors, latest_checkpoint, load_checkpoint
+    from audiodiff.files import plan_output
+
+    source = latest_checkpoint(checkpoint) if Path(checkpoint).is_dir() else checkpoint
+    plan_output(out_path, overwrite=overwrite, inputs=[checkpoint, source], suffix=".safetensors")
     ckpt = load_checkpoint(checkpoint)
     path = export_safetensors(ckpt, out_path, overwrite=overwrite)
     click.echo(
@@ -522,7 +581,9 @@ def import_diffwave_command(weights: str, out_path: str, overwrite: bool) -> Non
     """Convert a checkpoint of the reference implementation (lmnt-com/diffwave: its `model` state
     dict and `params`) to an audiodiff .safetensors export with the `diffwave` mel profile."""
     from audiodiff.diffwave_import import import_diffwave
+    from audiodiff.files import plan_output
 
+    plan_output(out_path, overwrite=overwrite, inputs=[weights], suffix=".safetensors")
     path = import_diffwave(weights, out_path, overwrite=overwrite)
     click.echo(f"imported {weights} -> {path}")
 
@@ -552,16 +613,29 @@ def search_schedule_command(
     """Find the STEPS-step noise schedule minimising log-mel L1 + MR-STFT of copy synthesis on a
     few validation clips (coarse grid, then local refinement); print every candidate's score
     against the default schedule's, and store the winner with the model."""
-    from pathlib import Path
 
-    from audiodiff.schedule_search import load_clips_from_manifest, search_schedule, store_schedule
+    from audiodiff.checkpoint import latest_checkpoint
+    from audiodiff.files import plan_output
+    from audiodiff.pretrained import resolve_source
+    from audiodiff.schedule_search import (
+        check_store_target,
+        load_clips_from_manifest,
+        search_schedule,
+        store_schedule,
+    )
     from audiodiff.vocoder import Vocoder
 
     if (out_path is None) == (not in_place):
         raise ValueError("give exactly one of -o OUT or --in-place")
+    if steps < 1 or max_clips < 1:
+        raise ValueError(f"--steps and --max-clips must be at least 1, got {steps} and {max_clips}")
     target = checkpoint if in_place else out_path
-    if not in_place and Path(target).exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
+    if not in_place:
+        # Everything about the output is refused before the search, not after it.
+        source = resolve_source(checkpoint)
+        read = latest_checkpoint(source) if source.is_dir() else source
+        plan_output(target, overwrite=overwrite, inputs=[checkpoint, source, read, manifest])
+        check_store_target(source, target)
     vocoder = Vocoder.from_pretrained(checkpoint)
     clips = load_clips_from_manifest(
         manifest, vocoder.sample_rate, max_clips=max_clips, log=click.echo

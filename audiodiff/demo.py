@@ -47,6 +47,7 @@ def run_demo(
     Raises:
         FileNotFoundError: no such model or clip (the shipped ones are listed).
         FileExistsError: an output exists and ``overwrite`` is false (checked before any work).
+        ValueError: an output would replace the clip or the model, or an unusable output folder.
     """
     if str(model) == DEFAULT_MODEL and DEFAULT_MODEL not in shipped_models():
         raise FileNotFoundError(
@@ -55,9 +56,10 @@ def run_demo(
     clip_path = Path(clip) if clip is not None else DEFAULT_CLIP
     if not clip_path.is_file():
         raise FileNotFoundError(f"clip {clip_path} does not exist")
-    paths = plan_outputs(out_dir, list(OUTPUT_NAMES), overwrite=overwrite)
-    for p in paths:
-        p.parent.mkdir(parents=True, exist_ok=True)
+    # plan_outputs creates original/, diffusion/ and griffin-lim/; --clip may not be an output.
+    paths = plan_outputs(
+        out_dir, list(OUTPUT_NAMES), overwrite=overwrite, inputs=[clip_path, model]
+    )
     vocoder = Vocoder.from_pretrained(model)
     audio, rate = load_audio(clip_path, vocoder.sample_rate)
     mel = vocoder.mel(audio, rate)

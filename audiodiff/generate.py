@@ -7,6 +7,7 @@ with no time-varying conditioning the prepared conditioning (label embeddings) i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import torch
 from audiodiff.audio import mel_value_range
 from audiodiff.config import ExperimentConfig
 from audiodiff.diffusion import Denoiser, GuidedDenoiser
+from audiodiff.dist import resolve_device
 from audiodiff.model import DiffWave
 from audiodiff.pretrained import load_network
 from audiodiff.schedule import NoiseSchedule
@@ -43,7 +45,7 @@ class GenerativeModel:
                 "this is a mel-conditioned vocoder, not a generator: use `audiodiff vocode` (or "
                 "pass it as --vocoder to a mel-domain generator)"
             )
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(None if device is None else str(device), option="device")
         self.config = cfg
         self.net = net.to(self.device).eval()
         self.schedule = NoiseSchedule.from_config(cfg.diffusion)
@@ -51,7 +53,12 @@ class GenerativeModel:
 
     @classmethod
     def from_pretrained(cls, source: str | Path, device: Any = None) -> GenerativeModel:
-        """Load a checkpoint, run directory or export; the network is rebuilt from its config."""
+        """Load a checkpoint, run directory or export; the network is rebuilt from its config.
+
+        Raises:
+            ValueError: a device this machine lacks (checked before loading), or an unusable model.
+        """
+        device = resolve_device(None if device is None else str(device), option="device")
         net, cfg, info = load_network(source)
         return cls(net, cfg, labels=info.get("labels"), device=device)
 
@@ -64,11 +71,22 @@ class GenerativeModel:
         return self.config.mel.sample_rate
 
     def length_for(self, seconds: float) -> int:
-        """Samples (waveform) or frames (mel domain) for ``seconds`` of output audio."""
-        if seconds <= 0:
-            raise ValueError(f"--seconds must be positive, got {seconds}")
+        """Samples (waveform) or frames (mel domain) for ``seconds`` of output audio.
+
+        Raises:
+            ValueError: not a finite number, or shorter than one hop (one mel frame), the
+                shortest output there is; the measured length and the limit are named.
+        """
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise ValueError(f"--seconds must be a positive number, got {seconds}")
         n = round(seconds * self.sample_rate)
-        return max(1, round(n / self.config.mel.hop_length)) if self.domain == "mel" else n
+        hop = self.config.mel.hop_length
+        if n < hop:
+            raise ValueError(
+                f"--seconds {seconds:g} is {n} samples at {self.sample_rate} Hz; the shortest "
+                f"output is one hop, {hop} samples ({hop / self.sample_rate:.4f} s)"
+            )
+        return max(1, round(n / hop)) if self.domain == "mel" else n
 
     def label_index(self, label: int | str | None) -> int | None:
         """Resolve ``label`` (index or class name) against the model's classes.
