@@ -19,7 +19,14 @@ import click
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-USER_ERRORS = (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError, PermissionError)
+USER_ERRORS = (
+    ValueError,
+    FileExistsError,
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
 
 
 def fail(message: str) -> None:
@@ -58,7 +65,9 @@ class OneLineErrors(click.Group):
             sys.exit(130)
         except click.ClickException as err:
             hint = f" (see '{err.ctx.command_path} --help')" if getattr(err, "ctx", None) else ""
-            click.echo(f"audiodiff: error: {err.format_message()}{hint}", err=True)
+            from audiodiff.encoding import one_line
+
+            click.echo(f"audiodiff: error: {one_line(err.format_message())}{hint}", err=True)
             sys.exit(2 if isinstance(err, click.UsageError) else err.exit_code)
         sys.exit(code if isinstance(code, int) else 0)
 
@@ -491,7 +500,6 @@ def generate_command(
     from audiodiff.files import plan_outputs, save_mel
     from audiodiff.generate import GenerativeModel, check_same_profile
     from audiodiff.plot import spectrogram_png
-    from audiodiff.synthesis import make_sampling_spec
     from audiodiff.vocoder import Vocoder
 
     if count < 1:
@@ -511,9 +519,9 @@ def generate_command(
     if plot and not save_mels:
         raise ValueError("--plot goes with --save-mels")
     # Every setting is refused here, before any output folder is made or any sampling starts.
-    model.length_for(seconds)
-    model.label_index(label)
-    make_sampling_spec(model.config, model.schedule, sampler=sampler, steps=steps)
+    model.check_request(
+        count, seconds=seconds, label=label, guidance=guidance, steps=steps, sampler=sampler
+    )
     stem = "sample" if label is None else f"label-{label}"
     names = [f"{stem}_{i:03d}.wav" for i in range(count)]
     if save_mels:

@@ -19,6 +19,7 @@ from audiodiff.griffin_lim import griffin_lim
 from audiodiff.metrics import evaluate_dirs, format_table
 from audiodiff.plot import spectrogram_png
 from audiodiff.pretrained import SHIPPED_DIR, shipped_models
+from audiodiff.synthesis import make_sampling_spec
 from audiodiff.vocoder import Vocoder
 
 DEFAULT_MODEL = "small-speech"
@@ -47,7 +48,8 @@ def run_demo(
     Raises:
         FileNotFoundError: no such model or clip (the shipped ones are listed).
         FileExistsError: an output exists and ``overwrite`` is false (checked before any work).
-        ValueError: an output would replace the clip or the model, or an unusable output folder.
+        ValueError: an output would replace the clip or the model, an unusable output folder, or
+            an impossible ``steps`` for the model's sampler (all before any synthesis).
     """
     if str(model) == DEFAULT_MODEL and DEFAULT_MODEL not in shipped_models():
         raise FileNotFoundError(
@@ -56,11 +58,12 @@ def run_demo(
     clip_path = Path(clip) if clip is not None else DEFAULT_CLIP
     if not clip_path.is_file():
         raise FileNotFoundError(f"clip {clip_path} does not exist")
+    vocoder = Vocoder.from_pretrained(model)
+    make_sampling_spec(vocoder.config, vocoder.schedule, steps=steps)  # bad --steps: refused now
     # plan_outputs creates original/, diffusion/ and griffin-lim/; --clip may not be an output.
     paths = plan_outputs(
         out_dir, list(OUTPUT_NAMES), overwrite=overwrite, inputs=[clip_path, model]
     )
-    vocoder = Vocoder.from_pretrained(model)
     audio, rate = load_audio(clip_path, vocoder.sample_rate)
     mel = vocoder.mel(audio, rate)
     n = mel.shape[-1] * vocoder.hop_length

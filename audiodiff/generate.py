@@ -21,7 +21,13 @@ from audiodiff.dist import resolve_device
 from audiodiff.model import DiffWave
 from audiodiff.pretrained import load_network
 from audiodiff.schedule import NoiseSchedule
-from audiodiff.synthesis import DEFAULT_CHUNK_S, make_sampling_spec, resolve_seed, synthesize
+from audiodiff.synthesis import (
+    DEFAULT_CHUNK_S,
+    SamplingSpec,
+    make_sampling_spec,
+    resolve_seed,
+    synthesize,
+)
 from audiodiff.vocoder import Vocoder
 
 
@@ -112,6 +118,42 @@ class GenerativeModel:
             )
         return index
 
+    def check_request(
+        self,
+        n: int,
+        *,
+        seconds: float,
+        label: int | str | None = None,
+        guidance: float = 0.0,
+        steps: int | None = None,
+        sampler: str | None = None,
+    ) -> tuple[int | None, SamplingSpec, int]:
+        """Validate every setting of :meth:`sample` without sampling, so a caller (the CLI) can
+        refuse a request before it creates any output.
+
+        Returns:
+            ``(label index or None, sampling spec, length in samples or frames)``.
+
+        Raises:
+            ValueError: ``n`` < 1, a length under one hop, an unknown label, a guidance the model
+                cannot follow, or an impossible sampler/steps pair.
+        """
+        if n < 1:
+            raise ValueError(f"-n must be at least 1, got {n}")
+        cfg = self.config
+        length = self.length_for(seconds)
+        index = self.label_index(label)
+        if guidance < 0:
+            raise ValueError(f"--guidance must be >= 0, got {guidance}")
+        if guidance > 0 and (index is None or cfg.diffusion.label_dropout == 0):
+            raise ValueError(
+                f"--guidance {guidance} needs --label and a model trained with label dropout; "
+                f"this one has n_labels={cfg.model.n_labels}, "
+                f"label_dropout={cfg.diffusion.label_dropout}"
+            )
+        spec = make_sampling_spec(cfg, self.schedule, sampler=sampler, steps=steps)
+        return index, spec, length
+
     @torch.inference_mode()
     def sample(
         self,
@@ -136,19 +178,10 @@ class GenerativeModel:
         Returns:
             ``[n, 1, T]`` audio or ``[n, n_mels, frames]`` mels, float32 on CPU.
         """
-        if n < 1:
-            raise ValueError(f"-n must be at least 1, got {n}")
         cfg = self.config
-        index = self.label_index(label)
-        if guidance < 0:
-            raise ValueError(f"--guidance must be >= 0, got {guidance}")
-        if guidance > 0 and (index is None or cfg.diffusion.label_dropout == 0):
-            raise ValueError(
-                f"--guidance {guidance} needs --label and a model trained with label dropout; "
-                f"this one has n_labels={cfg.model.n_labels}, "
-                f"label_dropout={cfg.diffusion.label_dropout}"
-            )
-        spec = make_sampling_spec(cfg, self.schedule, sampler=sampler, steps=steps)
+        index, spec, length = self.check_request(
+            n, seconds=seconds, label=label, guidance=guidance, steps=steps, sampler=sampler
+        )
         common = {"target": cfg.diffusion.target, "t_mapping": spec.t_mapping}
         if guidance > 0:
             denoiser: Denoiser = GuidedDenoiser(
@@ -162,7 +195,6 @@ class GenerativeModel:
         elif cfg.model.n_labels > 0:
             labels = torch.full((n,), self.net.null_label, dtype=torch.long, device=self.device)
         prepared = denoiser.prepare(None, labels)
-        length = self.length_for(seconds)
         per_unit = 1 if self.domain == "waveform" else cfg.mel.hop_length
         chunk = (
             length if chunk_seconds is None else int(chunk_seconds * self.sample_rate / per_unit)

@@ -257,6 +257,8 @@ def test_search_schedule_refuses_the_output_kind_before_searching(tiny_config, t
         (["-n", "-2"], "-n must be at least 1, got -2"),
         (["--label", "1"], "this model has no labels"),
         (["--steps", "4"], "fixed 6-step schedule"),
+        (["--guidance", "-1"], "--guidance must be >= 0, got -1.0"),
+        (["--guidance", "1"], "--guidance 1.0 needs --label"),
     ],
 )  # fmt: skip
 def test_generate_refuses_lengths_counts_and_settings_first(generator, tmp_path, args, text):
@@ -280,6 +282,12 @@ def test_vocode_refuses_sampler_settings_before_reading_inputs(model, tmp_path):
     out = tmp_path / "out"
     missing = tmp_path / "never-read.wav"
     _one_line_exit_2(invoke("vocode", model, missing, "-o", out, "--steps", "4"), "fixed 6-step")
+    assert not out.exists()
+
+
+def test_demo_refuses_steps_before_writing(model, tmp_path):
+    out = tmp_path / "demo"
+    _one_line_exit_2(invoke("demo", "-o", out, "--model", model, "--steps", "4"), "fixed 6-step")
     assert not out.exists()
 
 
