@@ -356,6 +356,10 @@ def mel_command(
         cfg = load_model_source(from_model)[1].mel
     else:
         cfg = mel_profile(profile)
+    missing = [p for p in audio if not Path(p).is_file()]
+    if missing:  # before the first mel is written, not after it
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise FileNotFoundError(f"{missing[0]} does not exist{more}")
     stems = [Path(p).stem for p in audio]
     names = [f"{s}.npy" for s in stems] + ([f"{s}.png" for s in stems] if plot else [])
     paths = plan_outputs(out_dir, names, overwrite=overwrite, inputs=[*audio, from_model])
@@ -622,6 +626,8 @@ def search_schedule_command(
     few validation clips (coarse grid, then local refinement); print every candidate's score
     against the default schedule's, and store the winner with the model."""
 
+    from pathlib import Path
+
     from audiodiff.checkpoint import latest_checkpoint
     from audiodiff.files import plan_output
     from audiodiff.pretrained import resolve_source
@@ -638,7 +644,20 @@ def search_schedule_command(
     if steps < 1 or max_clips < 1:
         raise ValueError(f"--steps and --max-clips must be at least 1, got {steps} and {max_clips}")
     target = checkpoint if in_place else out_path
-    if not in_place:
+    if in_place:
+        # A run directory is no file to rewrite, and a shipped model belongs to the package:
+        # both used to fail only after the whole search.
+        source = resolve_source(checkpoint)
+        if source.is_dir():
+            found = latest_checkpoint(source)
+            name = found.name if found is not None else "step_N.pt"
+            raise ValueError(
+                f"--in-place needs a checkpoint or export file, not the run directory {source}; "
+                f"give {source / name} or use -o OUT"
+            )
+        if not Path(checkpoint).exists():
+            raise ValueError(f"--in-place would rewrite the shipped model {source}; use -o OUT")
+    else:
         # Everything about the output is refused before the search, not after it.
         source = resolve_source(checkpoint)
         read = latest_checkpoint(source) if source.is_dir() else source

@@ -341,3 +341,26 @@ def test_wav_length_of_a_generated_clip_is_untouched_by_checks(generator, tmp_pa
     assert result.exit_code == 0, result.output
     assert sf.info(out / "sample_000.wav").frames == 256
     assert np.isfinite(sf.read(out / "sample_000.wav")[0]).all()
+
+
+def test_search_schedule_in_place_refuses_run_dirs_and_shipped_models(tiny_config, tmp_path):
+    run = _run_dir(tiny_config, tmp_path / "run")
+    manifest = tmp_path / "val.jsonl"
+    manifest.write_text("", encoding="utf-8")
+    result = invoke("search-schedule", run, "--steps", "2", "--manifest", manifest, "--in-place")
+    _one_line_exit_2(result, f"not the run directory {run}; give {run / 'step_00000003.pt'}")
+    from audiodiff.pretrained import SHIPPED_DIR
+
+    shipped = SHIPPED_DIR / "small-speech.safetensors"
+    before = shipped.stat().st_mtime_ns
+    result = invoke("search-schedule", "small-speech", "--steps", "2", "--manifest", manifest,
+                    "--in-place")  # fmt: skip
+    _one_line_exit_2(result, "--in-place would rewrite the shipped model")
+    assert shipped.stat().st_mtime_ns == before
+
+
+def test_mel_refuses_a_missing_input_before_writing_any(speech, tmp_path):
+    out = tmp_path / "mels"
+    result = invoke("mel", speech, tmp_path / "gone.wav", "--profile", "hifigan", "-o", out)
+    _one_line_exit_2(result, f"{tmp_path / 'gone.wav'} does not exist")
+    assert not out.exists()  # (speech.npy used to be written before the refusal)
