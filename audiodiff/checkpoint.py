@@ -39,6 +39,7 @@ from audiodiff.config import (
     to_dict,
 )
 from audiodiff.encoding import one_line
+from audiodiff.files import check_not_inputs
 
 CHECKPOINT_FORMAT = "audiodiff-checkpoint"
 EXPORT_FORMAT = "audiodiff-export"
@@ -251,10 +252,14 @@ def export_safetensors(
 
     Raises:
         FileExistsError: ``out_path`` exists and ``overwrite`` is false.
+        ValueError: ``out_path`` is the checkpoint file ``ckpt`` names.
     """
     from safetensors.torch import save
 
     out_path = Path(out_path)
+    if not isinstance(ckpt, dict):  # the source file is never the destination, even overwriting
+        source = latest_checkpoint(ckpt) if Path(ckpt).is_dir() else ckpt
+        check_not_inputs([out_path], [ckpt, source])
     if out_path.exists() and not overwrite:
         raise FileExistsError(f"{out_path} exists; pass overwrite=True (--overwrite) to replace it")
     if not isinstance(ckpt, dict):

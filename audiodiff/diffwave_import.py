@@ -64,6 +64,7 @@ from audiodiff.config import (
     validate,
 )
 from audiodiff.encoding import one_line
+from audiodiff.files import check_not_inputs
 from audiodiff.model import DiffusionEmbedding, DiffWave
 from audiodiff.schedule import NoiseSchedule, sampling_sigmas, sigmas_from_betas
 
@@ -383,12 +384,13 @@ def import_diffwave(
     Raises:
         FileNotFoundError: no ``weights_path``.
         FileExistsError: ``out_path`` exists and ``overwrite`` is false.
-        ValueError: unsafe or unreadable file, unsupported hyper-parameters, or weights that do not
-            fit the network they describe.
+        ValueError: ``out_path`` is ``weights_path``, unsafe or unreadable file, unsupported
+            hyper-parameters, or weights that do not fit the network they describe.
     """
     out_path = Path(out_path)
     if out_path.suffix != ".safetensors":
         raise ValueError(f"the output must be a .safetensors file, got {out_path}")
+    check_not_inputs([out_path], [weights_path])  # even with overwrite
     if out_path.exists() and not overwrite:
         raise FileExistsError(f"{out_path} exists; pass overwrite=True (--overwrite) to replace it")
     weights, params, step = read_diffwave_checkpoint(weights_path)

@@ -364,3 +364,22 @@ def test_mel_refuses_a_missing_input_before_writing_any(speech, tmp_path):
     result = invoke("mel", speech, tmp_path / "gone.wav", "--profile", "hifigan", "-o", out)
     _one_line_exit_2(result, f"{tmp_path / 'gone.wav'} does not exist")
     assert not out.exists()  # (speech.npy used to be written before the refusal)
+
+
+def test_library_writers_refuse_their_own_source(tiny_config, tmp_path):
+    """The APIs behind export and import-diffwave refuse too, not only the CLI."""
+    from audiodiff.checkpoint import export_safetensors
+    from audiodiff.diffwave_import import import_diffwave
+
+    from .test_diffwave_import import _params, _save_like_lmnt, lmnt_state_dict
+
+    run = _run_dir(tiny_config, tmp_path / "run")
+    step = run / "step_00000003.pt"
+    before = step.read_bytes()
+    with pytest.raises(ValueError, match="is an input of this run"):
+        export_safetensors(run, step, overwrite=True)
+    src = _save_like_lmnt(tmp_path / "w.safetensors", lmnt_state_dict(), _params())
+    weights = src.read_bytes()
+    with pytest.raises(ValueError, match="is an input of this run"):
+        import_diffwave(src, src, overwrite=True)
+    assert step.read_bytes() == before and src.read_bytes() == weights
