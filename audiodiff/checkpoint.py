@@ -25,7 +25,6 @@ import json
 import os
 import pickle
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,8 @@ from audiodiff.config import (
     load_config,
     to_dict,
 )
+from audiodiff.encoding import one_line
+from audiodiff.files import check_not_inputs
 
 CHECKPOINT_FORMAT = "audiodiff-checkpoint"
 EXPORT_FORMAT = "audiodiff-export"
@@ -205,10 +206,11 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
             f"{path} is not a safe audiodiff checkpoint: it references {match.group(1)}, not only "
             "tensors and primitive containers; refused without running it"
         ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError) as err:
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except Exception as err:  # noqa: BLE001 - torch's reader fails on foreign bytes in many ways
+        # (a text file: IndexError "pop from empty list" or KeyError 101), all one user error.
         raise ValueError(
-            f"{path} is not a loadable checkpoint (corrupt or truncated?): {msg}"
+            f"{path} is not a loadable checkpoint (corrupt, truncated or not a torch file): "
+            f"{type(err).__name__}: {one_line(err)}"
         ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is a torch file but not an audiodiff checkpoint")
@@ -250,10 +252,14 @@ def export_safetensors(
 
     Raises:
         FileExistsError: ``out_path`` exists and ``overwrite`` is false.
+        ValueError: ``out_path`` is the checkpoint file ``ckpt`` names.
     """
     from safetensors.torch import save
 
     out_path = Path(out_path)
+    if not isinstance(ckpt, dict):  # the source file is never the destination, even overwriting
+        source = latest_checkpoint(ckpt) if Path(ckpt).is_dir() else ckpt
+        check_not_inputs([out_path], [ckpt, source])
     if out_path.exists() and not overwrite:
         raise FileExistsError(f"{out_path} exists; pass overwrite=True (--overwrite) to replace it")
     if not isinstance(ckpt, dict):

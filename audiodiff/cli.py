@@ -19,13 +19,21 @@ import click
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-USER_ERRORS = (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError, PermissionError)
+USER_ERRORS = (
+    ValueError,
+    FileExistsError,
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
 
 
 def fail(message: str) -> None:
-    """Print one line to stderr and exit with code 2."""
-    first_line = str(message).strip().splitlines()[0] if str(message).strip() else "error"
-    click.echo(f"audiodiff: error: {first_line}", err=True)
+    """Print the message on one line to stderr (its lines joined, none dropped) and exit with 2."""
+    from audiodiff.encoding import one_line
+
+    click.echo(f"audiodiff: error: {one_line(message)}", err=True)
     sys.exit(2)
 
 
@@ -67,7 +75,9 @@ class OneLineErrors(click.Group):
             sys.exit(130)
         except click.ClickException as err:
             hint = f" (see '{err.ctx.command_path} --help')" if getattr(err, "ctx", None) else ""
-            click.echo(f"audiodiff: error: {err.format_message()}{hint}", err=True)
+            from audiodiff.encoding import one_line
+
+            click.echo(f"audiodiff: error: {one_line(err.format_message())}{hint}", err=True)
             sys.exit(2 if isinstance(err, click.UsageError) else err.exit_code)
         sys.exit(code if isinstance(code, int) else 0)
 
@@ -79,6 +89,16 @@ def main() -> None:
 
 
 # --- train ----
+
+# Files a run writes at the top of its --run-dir (besides step_*.pt and tensorboard/).
+RUN_DIR_FILES = (
+    "config.yaml",
+    "latest",
+    "metrics.jsonl",
+    "data_report.json",
+    ".scan_train.json",
+    ".scan_val.json",
+)
 
 
 @main.command("train")
@@ -103,10 +123,18 @@ def train_command(recipe: str, run_dir: str, overrides: tuple[str, ...]) -> None
     Relative manifest paths are taken from the current directory. For several GPUs or machines
     launch it with torchrun: torchrun --nproc_per_node=N -m audiodiff train RECIPE --run-dir DIR
     """
+    from pathlib import Path
+
     from audiodiff.config import load_config, validate
+    from audiodiff.files import check_not_inputs, check_writable_dir
     from audiodiff.train import TrainingStopped, run
 
     cfg = validate(load_config(recipe, overrides))
+    check_writable_dir(run_dir)
+    # A manifest kept in --run-dir under a name the run writes would be replaced by it. (RECIPE
+    # may be the run's own config.yaml: resuming from it rewrites it on purpose.)
+    written = [Path(run_dir) / name for name in RUN_DIR_FILES]
+    check_not_inputs(written, [m for m in (cfg.data.train_manifest, cfg.data.val_manifest) if m])
     try:
         result = run(cfg, run_dir)
     except TrainingStopped as err:
@@ -182,7 +210,9 @@ def prepare(
     """
     from audiodiff.datasets import format_summary, prepare_options
     from audiodiff.datasets import prepare as run_prepare
+    from audiodiff.files import check_writable_dir
 
+    check_writable_dir(out_dir)  # before decoding the whole dataset
     if holdout is not None:
         options["holdout"] = tuple(s.strip() for s in holdout.split(",") if s.strip())
     report = run_prepare(layout, data_dir, out_dir, prepare_options(**options), overwrite)
@@ -240,13 +270,16 @@ def evaluate(
     from pathlib import Path
 
     from audiodiff.config import mel_profile
+    from audiodiff.files import plan_output
     from audiodiff.metrics import evaluate_dirs, format_table
 
     cfg = mel_profile(profile)
-    out = Path(json_path) if json_path else None
-    # Checked before scoring too, so a long evaluation is not lost to a refusal at the end.
-    if out is not None and out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    out = None
+    if json_path:
+        # Checked before scoring, so a long evaluation is not lost to a refusal at the end. A file
+        # in either folder is one the pairing reads: never replaced by the report.
+        inside = [p for d in (ref_dir, gen_dir) for p in _files_under(d, Path(json_path))]
+        out = plan_output(json_path, overwrite=overwrite, inputs=inside)
     try:
         result = evaluate_dirs(
             ref_dir, gen_dir, mel_cfg=cfg, pesq=pesq, f0=f0, perceptual=perceptual
@@ -262,6 +295,15 @@ def evaluate(
         click.echo(f"wrote {out}")
 
 
+def _files_under(directory: str, path: Any) -> list[Any]:
+    """``[path]`` when it is an existing file inside ``directory`` (after realpath), else []."""
+    import os
+
+    root, target = os.path.realpath(directory), os.path.realpath(path)
+    inside = os.path.isdir(root) and os.path.commonpath([root, target]) == root
+    return [path] if inside and os.path.isfile(target) else []
+
+
 # --- mel / vocode / generate / export / import-diffwave / search-schedule ----
 
 
@@ -269,6 +311,13 @@ def _device_option(fn: F) -> F:
     return click.option(
         "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)."
     )(fn)
+
+
+def _resolve_device(device: str | None) -> Any:
+    """--device as a torch device this machine has; called before anything is loaded."""
+    from audiodiff.dist import resolve_device
+
+    return resolve_device(device, option="--device")
 
 
 def _sampling_options(fn: F) -> F:
@@ -319,9 +368,13 @@ def mel_command(
         cfg = load_model_source(from_model)[1].mel
     else:
         cfg = mel_profile(profile)
+    missing = [p for p in audio if not Path(p).is_file()]
+    if missing:  # before the first mel is written, not after it
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise FileNotFoundError(f"{missing[0]} does not exist{more}")
     stems = [Path(p).stem for p in audio]
     names = [f"{s}.npy" for s in stems] + ([f"{s}.png" for s in stems] if plot else [])
-    paths = plan_outputs(out_dir, names, overwrite=overwrite)
+    paths = plan_outputs(out_dir, names, overwrite=overwrite, inputs=[*audio, from_model])
     mel_fn = MelSpectrogram(cfg)
     for i, path in enumerate(audio):
         wave, _ = load_model_audio(path, cfg.sample_rate)  # level-checked at the model's rate
@@ -374,12 +427,20 @@ def vocode_command(
     from audiodiff.audio import save_audio
     from audiodiff.files import is_mel_file, load_mel_file, plan_outputs
     from audiodiff.griffin_lim import griffin_lim
+    from audiodiff.synthesis import make_sampling_spec
     from audiodiff.vocoder import Vocoder, check_mel
 
     if batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
-    vocoder = Vocoder.from_pretrained(checkpoint, device=device)
-    paths = plan_outputs(out_dir, [f"{Path(p).stem}.wav" for p in inputs], overwrite=overwrite)
+    vocoder = Vocoder.from_pretrained(checkpoint, device=_resolve_device(device))
+    if method == "diffusion":  # --sampler/--steps refused before any input is read
+        make_sampling_spec(vocoder.config, vocoder.schedule, sampler=sampler, steps=steps)
+    paths = plan_outputs(
+        out_dir,
+        [f"{Path(p).stem}.wav" for p in inputs],
+        overwrite=overwrite,
+        inputs=[*inputs, checkpoint],
+    )
     # Read and check every input first: a bad file stops the run before any work is done.
     mels = []
     for p in inputs:
@@ -459,6 +520,9 @@ def generate_command(
     from audiodiff.plot import spectrogram_png
     from audiodiff.vocoder import Vocoder
 
+    if count < 1:
+        raise ValueError(f"-n must be at least 1, got {count}")
+    device = _resolve_device(device)
     model = GenerativeModel.from_pretrained(checkpoint, device=device)
     vocoder = None
     if model.domain == "mel":
@@ -474,12 +538,16 @@ def generate_command(
         raise ValueError("--plot goes with --save-mels")
     if plot:
         require_plotting()
+    # Every setting is refused here, before any output folder is made or any sampling starts.
+    model.check_request(
+        count, seconds=seconds, label=label, guidance=guidance, steps=steps, sampler=sampler
+    )
     stem = "sample" if label is None else f"label-{label}"
     names = [f"{stem}_{i:03d}.wav" for i in range(count)]
     if save_mels:
         names += [f"{stem}_{i:03d}.npy" for i in range(count)]
         names += [f"{stem}_{i:03d}.png" for i in range(count)] if plot else []
-    paths = plan_outputs(out_dir, names, overwrite=overwrite)
+    paths = plan_outputs(out_dir, names, overwrite=overwrite, inputs=[checkpoint, vocoder_path])
     start = time.perf_counter()
     out = model.sample(
         count,
@@ -498,7 +566,7 @@ def generate_command(
     elapsed = time.perf_counter() - start
     for i in range(count):
         save_audio(paths[i], audio[i], model.sample_rate, overwrite=overwrite)
-        if mels is not None:
+        if save_mels and mels is not None:  # only with --save-mels: their paths are planned
             save_mel(paths[count + i], mels[i], overwrite=overwrite)
             if plot:
                 spectrogram_png(
@@ -547,14 +615,20 @@ def export_command(
     sampling schedule) for onnxruntime."""
     from pathlib import Path
 
+    from audiodiff.checkpoint import latest_checkpoint
+    from audiodiff.files import plan_output
+
     fmt = fmt or {".safetensors": "safetensors", ".onnx": "onnx"}.get(Path(out_path).suffix)
     if fmt is None:
         raise ValueError(f"export path must end in .safetensors or .onnx, got {out_path}")
+    source = latest_checkpoint(checkpoint) if Path(checkpoint).is_dir() else checkpoint
     if fmt == "onnx":
-        from audiodiff.onnx_export import export_onnx
+        from audiodiff.onnx_export import export_onnx, onnx_paths
 
         if steps is not None and steps < 1:
             raise ValueError(f"--steps must be at least 1, got {steps}")
+        for path in onnx_paths(out_path):
+            plan_output(path, overwrite=overwrite, inputs=[checkpoint, source])
         try:
             paths = export_onnx(
                 checkpoint, out_path, steps=steps, sampler=sampler, overwrite=overwrite
@@ -567,8 +641,7 @@ def export_command(
 
     if steps is not None or sampler is not None:
         raise ValueError("--steps and --sampler are for --format onnx")
-    if not out_path.endswith(".safetensors"):
-        raise ValueError(f"export path must end in .safetensors, got {out_path}")
+    plan_output(out_path, overwrite=overwrite, inputs=[checkpoint, source], suffix=".safetensors")
     ckpt = load_checkpoint(checkpoint)
     path = export_safetensors(ckpt, out_path, overwrite=overwrite)
     click.echo(
@@ -586,7 +659,9 @@ def import_diffwave_command(weights: str, out_path: str, overwrite: bool) -> Non
     """Convert a checkpoint of the reference implementation (lmnt-com/diffwave: its `model` state
     dict and `params`) to an audiodiff .safetensors export with the `diffwave` mel profile."""
     from audiodiff.diffwave_import import import_diffwave
+    from audiodiff.files import plan_output
 
+    plan_output(out_path, overwrite=overwrite, inputs=[weights], suffix=".safetensors")
     path = import_diffwave(weights, out_path, overwrite=overwrite)
     click.echo(f"imported {weights} -> {path}")
 
@@ -616,16 +691,44 @@ def search_schedule_command(
     """Find the STEPS-step noise schedule minimising log-mel L1 + MR-STFT of copy synthesis on a
     few validation clips (coarse grid, then local refinement); print every candidate's score
     against the default schedule's, and store the winner with the model."""
+
     from pathlib import Path
 
-    from audiodiff.schedule_search import load_clips_from_manifest, search_schedule, store_schedule
+    from audiodiff.checkpoint import latest_checkpoint
+    from audiodiff.files import plan_output
+    from audiodiff.pretrained import resolve_source
+    from audiodiff.schedule_search import (
+        check_store_target,
+        load_clips_from_manifest,
+        search_schedule,
+        store_schedule,
+    )
     from audiodiff.vocoder import Vocoder
 
     if (out_path is None) == (not in_place):
         raise ValueError("give exactly one of -o OUT or --in-place")
+    if steps < 1 or max_clips < 1:
+        raise ValueError(f"--steps and --max-clips must be at least 1, got {steps} and {max_clips}")
     target = checkpoint if in_place else out_path
-    if not in_place and Path(target).exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
+    if in_place:
+        # A run directory is no file to rewrite, and a shipped model belongs to the package:
+        # both used to fail only after the whole search.
+        source = resolve_source(checkpoint)
+        if source.is_dir():
+            found = latest_checkpoint(source)
+            name = found.name if found is not None else "step_N.pt"
+            raise ValueError(
+                f"--in-place needs a checkpoint or export file, not the run directory {source}; "
+                f"give {source / name} or use -o OUT"
+            )
+        if not Path(checkpoint).exists():
+            raise ValueError(f"--in-place would rewrite the shipped model {source}; use -o OUT")
+    else:
+        # Everything about the output is refused before the search, not after it.
+        source = resolve_source(checkpoint)
+        read = latest_checkpoint(source) if source.is_dir() else source
+        plan_output(target, overwrite=overwrite, inputs=[checkpoint, source, read, manifest])
+        check_store_target(source, target)
     vocoder = Vocoder.from_pretrained(checkpoint)
     clips = load_clips_from_manifest(
         manifest, vocoder.sample_rate, max_clips=max_clips, log=click.echo

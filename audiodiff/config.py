@@ -424,7 +424,9 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
-        raise ValueError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        # One line, but with YAML's line and column, which come after its first line.
+        detail = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        raise ValueError(f"{path} is not valid YAML: {detail}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a mapping of sections, got {type(data).__name__}")
     try:

@@ -20,6 +20,7 @@ from audiodiff.griffin_lim import griffin_lim
 from audiodiff.metrics import evaluate_dirs, format_table
 from audiodiff.plot import PLOT_EXTRA_HINT, check_plotting_available, spectrogram_png
 from audiodiff.pretrained import SHIPPED_DIR, shipped_models
+from audiodiff.synthesis import make_sampling_spec
 from audiodiff.vocoder import Vocoder
 
 DEFAULT_MODEL = "small-speech"
@@ -48,6 +49,8 @@ def run_demo(
     Raises:
         FileNotFoundError: no such model or clip (the shipped ones are listed).
         FileExistsError: an output exists and ``overwrite`` is false (checked before any work).
+        ValueError: an output would replace the clip or the model, an unusable output folder, or
+            an impossible ``steps`` for the model's sampler (all before any synthesis).
     """
     if str(model) == DEFAULT_MODEL and DEFAULT_MODEL not in shipped_models():
         raise FileNotFoundError(
@@ -56,6 +59,8 @@ def run_demo(
     clip_path = Path(clip) if clip is not None else DEFAULT_CLIP
     if not clip_path.is_file():
         raise FileNotFoundError(f"clip {clip_path} does not exist")
+    vocoder = Vocoder.from_pretrained(model)
+    make_sampling_spec(vocoder.config, vocoder.schedule, steps=steps)  # bad --steps: refused now
     try:
         check_plotting_available()
         names = list(OUTPUT_NAMES)
@@ -63,10 +68,8 @@ def run_demo(
         # The WAVs and the scores are the demo; the picture is an extra it can do without.
         log(f"matplotlib is missing, so no spectrograms.png ({PLOT_EXTRA_HINT} adds it)")
         names = list(OUTPUT_NAMES[:-1])
-    paths = plan_outputs(out_dir, names, overwrite=overwrite)
-    for p in paths:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    vocoder = Vocoder.from_pretrained(model)
+    # plan_outputs creates original/, diffusion/ and griffin-lim/; --clip may not be an output.
+    paths = plan_outputs(out_dir, names, overwrite=overwrite, inputs=[clip_path, model])
     audio, rate = load_model_audio(clip_path, vocoder.sample_rate)
     mel = vocoder.mel(audio, rate, check=False)
     n = mel.shape[-1] * vocoder.hop_length

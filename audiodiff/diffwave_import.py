@@ -44,7 +44,6 @@ import math
 import pickle
 import re
 import types
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -64,6 +63,8 @@ from audiodiff.config import (
     to_dict,
     validate,
 )
+from audiodiff.encoding import one_line
+from audiodiff.files import check_not_inputs
 from audiodiff.model import DiffusionEmbedding, DiffWave
 from audiodiff.schedule import NoiseSchedule, sampling_sigmas, sigmas_from_betas
 
@@ -135,8 +136,9 @@ def _restricted_pickle_module() -> types.SimpleNamespace:
 def _refused(path: Path, err: Exception) -> ValueError:
     match = _REFUSED.search(str(err))
     if match is None:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return ValueError(f"{path} is not a loadable torch checkpoint: {first}")
+        return ValueError(
+            f"{path} is not a loadable torch checkpoint: {type(err).__name__}: {one_line(err)}"
+        )
     return ValueError(
         f"{path} is not a safe lmnt-com/diffwave checkpoint: it references {match.group(1)}, not "
         "only tensors, primitive containers and params.AttrDict; refused without running it"
@@ -173,7 +175,9 @@ def read_diffwave_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    load_errors = (RuntimeError, EOFError, OSError, zipfile.BadZipFile, KeyError, AttributeError)
+    # torch's reader fails on foreign bytes in many ways (a text file: IndexError "pop from empty
+    # list", KeyError 101 ...): every one is this file not being a checkpoint.
+    load_errors = (Exception,)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -380,12 +384,13 @@ def import_diffwave(
     Raises:
         FileNotFoundError: no ``weights_path``.
         FileExistsError: ``out_path`` exists and ``overwrite`` is false.
-        ValueError: unsafe or unreadable file, unsupported hyper-parameters, or weights that do not
-            fit the network they describe.
+        ValueError: ``out_path`` is ``weights_path``, unsafe or unreadable file, unsupported
+            hyper-parameters, or weights that do not fit the network they describe.
     """
     out_path = Path(out_path)
     if out_path.suffix != ".safetensors":
         raise ValueError(f"the output must be a .safetensors file, got {out_path}")
+    check_not_inputs([out_path], [weights_path])  # even with overwrite
     if out_path.exists() and not overwrite:
         raise FileExistsError(f"{out_path} exists; pass overwrite=True (--overwrite) to replace it")
     weights, params, step = read_diffwave_checkpoint(weights_path)
@@ -394,8 +399,8 @@ def import_diffwave(
     net = DiffWave.from_config(cfg)
     try:
         result = net.load_state_dict(weights, strict=False)
-    except RuntimeError as err:  # a shape mismatch: name the first one
-        detail = str(err).strip().splitlines()[-1].strip()
+    except RuntimeError as err:  # a shape mismatch: named in full
+        detail = one_line(err)
         raise ValueError(f"{weights_path}: the weights do not fit the network: {detail}") from None
     missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     if missing or unexpected:

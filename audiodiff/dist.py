@@ -76,25 +76,49 @@ def env_ranks(environ: dict[str, str] | None = None) -> tuple[int, int, int]:
     return rank, world_size, local_rank
 
 
-def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
-    """Map ``train.device`` (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``) to a device.
+def resolve_device(
+    requested: str | None, local_rank: int = 0, *, option: str = "train.device"
+) -> torch.device:
+    """Map a device name (``"auto"``/None, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``) to a
+    device this machine has. The one device resolver: training, ``Vocoder``, ``GenerativeModel``
+    and the CLI call it before loading anything, so a bad ``--device`` is refused first.
 
     ``"auto"`` and ``"cuda"`` pick ``cuda:LOCAL_RANK`` when CUDA is available.
 
+    Args:
+        option: how the setting is named to the user (``train.device``, ``--device``).
+
     Raises:
-        ValueError: CUDA requested but not available.
+        ValueError: not a device name, or a device (or device index) this machine lacks.
     """
-    if requested == "auto":
+    if requested is None or requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"train.device is {requested!r} but CUDA is not available here")
-        if requested == "cuda":
-            return torch.device("cuda", local_rank)
     try:
-        return torch.device(requested)
-    except RuntimeError:
-        raise ValueError(f"train.device {requested!r} is not a torch device") from None
+        dev = torch.device(requested)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"{option} {requested!r} is not a device; use cpu, cuda, cuda:N or mps"
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "is a CPU-only build" if torch.version.cuda is None else "finds no GPU"
+            raise ValueError(
+                f"{option} is {requested!r} but CUDA is not available here (torch "
+                f"{torch.__version__} {why})"
+            )
+        if dev.index is None:
+            return torch.device("cuda", local_rank)
+        if dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"{option} is {requested!r} but this machine has {torch.cuda.device_count()} "
+                "CUDA device(s)"
+            )
+        return dev
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{option} is {requested!r} but MPS is not available here")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{option} is {requested!r}; audiodiff runs on cpu, cuda, cuda:N or mps")
+    return dev
 
 
 def init(device: str = "auto", timeout: timedelta = DEFAULT_TIMEOUT) -> DistContext:

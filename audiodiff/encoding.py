@@ -6,6 +6,9 @@ Python's defaults follow the locale instead: ``open()`` / ``read_text()`` decode
 encoding, and a ``str`` file name stands for its bytes in the *filesystem* encoding (the locale's,
 with surrogateescape). Under a UTF-8 locale the helpers below change nothing; under Latin-1 or the
 C locale (ASCII) they keep a manifest naming the same files in every process that reads it.
+
+A user-facing message is one line too (:func:`one_line`): the useful part of a library's multi-line
+error (the unexpected key of a strict load, YAML's line and column) is kept, not cut.
 """
 
 from __future__ import annotations
@@ -50,3 +53,12 @@ def json_text(obj: Any, **kwargs: Any) -> str:
     except UnicodeEncodeError:
         return json.dumps(obj, **kwargs)
     return text
+
+
+def one_line(text: object, default: str = "error") -> str:
+    """``text`` (an exception or string) on one line: its non-blank lines stripped and joined
+    with ``"; "``; ``default`` when there is none (an exception's type name when given one)."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    if lines:
+        return "; ".join(lines)
+    return type(text).__name__ if isinstance(text, BaseException) else default

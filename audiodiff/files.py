@@ -1,13 +1,15 @@
-"""Inputs and outputs of the batch commands (``mel``, ``vocode``, ``generate``): reading mel files,
-telling mel files from audio files, walking input folders (symlinked folders followed, loop-safe),
-and planning output paths so that an existing file is refused *before* any work starts (nothing is
-computed and then lost to a refusal at the end).
+"""Inputs and outputs of the commands: reading mel files, telling mel files from audio files,
+walking input folders (symlinked folders followed, loop-safe), and planning output paths so that
+every refusal comes *before* any work starts (nothing is computed and then lost to a refusal at the
+end): an output that is one of the run's inputs (never replaced, not even with ``overwrite``), an
+existing file, or a folder that cannot be created or written.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -136,11 +138,104 @@ def load_mel_file(path: str | Path) -> torch.Tensor:
     return mel.unsqueeze(0)
 
 
-def plan_outputs(out_dir: str | Path, names: list[str], *, overwrite: bool) -> list[Path]:
-    """Output paths ``out_dir/name``; refuses duplicates and (without ``overwrite``) existing files.
+def _same_file(a: Path, b: Path) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:  # hard links and other spellings that realpath cannot see through
+        return a.is_file() and b.is_file() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_not_inputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path]) -> None:
+    """Refuse an output that resolves (``realpath``, or the same inode) to an input of the run.
 
     Raises:
-        ValueError: two inputs would write the same file.
+        ValueError: naming both spellings; ``overwrite`` never lifts it (an input is never
+            replaced by the run that reads it).
+    """
+    ins = [Path(p) for p in inputs if p is not None]
+    for out in outputs:
+        for src in ins:
+            if _same_file(Path(out), src):
+                shown = "" if str(src) == str(out) else f" (as {src})"
+                raise ValueError(
+                    f"output {out} is an input of this run{shown}; choose another output path "
+                    "(an input is never replaced, not even with --overwrite)"
+                )
+
+
+def check_writable_dir(directory: str | Path) -> Path:
+    """Check, creating nothing, that ``directory`` is a writable folder or can be created as one.
+
+    Raises:
+        ValueError: it is not a folder, lies below a regular file, or its nearest existing folder
+            is not writable.
+    """
+    out = Path(directory)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output directory {out} exists and is not a directory")
+    existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise ValueError(f"output directory {out} cannot be created: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "is" if existing == out else f"cannot be created: {existing} is"
+        raise ValueError(f"output directory {out} {where} not writable")
+    return out
+
+
+def ensure_writable_dir(directory: str | Path) -> Path:
+    """:func:`check_writable_dir`, then create ``directory`` (and its parents).
+
+    Raises:
+        ValueError: as :func:`check_writable_dir`, or the OS refuses to create it (its reason
+            named).
+    """
+    out = check_writable_dir(directory)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"output directory {out} cannot be created: {err.strerror}") from None
+    return out
+
+
+def plan_output(
+    path: str | Path,
+    *,
+    overwrite: bool,
+    inputs: Iterable[str | Path] = (),
+    suffix: str | None = None,
+) -> Path:
+    """One output file of a command (``export``, ``--json``...), checked like :func:`plan_outputs`:
+    the suffix (when given), not an input, not existing (without ``overwrite``), its folder
+    creatable and writable. Nothing is created (the writer creates the folder).
+
+    Raises:
+        ValueError: wrong suffix, an input, a folder, or an unusable folder.
+        FileExistsError: it exists and ``overwrite`` is false.
+    """
+    out = Path(path)
+    if suffix is not None and out.suffix != suffix:
+        raise ValueError(f"the output must be a {suffix} file, got {out}")
+    check_not_inputs([out], inputs)
+    if out.is_dir():
+        raise ValueError(f"output {out} is a directory; give a file path")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    check_writable_dir(out.parent)
+    return out
+
+
+def plan_outputs(
+    out_dir: str | Path, names: list[str], *, overwrite: bool, inputs: Iterable[str | Path] = ()
+) -> list[Path]:
+    """Output paths ``out_dir/name``; refuses duplicates, outputs that are inputs of the run (even
+    with ``overwrite``), (without ``overwrite``) existing files, and a folder that cannot be
+    created or written. The folder is created.
+
+    Raises:
+        ValueError: two inputs would write the same file, an output is one of ``inputs``, or the
+            folder is unusable.
         FileExistsError: a target exists and ``overwrite`` is false.
     """
     out = Path(out_dir)
@@ -152,12 +247,17 @@ def plan_outputs(out_dir: str | Path, names: list[str], *, overwrite: bool) -> l
         if path in seen:
             raise ValueError(f"inputs {seen[path] + 1} and {i + 1} would both write {path}")
         seen[path] = i
+    # Before the existence check, so the refusal of an input never suggests --overwrite.
+    check_not_inputs(paths, inputs)
     if not overwrite:
         existing = [p for p in paths if p.exists()]
         if existing:
             more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
             raise FileExistsError(f"{existing[0]} exists{more}; pass --overwrite to replace")
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(out)
+    for path in paths:  # outputs in subfolders (the demo's original/, diffusion/ ...)
+        if path.parent != out:
+            ensure_writable_dir(path.parent)
     return paths
 
 

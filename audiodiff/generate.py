@@ -7,6 +7,7 @@ with no time-varying conditioning the prepared conditioning (label embeddings) i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,17 @@ import torch
 from audiodiff.audio import mel_value_range
 from audiodiff.config import ExperimentConfig
 from audiodiff.diffusion import Denoiser, GuidedDenoiser
+from audiodiff.dist import resolve_device
 from audiodiff.model import DiffWave
 from audiodiff.pretrained import load_network
 from audiodiff.schedule import NoiseSchedule
-from audiodiff.synthesis import DEFAULT_CHUNK_S, make_sampling_spec, resolve_seed, synthesize
+from audiodiff.synthesis import (
+    DEFAULT_CHUNK_S,
+    SamplingSpec,
+    make_sampling_spec,
+    resolve_seed,
+    synthesize,
+)
 from audiodiff.vocoder import Vocoder
 
 
@@ -43,7 +51,7 @@ class GenerativeModel:
                 "this is a mel-conditioned vocoder, not a generator: use `audiodiff vocode` (or "
                 "pass it as --vocoder to a mel-domain generator)"
             )
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(None if device is None else str(device), option="device")
         self.config = cfg
         self.net = net.to(self.device).eval()
         self.schedule = NoiseSchedule.from_config(cfg.diffusion)
@@ -51,7 +59,12 @@ class GenerativeModel:
 
     @classmethod
     def from_pretrained(cls, source: str | Path, device: Any = None) -> GenerativeModel:
-        """Load a checkpoint, run directory or export; the network is rebuilt from its config."""
+        """Load a checkpoint, run directory or export; the network is rebuilt from its config.
+
+        Raises:
+            ValueError: a device this machine lacks (checked before loading), or an unusable model.
+        """
+        device = resolve_device(None if device is None else str(device), option="device")
         net, cfg, info = load_network(source)
         return cls(net, cfg, labels=info.get("labels"), device=device)
 
@@ -64,11 +77,22 @@ class GenerativeModel:
         return self.config.mel.sample_rate
 
     def length_for(self, seconds: float) -> int:
-        """Samples (waveform) or frames (mel domain) for ``seconds`` of output audio."""
-        if seconds <= 0:
-            raise ValueError(f"--seconds must be positive, got {seconds}")
+        """Samples (waveform) or frames (mel domain) for ``seconds`` of output audio.
+
+        Raises:
+            ValueError: not a finite number, or shorter than one hop (one mel frame), the
+                shortest output there is; the measured length and the limit are named.
+        """
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise ValueError(f"--seconds must be a positive number, got {seconds}")
         n = round(seconds * self.sample_rate)
-        return max(1, round(n / self.config.mel.hop_length)) if self.domain == "mel" else n
+        hop = self.config.mel.hop_length
+        if n < hop:
+            raise ValueError(
+                f"--seconds {seconds:g} is {n} samples at {self.sample_rate} Hz; the shortest "
+                f"output is one hop, {hop} samples ({hop / self.sample_rate:.4f} s)"
+            )
+        return max(1, round(n / hop)) if self.domain == "mel" else n
 
     def label_index(self, label: int | str | None) -> int | None:
         """Resolve ``label`` (index or class name) against the model's classes.
@@ -94,6 +118,42 @@ class GenerativeModel:
             )
         return index
 
+    def check_request(
+        self,
+        n: int,
+        *,
+        seconds: float,
+        label: int | str | None = None,
+        guidance: float = 0.0,
+        steps: int | None = None,
+        sampler: str | None = None,
+    ) -> tuple[int | None, SamplingSpec, int]:
+        """Validate every setting of :meth:`sample` without sampling, so a caller (the CLI) can
+        refuse a request before it creates any output.
+
+        Returns:
+            ``(label index or None, sampling spec, length in samples or frames)``.
+
+        Raises:
+            ValueError: ``n`` < 1, a length under one hop, an unknown label, a guidance the model
+                cannot follow, or an impossible sampler/steps pair.
+        """
+        if n < 1:
+            raise ValueError(f"-n must be at least 1, got {n}")
+        cfg = self.config
+        length = self.length_for(seconds)
+        index = self.label_index(label)
+        if guidance < 0:
+            raise ValueError(f"--guidance must be >= 0, got {guidance}")
+        if guidance > 0 and (index is None or cfg.diffusion.label_dropout == 0):
+            raise ValueError(
+                f"--guidance {guidance} needs --label and a model trained with label dropout; "
+                f"this one has n_labels={cfg.model.n_labels}, "
+                f"label_dropout={cfg.diffusion.label_dropout}"
+            )
+        spec = make_sampling_spec(cfg, self.schedule, sampler=sampler, steps=steps)
+        return index, spec, length
+
     @torch.inference_mode()
     def sample(
         self,
@@ -118,19 +178,10 @@ class GenerativeModel:
         Returns:
             ``[n, 1, T]`` audio or ``[n, n_mels, frames]`` mels, float32 on CPU.
         """
-        if n < 1:
-            raise ValueError(f"-n must be at least 1, got {n}")
         cfg = self.config
-        index = self.label_index(label)
-        if guidance < 0:
-            raise ValueError(f"--guidance must be >= 0, got {guidance}")
-        if guidance > 0 and (index is None or cfg.diffusion.label_dropout == 0):
-            raise ValueError(
-                f"--guidance {guidance} needs --label and a model trained with label dropout; "
-                f"this one has n_labels={cfg.model.n_labels}, "
-                f"label_dropout={cfg.diffusion.label_dropout}"
-            )
-        spec = make_sampling_spec(cfg, self.schedule, sampler=sampler, steps=steps)
+        index, spec, length = self.check_request(
+            n, seconds=seconds, label=label, guidance=guidance, steps=steps, sampler=sampler
+        )
         common = {"target": cfg.diffusion.target, "t_mapping": spec.t_mapping}
         if guidance > 0:
             denoiser: Denoiser = GuidedDenoiser(
@@ -144,7 +195,6 @@ class GenerativeModel:
         elif cfg.model.n_labels > 0:
             labels = torch.full((n,), self.net.null_label, dtype=torch.long, device=self.device)
         prepared = denoiser.prepare(None, labels)
-        length = self.length_for(seconds)
         per_unit = 1 if self.domain == "waveform" else cfg.mel.hop_length
         chunk = (
             length if chunk_seconds is None else int(chunk_seconds * self.sample_rate / per_unit)

@@ -16,6 +16,7 @@ import torch
 
 from audiodiff.checkpoint import label_names, load_checkpoint, load_export
 from audiodiff.config import ExperimentConfig, inference_from_dict, validate
+from audiodiff.encoding import one_line
 from audiodiff.model import DiffWave
 from audiodiff.subband import SubbandDiffWave, build_network
 
@@ -116,8 +117,7 @@ def load_network(
     try:
         net.load_state_dict(state)
     except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
         raise ValueError(
-            f"{info['path']}: weights do not fit the stored config ({first})"
+            f"{info['path']}: weights do not fit the stored config ({one_line(err)})"
         ) from None
     return net, cfg, info

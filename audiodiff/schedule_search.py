@@ -318,6 +318,24 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
         raise
 
 
+def check_store_target(source: str | Path, out_path: str | Path) -> bool:
+    """Whether ``source`` is an export; refuses an ``out_path`` of the other kind. Cheap, so the
+    CLI calls it before the search rather than after.
+
+    Raises:
+        ValueError: a checkpoint stored as ``.safetensors``, or an export as anything else.
+    """
+    source, out = Path(source), Path(out_path)
+    is_export = source.is_file() and source.suffix == ".safetensors"
+    if is_export != (out.suffix == ".safetensors"):
+        raise ValueError(
+            f"{source} is {'an export' if is_export else 'a checkpoint'} but {out} would be "
+            f"{'an export' if not is_export else 'a checkpoint'}; keep the kind (use `audiodiff "
+            "export` to turn a checkpoint into an export)"
+        )
+    return is_export
+
+
 def store_schedule(
     source_path: str | Path,
     sigmas: Sequence[float],
@@ -352,13 +370,7 @@ def store_schedule(
     values = _check_sigmas(sigmas)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
-    is_export = source.is_file() and source.suffix == ".safetensors"
-    if is_export != (out.suffix == ".safetensors"):
-        raise ValueError(
-            f"{source} is {'an export' if is_export else 'a checkpoint'} but {out} would be "
-            f"{'an export' if not is_export else 'a checkpoint'}; keep the kind (use `audiodiff "
-            "export` to turn a checkpoint into an export)"
-        )
+    is_export = check_store_target(source, out)
 
     def with_schedule(config: dict[str, Any]) -> dict[str, Any]:
         sample = {**config.get("sample", {}), "schedule": list(values), "steps": len(values)}

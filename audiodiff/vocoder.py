@@ -21,6 +21,7 @@ from audiodiff.audio import (
 )
 from audiodiff.config import ExperimentConfig, MelConfig
 from audiodiff.diffusion import Denoiser
+from audiodiff.dist import resolve_device
 from audiodiff.domains import build_domain
 from audiodiff.model import DiffWave
 from audiodiff.pretrained import load_network
@@ -144,7 +145,7 @@ class Vocoder:
                 f"a Vocoder needs a mel-conditioned waveform or stft model, but this one has "
                 f"domain={cfg.model.domain!r}, conditioning={cfg.model.conditioning!r}"
             )
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(None if device is None else str(device), option="device")
         self.config = cfg
         self.net = net.to(self.device).eval()
         self.schedule = NoiseSchedule.from_config(cfg.diffusion)
@@ -156,8 +157,10 @@ class Vocoder:
         """Load a training checkpoint, a run directory, an exported ``.safetensors`` or a name.
 
         Raises:
-            ValueError: unreadable file, not an audiodiff model, or not a vocoder.
+            ValueError: a device this machine lacks (checked before loading), unreadable file,
+                not an audiodiff model, or not a vocoder.
         """
+        device = resolve_device(None if device is None else str(device), option="device")
         net, cfg, _ = load_network(path)
         return cls(net, cfg, device=device)
 

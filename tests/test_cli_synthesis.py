@@ -6,6 +6,7 @@ stderr with exit code 2; nothing is overwritten without --overwrite.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -169,3 +170,100 @@ def test_real_subprocess_vocode(model, speech, tmp_path):
     usage = subprocess.run(cmd[:5], capture_output=True, text=True, timeout=120)
     assert usage.returncode == 2 and len(usage.stderr.strip().splitlines()) == 1
     assert "Missing argument 'INPUTS...'" in usage.stderr
+
+
+def _run_dir(cfg, run_dir, *, labels=None):
+    """A run directory holding one checkpoint of ``cfg`` with random weights (step 3)."""
+    from audiodiff.checkpoint import save_checkpoint
+    from audiodiff.subband import build_network
+
+    gen = torch.Generator().manual_seed(0)
+    net = build_network(cfg, generator=gen)
+    with torch.no_grad():
+        getattr(net, "net", net).output_projection.weight.normal_(0, 0.2, generator=gen)
+    state = {"config": to_dict(cfg), "model": net.state_dict(), "ema": net.state_dict(),
+             "step": 3, "optimizer": {}, "rng": {}}  # fmt: skip
+    if labels:
+        state["labels"] = {name: i for i, name in enumerate(labels)}
+    save_checkpoint(state, run_dir, 3, keep_last=1)
+    return run_dir
+
+
+def test_every_readme_command_in_its_plainest_form(tiny_config, tmp_path, monkeypatch):
+    """Each line of README.md's "Everyday commands" (torchrun aside: tests/test_dist.py), with the
+    README's own arguments where they fit a tiny run; only sizes and steps are made small."""
+    from pathlib import Path
+
+    from .conftest import TINY_OVERRIDES
+    from .test_datasets import build_ljspeech
+    from .test_diffwave_import import _params, _save_like_lmnt, lmnt_state_dict
+
+    recipe = Path(__file__).resolve().parent.parent / "recipes" / "ljspeech" / "base.yaml"
+    monkeypatch.chdir(tmp_path)  # the recipe's manifests are relative: data/ljspeech/*.jsonl
+    build_ljspeech(tmp_path / "LJSpeech-1.1")
+    ok = invoke("prepare", "ljspeech", "LJSpeech-1.1", "--out", "data/ljspeech")
+    assert ok.exit_code == 0, ok.output
+    assert {p.name for p in Path("data/ljspeech").iterdir()} >= {"train.jsonl", "val.jsonl"}
+    sets = [a for s in [*TINY_OVERRIDES, "train.max_steps=2"] for a in ("--set", s)]
+    ok = invoke("train", recipe, "--run-dir", "runs/lj", *sets)
+    assert ok.exit_code == 0, ok.output
+    assert "trained to step 2" in ok.output
+
+    sf.write("speech.wav", chirp_plus_noise(22050, 0.3), 22050)
+    ok = invoke("mel", "speech.wav", "--profile", "hifigan", "-o", "mels/", "--plot")
+    assert ok.exit_code == 0, ok.output
+    frames = np.load("mels/speech.npy").shape[1]
+    np.save("mel.npy", np.load("mels/speech.npy")[:, :7])
+    ok = invoke("vocode", "runs/lj", "speech.wav", "mel.npy", "-o", "out/", "--steps", "6")
+    assert ok.exit_code == 0, ok.output
+    assert sf.info("out/speech.wav").frames == frames * 256
+    assert sf.info("out/mel.wav").frames == 7 * 256
+
+    labelled = apply_overrides(
+        tiny_config, ["model.conditioning=none", "model.n_labels=10", "diffusion.label_dropout=0.1"]
+    )
+    _run_dir(labelled, tmp_path / "runs" / "sc09", labels=[str(i) for i in range(10)])
+    ok = invoke("generate", "runs/sc09", "-n", "2", "--seconds", "0.05", "--label", "3",
+                "--guidance", "1", "-o", "gen/")  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+    assert sorted(p.name for p in Path("gen").iterdir()) == ["label-3_000.wav", "label-3_001.wav"]
+    assert sf.info("gen/label-3_000.wav").frames == round(0.05 * 22050)
+
+    mel_cfg = apply_overrides(tiny_config, ["model.domain=mel", "model.conditioning=none"])
+    _run_dir(mel_cfg, tmp_path / "runs" / "sc09-mel")
+    _run_dir(tiny_config, tmp_path / "runs" / "sc09-voc")
+    # The plain form, without --save-mels (it raised IndexError: mels saved to unplanned paths).
+    ok = invoke("generate", "runs/sc09-mel", "--vocoder", "runs/sc09-voc", "-n", "2",
+                "--seconds", "0.1", "-o", "two/")  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+    assert sorted(p.name for p in Path("two").iterdir()) == ["sample_000.wav", "sample_001.wav"]
+    assert sf.info("two/sample_000.wav").frames == round(0.1 * 22050 / 256) * 256
+    ok = invoke("generate", "runs/sc09-mel", "--vocoder", "runs/sc09-voc", "-n", "2",
+                "--seconds", "0.1", "-o", "two-mels/", "--save-mels")  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+    assert np.load("two-mels/sample_001.npy").shape == (80, round(0.1 * 22050 / 256))
+
+    Path("refs").mkdir()
+    sf.write("refs/speech.wav", sf.read("speech.wav")[0][: frames * 256], 22050)
+    ok = invoke("evaluate", "refs/", "out/", "--json", "scores.json", "--no-pesq")
+    assert ok.exit_code == 0, ok.output
+    scores = json.loads(Path("scores.json").read_text(encoding="utf-8"))
+    assert scores["total"]["files"] == 1 and scores["unmatched_gen"] == ["mel"]
+
+    ok = invoke("export", "runs/lj", "lj.safetensors")
+    assert ok.exit_code == 0, ok.output
+    assert load_export("lj.safetensors")[2]["step"] == "2"
+
+    ok = invoke("search-schedule", "runs/lj", "--steps", "2", "--manifest",
+                "data/ljspeech/val.jsonl", "-o", "lj-6.pt", "--max-clips", "1")  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+    from audiodiff.checkpoint import load_checkpoint
+
+    assert len(load_checkpoint("lj-6.pt")["config"]["sample"]["schedule"]) == 2
+
+    _save_like_lmnt(tmp_path / "diffwave-ljspeech.pt", lmnt_state_dict(), _params())
+    ok = invoke("import-diffwave", "diffwave-ljspeech.pt", "lj-diffwave.safetensors")
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(load_export("lj-diffwave.safetensors")[2]["config"])["mel"]["name"] == (
+        "diffwave"
+    )

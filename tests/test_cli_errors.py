@@ -1,0 +1,385 @@
+"""Refusals of the commands that read and write files (issue 11, kinds 3 and 9): an output never
+replaces an input of the same run, not even with --overwrite; every bad output folder, device,
+checkpoint, length or count is one line on stderr with exit code 2, before any work, and names
+the measured value or the cause; nothing is written and every input keeps its bytes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from audiodiff.config import apply_overrides
+
+from .conftest import chirp_plus_noise, random_export
+from .test_cli_synthesis import _one_line_exit_2, _run_dir, invoke
+
+
+@pytest.fixture
+def model(tiny_config, tmp_path):
+    return random_export(tiny_config, tmp_path / "tiny.safetensors", output_std=0.2)
+
+
+@pytest.fixture
+def speech(tmp_path):
+    """A 24-bit original at another rate: vocoding it would write a different (16-bit) file."""
+    path = tmp_path / "D" / "speech.wav"
+    path.parent.mkdir()
+    sf.write(path, chirp_plus_noise(44100, 0.3), 44100, subtype="PCM_24")
+    return path
+
+
+@pytest.fixture
+def generator(tiny_config, tmp_path):
+    """An unconditional waveform generator (hop 256 at 22050 Hz)."""
+    cfg = apply_overrides(tiny_config, ["model.conditioning=none"])
+    return random_export(cfg, tmp_path / "gen.safetensors")
+
+
+@pytest.fixture
+def text_checkpoint(tmp_path):
+    """A text file that torch's reader fails on with ``IndexError: pop from empty list``."""
+    path = tmp_path / "notes.pt"
+    path.write_text("e\n", encoding="utf-8")
+    return path
+
+
+def _no_suggestion(result):
+    assert "--overwrite to replace" not in result.output and "pass --overwrite" not in result.output
+
+
+# --- kind 3: an output never replaces an input of the same run ----
+
+
+def test_vocode_into_the_inputs_folder_never_replaces_the_input(model, speech, tmp_path):
+    before = speech.read_bytes()
+    for extra in ([], ["--overwrite"]):
+        result = invoke("vocode", model, speech, "-o", speech.parent, *extra)
+        _one_line_exit_2(result, f"output {speech} is an input of this run")
+        _no_suggestion(result)
+    # Another spelling of the same folder (a symlink) is the same file after realpath.
+    link = tmp_path / "link"
+    link.symlink_to(speech.parent)
+    result = invoke("vocode", model, speech, "-o", link, "--overwrite")
+    _one_line_exit_2(result, "is an input of this run")
+    assert speech.read_bytes() == before
+    assert sf.info(speech).subtype == "PCM_24"
+    assert sorted(p.name for p in speech.parent.iterdir()) == ["speech.wav"]
+
+
+def test_mel_never_replaces_its_input(tmp_path):
+    # An audio file named like mel's output: <stem>.npy in its own folder.
+    odd = tmp_path / "D" / "speech.npy"
+    odd.parent.mkdir()
+    sf.write(odd, chirp_plus_noise(22050, 0.3), 22050, format="WAV", subtype="PCM_24")
+    before = odd.read_bytes()
+    result = invoke("mel", odd, "--profile", "hifigan", "-o", odd.parent, "--overwrite")
+    _one_line_exit_2(result, f"output {odd} is an input of this run")
+    _no_suggestion(result)
+    assert odd.read_bytes() == before
+
+
+def test_single_output_commands_never_replace_their_input(model, tmp_path, speech):
+    from .test_diffwave_import import _params, _save_like_lmnt, lmnt_state_dict
+
+    before = model.read_bytes()
+    # search-schedule -o SOURCE: refused before the search (use --in-place for that)
+    manifest = tmp_path / "val.jsonl"
+    manifest.write_text(f'{{"path": "{speech}", "duration_s": 0.3}}\n', encoding="utf-8")
+    result = invoke("search-schedule", model, "--steps", "2", "--manifest", manifest, "-o", model,
+                    "--overwrite")  # fmt: skip
+    _one_line_exit_2(result, f"output {model} is an input of this run")
+    _no_suggestion(result)
+    assert model.read_bytes() == before
+    # search-schedule -o MANIFEST
+    text = manifest.read_bytes()
+    result = invoke("search-schedule", model, "--steps", "2", "--manifest", manifest,
+                    "-o", manifest, "--overwrite")  # fmt: skip
+    _one_line_exit_2(result, "is an input of this run")
+    assert manifest.read_bytes() == text
+    # import-diffwave W W
+    src = _save_like_lmnt(tmp_path / "w.safetensors", lmnt_state_dict(), _params())
+    weights = src.read_bytes()
+    result = invoke("import-diffwave", src, src, "--overwrite")
+    _one_line_exit_2(result, f"output {src} is an input of this run")
+    assert src.read_bytes() == weights
+    # evaluate --json onto one of the scored files
+    refs, gens = tmp_path / "refs", tmp_path / "gens"
+    for d in (refs, gens):
+        d.mkdir()
+        sf.write(d / "a.wav", chirp_plus_noise(22050, 0.3), 22050)
+    audio = (gens / "a.wav").read_bytes()
+    result = invoke("evaluate", refs, gens, "--json", gens / "a.wav", "--overwrite", "--no-pesq")
+    _one_line_exit_2(result, "is an input of this run")
+    assert (gens / "a.wav").read_bytes() == audio
+
+
+def test_demo_clip_is_not_an_output(model, tmp_path):
+    out = tmp_path / "demo"
+    clip = out / "original" / "example.wav"
+    clip.parent.mkdir(parents=True)
+    sf.write(clip, chirp_plus_noise(22050, 0.3), 22050, subtype="PCM_24")
+    before = clip.read_bytes()
+    result = invoke("demo", "-o", out, "--model", model, "--clip", clip, "--overwrite")
+    _one_line_exit_2(result, f"output {clip} is an input of this run")
+    assert clip.read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["original"]
+
+
+def test_train_refuses_a_manifest_the_run_would_overwrite(tiny_config, tmp_path, manifests):
+    from .test_train import RECIPE
+
+    run = tmp_path / "run"
+    run.mkdir()
+    moved = run / "metrics.jsonl"  # the trainer appends its metrics here
+    moved.write_bytes(manifests[0].read_bytes())
+    before = moved.read_bytes()
+    result = invoke("train", RECIPE, "--run-dir", run, "--set", f"data.train_manifest={moved}",
+                    "--set", "train.max_steps=1")  # fmt: skip
+    _one_line_exit_2(result, f"output {moved} is an input of this run")
+    assert moved.read_bytes() == before and os.listdir(run) == ["metrics.jsonl"]
+
+
+# --- kind 9: every failure is one line, exit 2, before any work ----
+
+
+def test_output_folder_below_a_file_is_refused_first(model, speech, generator, tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x", encoding="utf-8")
+    below = blocker / "sub"
+    why = f"output directory {below} cannot be created: {blocker} is a file"
+    _one_line_exit_2(invoke("vocode", model, speech, "-o", below), why)
+    _one_line_exit_2(invoke("mel", speech, "--profile", "hifigan", "-o", below), why)
+    _one_line_exit_2(invoke("generate", generator, "-n", "1", "-o", below), why)
+    _one_line_exit_2(invoke("demo", "-o", below, "--model", model), why)
+    single = f"output directory {below} cannot be created: {blocker} is a file"
+    _one_line_exit_2(invoke("export", model, below / "x.safetensors"), single)
+    _one_line_exit_2(invoke("evaluate", tmp_path, tmp_path, "--json", below / "s.json"), single)
+    _one_line_exit_2(invoke("prepare", "folder", speech.parent, "--out", below), single)
+    _one_line_exit_2(
+        invoke("search-schedule", model, "--steps", "2", "--manifest", "m.jsonl",
+               "-o", below / "x.safetensors"),
+        single,
+    )  # fmt: skip
+    from .test_train import RECIPE
+
+    _one_line_exit_2(invoke("train", RECIPE, "--run-dir", below), single)
+    assert blocker.read_text(encoding="utf-8") == "x"
+
+
+def test_unwritable_output_folder_is_refused_first(model, speech, tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    if os.geteuid() != 0:
+        locked.chmod(0o555)
+    else:  # root writes anywhere: make the permission check see a read-only folder
+        real_access = os.access
+        monkeypatch.setattr(
+            os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode)
+        )
+    try:
+        result = invoke("vocode", model, speech, "-o", locked)
+        _one_line_exit_2(result, f"output directory {locked} is not writable")
+        result = invoke("vocode", model, speech, "-o", locked / "new")
+        _one_line_exit_2(result, f"output directory {locked / 'new'} cannot be created: {locked}")
+        assert os.listdir(locked) == []
+    finally:
+        locked.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    ("device", "text"),
+    [
+        ("tpu", "--device 'tpu' is not a device; use cpu, cuda, cuda:N or mps"),
+        ("cuda", "--device is 'cuda' but CUDA is not available here"),
+        ("cuda:7", "--device is 'cuda:7' but"),
+        ("mps", "--device is 'mps' but MPS is not available here"),
+    ],
+)
+def test_bad_device_is_refused_before_anything_loads(device, text, tmp_path, speech):
+    if device.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    missing = tmp_path / "no-model.safetensors"  # the device is refused before the model is read
+    out = tmp_path / "out"
+    for cmd in (["vocode", missing, speech], ["generate", missing]):
+        _one_line_exit_2(invoke(*cmd, "-o", out, "--device", device), text)
+    assert not out.exists()
+
+
+def test_text_file_as_checkpoint_is_one_line(text_checkpoint, speech, tmp_path):
+    why = "IndexError: pop from empty list"
+    out = tmp_path / "out"
+    _one_line_exit_2(invoke("vocode", text_checkpoint, speech, "-o", out), why)
+    _one_line_exit_2(invoke("generate", text_checkpoint, "-o", out), why)
+    _one_line_exit_2(invoke("export", text_checkpoint, tmp_path / "x.safetensors"), why)
+    result = invoke("import-diffwave", text_checkpoint, tmp_path / "y.safetensors")
+    _one_line_exit_2(result, f"{text_checkpoint} is not a loadable torch checkpoint: {why}")
+    keyerror = tmp_path / "hello.pt"
+    keyerror.write_text("hello\n", encoding="utf-8")
+    _one_line_exit_2(invoke("vocode", keyerror, speech, "-o", out), "KeyError")
+    assert not out.exists() and not (tmp_path / "x.safetensors").exists()
+    assert not (tmp_path / "y.safetensors").exists()
+
+
+def test_search_schedule_refuses_the_output_kind_before_searching(tiny_config, tmp_path, speech):
+    run = _run_dir(tiny_config, tmp_path / "run")
+    manifest = tmp_path / "val.jsonl"
+    manifest.write_text(f'{{"path": "{speech}", "duration_s": 0.3}}\n', encoding="utf-8")
+    result = invoke("search-schedule", run, "--steps", "2", "--manifest", manifest,
+                    "-o", tmp_path / "x.safetensors")  # fmt: skip
+    # One line: not a single candidate was scored (the search logs one row per candidate).
+    _one_line_exit_2(result, "is a checkpoint but")
+    assert "x.safetensors would be an export" in result.output
+    assert not (tmp_path / "x.safetensors").exists()
+    _one_line_exit_2(
+        invoke("search-schedule", run, "--steps", "0", "--manifest", manifest, "-o", "y.pt"),
+        "--steps and --max-clips must be at least 1, got 0 and 4",
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        (["--seconds", "0.00001"], "--seconds 1e-05 is 0 samples at 22050 Hz; the shortest output "
+         "is one hop, 256 samples (0.0116 s)"),
+        (["--seconds", "0.01"], "--seconds 0.01 is 220 samples at 22050 Hz"),
+        (["--seconds", "0"], "--seconds must be a positive number, got 0.0"),
+        (["--seconds", "inf"], "--seconds must be a positive number, got inf"),
+        (["--seconds", "nan"], "--seconds must be a positive number, got nan"),
+        (["-n", "0"], "-n must be at least 1, got 0"),
+        (["-n", "-2"], "-n must be at least 1, got -2"),
+        (["--label", "1"], "this model has no labels"),
+        (["--steps", "4"], "fixed 6-step schedule"),
+        (["--guidance", "-1"], "--guidance must be >= 0, got -1.0"),
+        (["--guidance", "1"], "--guidance 1.0 needs --label"),
+    ],
+)  # fmt: skip
+def test_generate_refuses_lengths_counts_and_settings_first(generator, tmp_path, args, text):
+    out = tmp_path / "out"
+    _one_line_exit_2(invoke("generate", generator, "-o", out, *args), text)
+    assert not out.exists()
+
+
+def test_generate_mel_model_refuses_a_length_under_one_frame(tiny_config, model, tmp_path):
+    mel = random_export(
+        apply_overrides(tiny_config, ["model.domain=mel", "model.conditioning=none"]),
+        tmp_path / "mel.safetensors",
+    )
+    out = tmp_path / "out"
+    result = invoke("generate", mel, "--vocoder", model, "--seconds", "0.005", "-o", out)
+    _one_line_exit_2(result, "--seconds 0.005 is 110 samples at 22050 Hz; the shortest output")
+    assert not out.exists()
+
+
+def test_vocode_refuses_sampler_settings_before_reading_inputs(model, tmp_path):
+    out = tmp_path / "out"
+    missing = tmp_path / "never-read.wav"
+    _one_line_exit_2(invoke("vocode", model, missing, "-o", out, "--steps", "4"), "fixed 6-step")
+    assert not out.exists()
+
+
+def test_demo_refuses_steps_before_writing(model, tmp_path):
+    out = tmp_path / "demo"
+    _one_line_exit_2(invoke("demo", "-o", out, "--model", model, "--steps", "4"), "fixed 6-step")
+    assert not out.exists()
+
+
+def test_strict_load_error_keeps_the_unexpected_key(tiny_config, tmp_path, speech):
+    from safetensors.torch import load_file, save_file
+
+    from audiodiff.checkpoint import load_export
+
+    path = random_export(tiny_config, tmp_path / "m.safetensors")
+    tensors = load_file(str(path))
+    tensors["extra_head.weight"] = torch.zeros(3)
+    metadata = load_export(path)[2]
+    save_file(tensors, str(tmp_path / "extra.safetensors"), metadata=metadata)
+    result = invoke("vocode", tmp_path / "extra.safetensors", speech, "-o", tmp_path / "out")
+    _one_line_exit_2(result, "weights do not fit the stored config")
+    assert '"extra_head.weight"' in result.output  # after the first line of torch's message
+
+
+def test_fail_joins_every_line():
+    from click.testing import CliRunner
+
+    from audiodiff.cli import main
+
+    @main.command("_multi_line_for_test", hidden=True)
+    def _multi() -> None:
+        from audiodiff.cli import fail
+
+        fail("first line\n\tsecond: the useful part\n\n")
+
+    try:
+        result = CliRunner().invoke(main, ["_multi_line_for_test"])
+    finally:
+        main.commands.pop("_multi_line_for_test")
+    assert result.exit_code == 2
+    assert result.output == "audiodiff: error: first line; second: the useful part\n"
+
+
+def test_bad_yaml_names_line_and_column(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n", encoding="utf-8")
+    result = invoke("train", bad, "--run-dir", tmp_path / "r")
+    _one_line_exit_2(result, "not valid YAML")
+    assert "line 2, column 1" in result.output
+
+
+def test_wav_length_of_a_generated_clip_is_untouched_by_checks(generator, tmp_path):
+    """The checks refuse nothing valid: exactly one hop is allowed."""
+    out = tmp_path / "out"
+    result = invoke("generate", generator, "-n", "1", "--seconds", str(256 / 22050), "-o", out,
+                    "--sampler", "ddim", "--steps", "2")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert sf.info(out / "sample_000.wav").frames == 256
+    assert np.isfinite(sf.read(out / "sample_000.wav")[0]).all()
+
+
+def test_search_schedule_in_place_refuses_run_dirs_and_shipped_models(tiny_config, tmp_path):
+    run = _run_dir(tiny_config, tmp_path / "run")
+    manifest = tmp_path / "val.jsonl"
+    manifest.write_text("", encoding="utf-8")
+    result = invoke("search-schedule", run, "--steps", "2", "--manifest", manifest, "--in-place")
+    _one_line_exit_2(result, f"not the run directory {run}; give {run / 'step_00000003.pt'}")
+    from audiodiff.pretrained import SHIPPED_DIR
+
+    shipped = SHIPPED_DIR / "small-speech.safetensors"
+    before = shipped.stat().st_mtime_ns
+    result = invoke("search-schedule", "small-speech", "--steps", "2", "--manifest", manifest,
+                    "--in-place")  # fmt: skip
+    _one_line_exit_2(result, "--in-place would rewrite the shipped model")
+    assert shipped.stat().st_mtime_ns == before
+
+
+def test_mel_refuses_a_missing_input_before_writing_any(speech, tmp_path):
+    out = tmp_path / "mels"
+    result = invoke("mel", speech, tmp_path / "gone.wav", "--profile", "hifigan", "-o", out)
+    _one_line_exit_2(result, f"{tmp_path / 'gone.wav'} does not exist")
+    assert not out.exists()  # (speech.npy used to be written before the refusal)
+
+
+def test_library_writers_refuse_their_own_source(tiny_config, tmp_path):
+    """The APIs behind export and import-diffwave refuse too, not only the CLI."""
+    from audiodiff.checkpoint import export_safetensors
+    from audiodiff.diffwave_import import import_diffwave
+
+    from .test_diffwave_import import _params, _save_like_lmnt, lmnt_state_dict
+
+    run = _run_dir(tiny_config, tmp_path / "run")
+    step = run / "step_00000003.pt"
+    before = step.read_bytes()
+    with pytest.raises(ValueError, match="is an input of this run"):
+        export_safetensors(run, step, overwrite=True)
+    src = _save_like_lmnt(tmp_path / "w.safetensors", lmnt_state_dict(), _params())
+    weights = src.read_bytes()
+    with pytest.raises(ValueError, match="is an input of this run"):
+        import_diffwave(src, src, overwrite=True)
+    assert step.read_bytes() == before and src.read_bytes() == weights
