@@ -54,11 +54,11 @@ def test_mel_then_vocode_mel_and_audio(model, speech, tmp_path):
     mels = tmp_path / "mels"
     result = invoke("mel", speech, "--from", model, "-o", mels, "--plot")
     assert result.exit_code == 0, result.output
-    mel = np.load(mels / "speech.npy")
+    mel = np.load(mels / "speech.npz")["mel"]
     assert mel.shape == (80, int(0.4 * 22050) // 256)
     assert (mels / "speech.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = tmp_path / "out"
-    result = invoke("vocode", model, mels / "speech.npy", "-o", out, "--steps", "6")
+    result = invoke("vocode", model, mels / "speech.npz", "-o", out, "--steps", "6")
     assert result.exit_code == 0, result.output
     assert "real-time factor" in result.output
     audio, rate = sf.read(out / "speech.wav")
