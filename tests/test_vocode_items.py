@@ -21,7 +21,7 @@ from audiodiff.generate import GenerativeModel, check_same_profile
 from audiodiff.synthesis import batches_by_length, item_key, positional_noise
 from audiodiff.vocoder import Vocoder, check_mel
 
-from .conftest import chirp_plus_noise, random_export
+from .conftest import chirp_plus_noise, manifest_overrides, random_export
 
 
 @pytest.fixture
@@ -133,6 +133,18 @@ def test_generated_clip_does_not_depend_on_n(tiny_config, tmp_path):
         assert torch.equal(gen.sample(1, seconds=0.05, seed=4, **kw)[0], three[0])
         assert torch.equal(gen.sample(2, seconds=0.05, seed=4, **kw)[1], three[1])
         assert not torch.equal(three[0], three[1])
+
+
+def test_validation_loss_does_not_depend_on_batch_size(tiny_config, manifests, tmp_path):
+    from audiodiff.train import Trainer, evaluate
+
+    stats = []
+    for batch_size in (1, 2):
+        cfg = apply_overrides(
+            tiny_config, [*manifest_overrides(manifests), f"data.batch_size={batch_size}"]
+        )
+        stats.append(evaluate(Trainer(cfg, tmp_path / f"run{batch_size}", log=lambda _: None)))
+    assert stats[0] == stats[1] and math.isfinite(stats[0]["val_loss"])
 
 
 # --- kind 8: a mel file carries its profile ----
