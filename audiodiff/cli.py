@@ -237,6 +237,7 @@ def prepare(
     help="Also the predicted MOS of both sides: DistillMOS and DNSMOS P.808 (the eval extra; "
     "on one CPU thread ~1 s per pair of clips under 8 s, ~1 s per second of longer audio).",
 )
+@_threads_option
 @user_errors
 def evaluate(
     ref_dir: str,
@@ -599,6 +600,7 @@ def import_diffwave_command(weights: str, out_path: str, overwrite: bool) -> Non
 @click.option("--max-clips", type=int, default=4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@_threads_option
 @user_errors
 def search_schedule_command(
     checkpoint: str,

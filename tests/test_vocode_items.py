@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -265,6 +266,10 @@ def test_progress_counts_chunks(model, tiny_config, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     (bar,) = bars
     assert (bar.unit, bar.total, bar.n, bar.postfix) == ("chunk", 4, 4, "2/2 files")
+    result = invoke("generate", tmp_path / "g.safetensors", "-n", "2", "--seconds", "13",
+                    "--steps", "2", "--sampler", "ddim", "-o", tmp_path / "gen")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (bars[1].unit, bars[1].total, bars[1].n) == ("chunk", 3, 3)  # 13 s in 6 s chunks
 
 
 @pytest.mark.parametrize(
@@ -274,9 +279,20 @@ def test_progress_counts_chunks(model, tiny_config, tmp_path, monkeypatch):
         (["generate", "M", "-o", "out"], "audiodiff.generate.GenerativeModel.from_pretrained"),
         (["train", "r.yaml", "--run-dir", "run"], "audiodiff.config.load_config"),
         (["demo", "-o", "out"], "audiodiff.demo.run_demo"),
+        (["search-schedule", "M", "--steps", "3", "--manifest", "m.jsonl", "-o", "s.pt"],
+         "audiodiff.vocoder.Vocoder.from_pretrained"),
+        (["evaluate", "ref", "gen"], "audiodiff.metrics.evaluate_dirs"),
     ],
-)
-def test_threads_option(command, target, monkeypatch):
+)  # fmt: skip
+def test_threads_option(command, target, model, tmp_path, monkeypatch):
+    """--threads N sets torch's threads while the command runs and is checked before any work."""
+    monkeypatch.chdir(tmp_path)
+    Path("M").write_bytes(model.read_bytes())
+    np.save("x.npy", _mel(10, 0))
+    for name in ("r.yaml", "m.jsonl"):
+        Path(name).write_text("", encoding="utf-8")
+    Path("ref").mkdir()
+    Path("gen").mkdir()
     seen = []
 
     def probe(*args, **kwargs):
