@@ -88,6 +88,35 @@ def main() -> None:
     """Diffusion-based audio generation: train, sample, vocode and evaluate DiffWave models."""
 
 
+def _threads_option(fn: F) -> F:
+    """``--threads N``: torch's CPU threads while the command runs (default: torch's choice).
+
+    On a busy machine fewer threads than cores can be much faster (2 threads ran 10x slower than
+    1 on a shared 2-core machine). N is checked (>= 1) before any work; the previous setting is
+    restored afterwards, so an in-process caller keeps its own.
+    """
+
+    @wraps(fn)
+    def wrapper(*args: Any, threads: int | None = None, **kwargs: Any) -> Any:
+        if threads is None:
+            return fn(*args, **kwargs)
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
+
+    return click.option(
+        "--threads",
+        type=click.IntRange(min=1),
+        default=None,
+        help="CPU threads for torch (default: torch's, usually one per core).",
+    )(wrapper)  # type: ignore[return-value]
+
+
 # --- train ----
 
 # Files a run writes at the top of its --run-dir (besides step_*.pt and tensorboard/).
@@ -116,6 +145,7 @@ RUN_DIR_FILES = (
     metavar="SECTION.KEY=VALUE",
     help="Override a recipe value, e.g. --set train.max_steps=1000 (repeatable).",
 )
+@_threads_option
 @user_errors
 def train_command(recipe: str, run_dir: str, overrides: tuple[str, ...]) -> None:
     """Train (or resume) the experiment RECIPE.yaml in --run-dir.
@@ -247,6 +277,7 @@ def prepare(
     help="Also the predicted MOS of both sides: DistillMOS and DNSMOS P.808 (the eval extra; "
     "on one CPU thread ~1 s per pair of clips under 8 s, ~1 s per second of longer audio).",
 )
+@_threads_option
 @user_errors
 def evaluate(
     ref_dir: str,
@@ -335,7 +366,7 @@ def _sampling_options(fn: F) -> F:
 
 @main.command("mel")
 @click.argument("audio", nargs=-1, required=True)
-@click.option("-o", "--out-dir", required=True, help="Folder for <stem>.npy (and <stem>.png).")
+@click.option("-o", "--out-dir", required=True, help="Folder for <stem>.npz (and <stem>.png).")
 @click.option("--profile", default=None, help="Mel profile name (hifigan, bigvgan-24k, ...).")
 @click.option("--from", "from_model", default=None, help="Use this checkpoint's mel profile.")
 @click.option("--plot", is_flag=True, help="Also write a spectrogram PNG per file.")
@@ -349,8 +380,10 @@ def mel_command(
     plot: bool,
     overwrite: bool,
 ) -> None:
-    """Write the mel spectrogram of each AUDIO file as .npy [n_mels, frames], exactly as a model
-    with that profile computes it, so a TTS front end can compare its own mels."""
+    """Write the mel spectrogram of each AUDIO file as <stem>.npz, exactly as a model with that
+    profile computes it, so a TTS front end can compare its own mels: its "mel" is float32
+    [n_mels, frames] (np.load(path)["mel"]), its "profile" the profile's parameters (JSON), which
+    vocode checks against the model's."""
     from pathlib import Path
 
     from audiodiff.audio import MelSpectrogram, load_model_audio
@@ -373,13 +406,13 @@ def mel_command(
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise FileNotFoundError(f"{missing[0]} does not exist{more}")
     stems = [Path(p).stem for p in audio]
-    names = [f"{s}.npy" for s in stems] + ([f"{s}.png" for s in stems] if plot else [])
+    names = [f"{s}.npz" for s in stems] + ([f"{s}.png" for s in stems] if plot else [])
     paths = plan_outputs(out_dir, names, overwrite=overwrite, inputs=[*audio, from_model])
     mel_fn = MelSpectrogram(cfg)
     for i, path in enumerate(audio):
         wave, _ = load_model_audio(path, cfg.sample_rate)  # level-checked at the model's rate
         mel = mel_fn(wave)[0]
-        save_mel(paths[i], mel, overwrite=overwrite)
+        save_mel(paths[i], mel, overwrite=overwrite, profile=cfg)
         if plot:
             spectrogram_png(
                 paths[len(audio) + i], [(stems[i], mel.numpy())], cfg, overwrite=overwrite
@@ -402,6 +435,7 @@ def mel_command(
 )
 @_device_option
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@_threads_option
 @user_errors
 def vocode_command(
     checkpoint: str,
@@ -417,7 +451,9 @@ def vocode_command(
 ) -> None:
     """Turn each INPUT into <stem>.wav with the model CHECKPOINT (a checkpoint, run directory,
     export or shipped model name). INPUT is audio (copy synthesis with the model's own mel
-    profile) or a .npy/.pt mel [n_mels, frames] in that profile."""
+    profile), a .npz mel from `audiodiff mel` (its recorded profile must match the model's) or a
+    .npy/.pt mel [n_mels, frames] in that profile. With one --seed a file gives the same audio
+    alone or in any batch; inputs of different lengths are never padded into one batch."""
     import time
     from pathlib import Path
 
@@ -425,9 +461,9 @@ def vocode_command(
     from tqdm import tqdm
 
     from audiodiff.audio import save_audio
-    from audiodiff.files import is_mel_file, load_mel_file, plan_outputs
+    from audiodiff.files import is_mel_file, plan_outputs, read_mel_file
     from audiodiff.griffin_lim import griffin_lim
-    from audiodiff.synthesis import make_sampling_spec
+    from audiodiff.synthesis import batches_by_length, item_key, item_seed, make_sampling_spec
     from audiodiff.vocoder import Vocoder, check_mel
 
     if batch_size < 1:
@@ -444,35 +480,51 @@ def vocode_command(
     # Read and check every input first: a bad file stops the run before any work is done.
     mels = []
     for p in inputs:
-        mel = load_mel_file(p) if is_mel_file(p) else vocoder.mel_from_file(p)
+        mel, recorded = read_mel_file(p) if is_mel_file(p) else (vocoder.mel_from_file(p), None)
         try:
-            mels.append(check_mel(mel, vocoder.mel_config))
+            mels.append(check_mel(mel, vocoder.mel_config, recorded))
         except ValueError as err:
             raise ValueError(f"{p}: {err}") from None
+    # Each item's noise (and Griffin-Lim phase) is keyed by its own mel, and batches hold only
+    # mels of one length: a file's output does not depend on the files run with it.
+    keys = [item_key(mel) for mel in mels]
+    batches = batches_by_length([mel.shape[-1] for mel in mels], batch_size)
     compute_s = audio_s = 0.0
-    bar = tqdm(total=len(mels), unit="file", disable=None)
-    for first in range(0, len(mels), batch_size):
-        group = list(range(first, min(len(mels), first + batch_size)))
-        frames = [mels[i].shape[-1] for i in group]
-        # Pad shorter mels with their own last frame; each output is cropped to its own length.
-        batch = torch.cat(
-            [
-                torch.cat([mels[i], mels[i][..., -1:].expand(-1, -1, max(frames) - f)], dim=-1)
-                for i, f in zip(group, frames, strict=True)
-            ]
-        )
+    if method == "griffin-lim":
+        bar = tqdm(total=len(mels), unit="file", disable=None)
+    else:  # per chunk: one long file is many chunks (6 s each for waveform models)
+        total = sum(vocoder.chunk_count(mels[group[0]].shape[-1]) for group in batches)
+        bar = tqdm(total=total, unit="chunk", disable=None)
+    done = 0
+    for group in batches:
         start = time.perf_counter()
         if method == "griffin-lim":
-            gen = torch.Generator().manual_seed(seed)
-            audio = griffin_lim(batch, vocoder.mel_config, generator=gen).unsqueeze(1)
+            audio = torch.stack(
+                [
+                    griffin_lim(
+                        mels[i][0],
+                        vocoder.mel_config,
+                        generator=torch.Generator().manual_seed(item_seed(seed, keys[i])),
+                    ).unsqueeze(0)
+                    for i in group
+                ]
+            )
+            bar.update(len(group))
         else:
-            audio = vocoder(batch, steps=steps, sampler=sampler, seed=seed)
+            audio = vocoder(
+                torch.cat([mels[i] for i in group]),
+                steps=steps,
+                sampler=sampler,
+                seed=seed,
+                keys=[keys[i] for i in group],
+                chunk_progress=bar.update,
+            )
         compute_s += time.perf_counter() - start
         for row, i in enumerate(group):
-            n = frames[row] * vocoder.hop_length
-            save_audio(paths[i], audio[row, :, :n], vocoder.sample_rate, overwrite=overwrite)
-            audio_s += n / vocoder.sample_rate
-        bar.update(len(group))
+            save_audio(paths[i], audio[row], vocoder.sample_rate, overwrite=overwrite)
+            audio_s += audio.shape[-1] / vocoder.sample_rate
+        done += len(group)
+        bar.set_postfix_str(f"{done}/{len(mels)} files")
     bar.close()
     click.echo(
         f"wrote {len(paths)} file(s) to {out_dir}: {audio_s:.2f} s of audio in {compute_s:.2f} s, "
@@ -489,10 +541,13 @@ def vocode_command(
 @click.option("--guidance", type=float, default=0.0, show_default=True, help="CFG weight w.")
 @_sampling_options
 @click.option("--vocoder", "vocoder_path", default=None, help="Vocoder for a mel-domain model.")
-@click.option("--save-mels", is_flag=True, help="Also write the sampled mels (.npy).")
+@click.option(
+    "--save-mels", is_flag=True, help="Also write the sampled mels (.npz with their profile)."
+)
 @click.option("--plot", is_flag=True, help="With --save-mels: also spectrogram PNGs.")
 @_device_option
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@_threads_option
 @user_errors
 def generate_command(
     checkpoint: str,
@@ -513,6 +568,8 @@ def generate_command(
     """Sample COUNT clips from an unconditional or label-conditional model. A mel-domain model
     samples mels and vocodes them with --vocoder (both must share one mel profile)."""
     import time
+
+    from tqdm import tqdm
 
     from audiodiff.audio import save_audio
     from audiodiff.files import plan_outputs, save_mel
@@ -545,10 +602,13 @@ def generate_command(
     stem = "sample" if label is None else f"label-{label}"
     names = [f"{stem}_{i:03d}.wav" for i in range(count)]
     if save_mels:
-        names += [f"{stem}_{i:03d}.npy" for i in range(count)]
+        names += [f"{stem}_{i:03d}.npz" for i in range(count)]
         names += [f"{stem}_{i:03d}.png" for i in range(count)] if plot else []
     paths = plan_outputs(out_dir, names, overwrite=overwrite, inputs=[checkpoint, vocoder_path])
     start = time.perf_counter()
+    total = model.chunk_count(seconds)
+    total += 0 if vocoder is None else vocoder.chunk_count(model.length_for(seconds))
+    bar = tqdm(total=total, unit="chunk", disable=None)  # long clips are many chunks
     out = model.sample(
         count,
         seconds=seconds,
@@ -557,17 +617,19 @@ def generate_command(
         steps=steps,
         sampler=sampler,
         seed=seed,
+        chunk_progress=bar.update,
     )
     if vocoder is not None:
         mels = out
-        audio = vocoder(mels, seed=seed)
+        audio = vocoder(mels, seed=seed, chunk_progress=bar.update)
     else:
         mels, audio = None, out
+    bar.close()
     elapsed = time.perf_counter() - start
     for i in range(count):
         save_audio(paths[i], audio[i], model.sample_rate, overwrite=overwrite)
         if save_mels and mels is not None:  # only with --save-mels: their paths are planned
-            save_mel(paths[count + i], mels[i], overwrite=overwrite)
+            save_mel(paths[count + i], mels[i], overwrite=overwrite, profile=model.config.mel)
             if plot:
                 spectrogram_png(
                     paths[2 * count + i],
@@ -676,6 +738,7 @@ def import_diffwave_command(weights: str, out_path: str, overwrite: bool) -> Non
 @click.option("--max-clips", type=int, default=4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@_threads_option
 @user_errors
 def search_schedule_command(
     checkpoint: str,
@@ -752,6 +815,7 @@ def search_schedule_command(
 @click.option("--steps", type=int, default=None, help="Network evaluations (default 6).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@_threads_option
 @user_errors
 def demo_command(
     out_dir: str, model: str, clip: str | None, steps: int | None, seed: int, overwrite: bool

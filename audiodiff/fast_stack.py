@@ -63,18 +63,20 @@ def denoise_fast(
     skip = x.new_zeros(batch, channels, length)
     z_buf = x.new_empty(2 * channels, block)
     g_bufs = (x.new_empty(channels, block), x.new_empty(channels, block))
-    step = net.diffusion_embedding(c_noise)  # [B, step_mlp_dim]
+    # Every per-row product is computed one row at a time: a GEMM's blocking (and so its
+    # rounding) depends on its row count, and a clip's output must not depend on its batch.
+    steps = [net.diffusion_embedding(c_noise[b : b + 1]) for b in range(batch)]  # [1, mlp_dim]
     offset = x.new_zeros(batch, channels)  # time-constant part of the residual stream
     skip_bias = x.new_zeros(channels)
     for i, layer in enumerate(layers):
         last = i == len(layers) - 1
         conv = layer.dilated_conv
         taps = conv.weight.permute(2, 0, 1).contiguous()  # [K, 2C, C]
-        const = layer.diffusion_projection(step) + offset  # [B, C]
+        const = torch.cat([layer.diffusion_projection(step) for step in steps]) + offset  # [B, C]
         if prepared.label_bias is not None:
             const = const + prepared.label_bias[:, i]
         const = const.expand(batch, channels)
-        tap_const = torch.einsum("koc,bc->bko", taps, const)  # [B, K, 2C]
+        tap_const = torch.stack([torch.einsum("koc,c->ko", taps, row) for row in const])  # [B,K,2C]
         folded = tap_const.sum(1) + conv.bias  # [B, 2C]
         w_out = layer.output_projection.weight[:, :, 0]
         w_res, w_skip = w_out[:channels], w_out[channels:]

@@ -3,11 +3,20 @@ walking input folders (symlinked folders followed, loop-safe), and planning outp
 every refusal comes *before* any work starts (nothing is computed and then lost to a refusal at the
 end): an output that is one of the run's inputs (never replaced, not even with ``overwrite``), an
 existing file, or a folder that cannot be created or written.
+
+Mel files the toolkit writes are ``.npz`` archives holding the mel (``mel``, float32
+``[n_mels, frames]``) and the profile it was computed with (``profile``, every
+:class:`~audiodiff.config.MelConfig` parameter as a JSON string), so the profile cannot be lost on
+the way to ``vocode`` (a sidecar file can be left behind by a copy) and a mismatch is refused
+instead of playing at the wrong speed. Any NumPy reads them: ``np.load(path)["mel"]``. Plain
+``.npy`` and ``.pt`` mels from other tools carry no profile and are checked by shape and range only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,11 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-MEL_SUFFIXES = (".npy", ".pt")
+from audiodiff.config import MelConfig
+
+MEL_SUFFIXES = (".npz", ".npy", ".pt")
 
 
 def is_mel_file(path: str | Path) -> bool:
-    """``.npy`` / ``.pt`` files hold mels; anything else is read as audio."""
+    """``.npz`` / ``.npy`` / ``.pt`` files hold mels; anything else is read as audio."""
     return Path(path).suffix.lower() in MEL_SUFFIXES
 
 
@@ -110,32 +121,60 @@ def walk_files(root: str | Path, *, skip_hidden: bool = True) -> tuple[list[Path
 
 
 def load_mel_file(path: str | Path) -> torch.Tensor:
-    """A mel ``[n_mels, frames]`` or ``[1, n_mels, frames]`` from ``.npy`` or ``.pt``, as
-    ``[1, n_mels, frames]`` in its stored float dtype (``check_mel`` casts to float32 after
-    sizing its range tolerance to that dtype: a float16 mel rounds ``ln(1e-5)`` by up to 4e-3).
-    ``.pt`` files load with ``weights_only=True`` (no code runs).
+    """The mel of :func:`read_mel_file`, without its profile."""
+    return read_mel_file(path)[0]
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, str | None]:
+    """``(mel, recorded profile JSON or None)`` of an ``.npz`` (one unnamed array is the mel)."""
+    with np.load(path, allow_pickle=False) as archive:
+        names = list(archive.files)
+        if "mel" not in names and len(names) != 1:
+            raise ValueError(f"it holds {names}; expected an array named 'mel'")
+        mel = archive["mel" if "mel" in names else names[0]]
+        return mel, str(archive["profile"]) if "profile" in names else None
+
+
+def read_mel_file(path: str | Path) -> tuple[torch.Tensor, MelConfig | None]:
+    """A mel ``[n_mels, frames]`` or ``[1, n_mels, frames]`` from ``.npz``, ``.npy`` or ``.pt``,
+    as ``[1, n_mels, frames]`` in its stored float dtype (``check_mel`` casts to float32 after
+    sizing its range tolerance to that dtype: a float16 mel rounds ``ln(1e-5)`` by up to 4e-3),
+    and the profile it records (``.npz`` written by
+    :func:`save_mel`), or None. ``.pt`` files load with ``weights_only=True`` (no code runs).
 
     Raises:
         FileNotFoundError: missing file.
-        ValueError: unreadable, not a float array, or the wrong rank.
+        ValueError: unreadable, not a float array, the wrong rank, or an unreadable profile.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
+    recorded = None
     try:
-        if path.suffix.lower() == ".npy":
+        if path.suffix.lower() == ".npz":
+            array, recorded = _read_npz(path)
+            mel = torch.from_numpy(array)
+        elif path.suffix.lower() == ".npy":
             mel = torch.from_numpy(np.load(path, allow_pickle=False))
         else:
             mel = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any reader failure is one user-facing reason
         raise ValueError(f"{path} is not a readable mel file: {err}") from None
+    profile = None
+    if recorded is not None:
+        try:
+            profile = MelConfig(**json.loads(recorded))
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"{path} records a mel profile this version cannot read: {err}"
+            ) from None
     if not isinstance(mel, torch.Tensor) or not mel.is_floating_point():
         raise ValueError(f"{path} must hold one float array [n_mels, frames]")
     if mel.dim() == 3 and mel.shape[0] == 1:
         mel = mel[0]
     if mel.dim() != 2:
         raise ValueError(f"{path} holds shape {tuple(mel.shape)}; expected [n_mels, frames]")
-    return mel.unsqueeze(0)
+    return mel.unsqueeze(0), profile
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -261,10 +300,26 @@ def plan_outputs(
     return paths
 
 
-def save_mel(path: Path, mel: torch.Tensor, *, overwrite: bool) -> Path:
-    """Write ``mel`` ``[n_mels, frames]`` as float32 ``.npy`` (no overwrite unless asked)."""
+def save_mel(
+    path: Path, mel: torch.Tensor, *, overwrite: bool, profile: MelConfig | None = None
+) -> Path:
+    """Write ``mel`` ``[n_mels, frames]`` as float32: ``.npz`` with its ``profile`` (see the
+    module docstring), or a plain ``.npy`` (no overwrite unless asked).
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is false.
+        ValueError: an ``.npz`` path without a profile, or another suffix.
+    """
+    suffix = path.suffix.lower()
+    if suffix not in (".npz", ".npy") or (suffix == ".npz" and profile is None):
+        raise ValueError(f"a mel is written as .npz with its profile or as .npy, not {path}")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    array = mel.detach().float().cpu().numpy()
     with open(path, "wb") as fh:
-        np.save(fh, mel.detach().float().cpu().numpy())
+        if suffix == ".npz":
+            recorded = json.dumps(dataclasses.asdict(profile), sort_keys=True)
+            np.savez(fh, mel=array, profile=np.array(recorded))
+        else:
+            np.save(fh, array)
     return path

@@ -7,6 +7,7 @@ with no time-varying conditioning the prepared conditioning (label embeddings) i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -24,11 +25,12 @@ from audiodiff.schedule import NoiseSchedule
 from audiodiff.synthesis import (
     DEFAULT_CHUNK_S,
     SamplingSpec,
+    chunk_count,
     make_sampling_spec,
     resolve_seed,
     synthesize,
 )
-from audiodiff.vocoder import Vocoder
+from audiodiff.vocoder import Vocoder, profile_difference
 
 
 class GenerativeModel:
@@ -154,6 +156,18 @@ class GenerativeModel:
         spec = make_sampling_spec(cfg, self.schedule, sampler=sampler, steps=steps)
         return index, spec, length
 
+    def _units(self, seconds: float, chunk_seconds: float | None) -> tuple[int, int]:
+        """``(length, chunk)`` of :meth:`sample`, in samples (waveform) or frames (mel)."""
+        length = self.length_for(seconds)
+        per_unit = 1 if self.domain == "waveform" else self.config.mel.hop_length
+        if chunk_seconds is None:
+            return length, length
+        return length, int(chunk_seconds * self.sample_rate / per_unit)
+
+    def chunk_count(self, seconds: float, chunk_seconds: float | None = DEFAULT_CHUNK_S) -> int:
+        """How many chunks :meth:`sample` runs for clips of ``seconds`` (a progress bar's total)."""
+        return chunk_count(*self._units(seconds, chunk_seconds))
+
     @torch.inference_mode()
     def sample(
         self,
@@ -168,12 +182,16 @@ class GenerativeModel:
         generator: torch.Generator | None = None,
         chunk_seconds: float | None = DEFAULT_CHUNK_S,
         progress: Callable[[int], None] | None = None,
+        chunk_progress: Callable[[int], None] | None = None,
     ) -> torch.Tensor:
-        """Draw ``n`` samples of ``seconds`` each.
+        """Draw ``n`` samples of ``seconds`` each. Clip ``i`` is the same for any ``n > i`` (its
+        noise is keyed by ``i``; on a CPU bit for bit).
 
         Args:
             label: class index or name (label-conditional models); None = unconditional.
             guidance: classifier-free guidance weight w (0 = plain conditional).
+            progress: called with 1 after each sampler step of each chunk.
+            chunk_progress: called with 1 after each chunk (:meth:`chunk_count` of them).
 
         Returns:
             ``[n, 1, T]`` audio or ``[n, n_mels, frames]`` mels, float32 on CPU.
@@ -191,14 +209,18 @@ class GenerativeModel:
             denoiser = Denoiser(self.net, self.schedule, **common)
         labels = None
         if index is not None:
-            labels = torch.full((n,), index, dtype=torch.long, device=self.device)
+            labels = torch.full((1,), index, dtype=torch.long, device=self.device)
         elif cfg.model.n_labels > 0:
-            labels = torch.full((n,), self.net.null_label, dtype=torch.long, device=self.device)
+            labels = torch.full((1,), self.net.null_label, dtype=torch.long, device=self.device)
+        # Every clip has the same label: prepared once for one row (a batched projection could
+        # round clip i differently for another n); a batch of 1 broadcasts, the guided
+        # [conditional; unconditional] pair is repeated to [n conditional; n unconditional].
         prepared = denoiser.prepare(None, labels)
-        per_unit = 1 if self.domain == "waveform" else cfg.mel.hop_length
-        chunk = (
-            length if chunk_seconds is None else int(chunk_seconds * self.sample_rate / per_unit)
-        )
+        if guidance > 0 and n > 1:
+            prepared = dataclasses.replace(
+                prepared, label_bias=prepared.label_bias.repeat_interleave(n, dim=0)
+            )
+        length, chunk = self._units(seconds, chunk_seconds)
         out = synthesize(
             denoiser,
             spec,
@@ -210,6 +232,7 @@ class GenerativeModel:
             seed=resolve_seed(generator, seed),
             device=self.device,
             progress=progress,
+            chunk_progress=chunk_progress,
         )
         if self.domain == "mel":
             # Back to the profile's scale, then into the range real audio can produce (values
@@ -226,9 +249,9 @@ def check_same_profile(mel_model: GenerativeModel, vocoder: Vocoder) -> None:
         ValueError: naming both profiles and the first differing field.
     """
     a, b = mel_model.config.mel, vocoder.mel_config
-    if a != b:
-        diff = next(k for k in a.__dataclass_fields__ if getattr(a, k) != getattr(b, k))
+    diff = profile_difference(a, b)  # parameters, not names
+    if diff is not None:
         raise ValueError(
             f"the mel model uses mel profile {a.name!r} but the vocoder uses {b.name!r} "
-            f"({diff}: {getattr(a, diff)!r} vs {getattr(b, diff)!r}); they must match"
+            f"({diff}); they must match"
         )

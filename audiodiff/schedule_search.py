@@ -21,9 +21,9 @@ Method:
    strictly descending, and keeps a move as soon as it lowers the score.
 
 Every candidate is scored on the same clips with the same seed (the vocoder's noise is keyed by
-position), so score differences come from the schedule alone. Score of a clip: log-mel L1 (in the
-model's own mel profile) + multi-resolution STFT distance, averaged over the clips; lower is
-better. The baseline is candidate 0, so the winner never scores worse than it.
+position and by each clip's mel), so score differences come from the schedule alone. Score of a
+clip: log-mel L1 (in the model's own mel profile) + multi-resolution STFT distance, averaged over
+the clips; lower is better. The baseline is candidate 0, so the winner never scores worse than it.
 """
 
 from __future__ import annotations

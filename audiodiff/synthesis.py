@@ -8,7 +8,9 @@ before the next chunk starts. After S network evaluations an output sample depen
 noise and the conditioning within S receptive radii, so the centre of an extended chunk is exactly
 what whole-utterance sampling gives, provided the noise is the same. Noise is therefore drawn
 *by position*: sample n of noise stream k comes from a generator seeded by (seed, k, n // block),
-so any window of the utterance can redraw exactly the noise the whole utterance would see. Each
+so any window of the utterance can redraw exactly the noise the whole utterance would see. It is
+keyed by *item* too: each row of a batch has a key (by default its row index; the vocoder uses a
+hash of the row's mel), so a clip's noise does not depend on what it is batched with. Each
 chunk prepares its conditioning (mel upsampling, every layer's conditioner projection) once for all
 its steps; peak memory is bounded by the chunk size, not by the input length. Frame-rate domains
 (stft) work in frames and hand each chunk's centre, with a few frames of its halo, to a
@@ -22,8 +24,9 @@ layer by layer with much smaller halos.
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +35,7 @@ import torch
 from audiodiff.config import ExperimentConfig
 from audiodiff.diffusion import prior_std
 from audiodiff.domains import Domain
+from audiodiff.model import Conditioning
 from audiodiff.samplers import SAMPLERS, sample
 from audiodiff.schedule import NoiseSchedule, sampling_sigmas
 
@@ -51,8 +55,38 @@ def _splitmix64(value: int) -> int:
     return value ^ (value >> 31)
 
 
+def _rotate32(value: int) -> int:
+    """Swap the 32-bit halves of a 64-bit key (``key << 32`` for keys below 2**32)."""
+    return ((value << 32) | (value >> 32)) & _MASK64
+
+
+def item_key(item: torch.Tensor) -> int:
+    """A 63-bit noise key of one item, from its exact float32 values and shape.
+
+    The same mel gives the same key (hence the same noise and the same audio) in any batch and at
+    any position; a mel that differs in any bit (e.g. computed on another device) gets another.
+    """
+    data = item.detach().to("cpu", torch.float32).contiguous()
+    digest = hashlib.sha256(str(tuple(data.shape)).encode("utf-8"))
+    digest.update(data.numpy().tobytes())
+    return int.from_bytes(digest.digest()[:8], "little") >> 1
+
+
+def item_seed(seed: int, key: int) -> int:
+    """A 63-bit generator seed for one item (``key``, e.g. :func:`item_key`) under ``seed``: for
+    draws that are not positional (Griffin-Lim's initial phase), so they are per item too."""
+    return _splitmix64(_splitmix64(seed & _MASK64) ^ _rotate32(key)) >> 1
+
+
 def positional_noise(
-    seed: int, stream: int, start: int, stop: int, shape: tuple[int, int], *, device: Any = "cpu"
+    seed: int,
+    stream: int,
+    start: int,
+    stop: int,
+    shape: tuple[int, int],
+    *,
+    keys: Sequence[int] | None = None,
+    device: Any = "cpu",
 ) -> torch.Tensor:
     """Standard normal noise for positions ``[start, stop)`` of one stream, whatever the window.
 
@@ -61,17 +95,25 @@ def positional_noise(
         stream: which noise stream (0 = initial noise, k = noise added after step k).
         start, stop: time range in samples (frames for mel-domain models).
         shape: ``(batch, channels)``.
+        keys: one non-negative integer per row naming the item it belongs to (at most 64
+            bits); None: the row indices ``0..batch-1``.
 
     Returns:
-        float32 tensor ``[batch, channels, stop - start]`` on ``device``; row ``b`` is the same
-        whatever the batch size.
+        float32 tensor ``[batch, channels, stop - start]`` on ``device``; row ``b`` depends only
+        on ``(seed, stream, keys[b])`` and the window, never on the other rows.
+
+    Raises:
+        ValueError: ``keys`` of another length than the batch, or a negative key.
     """
     batch, channels = shape
+    keys = list(range(batch)) if keys is None else [int(k) for k in keys]
+    if len(keys) != batch or any(k < 0 for k in keys):
+        raise ValueError(f"need {batch} non-negative noise keys, one per row, got {keys}")
     first, last = start // NOISE_BLOCK, (stop - 1) // NOISE_BLOCK
     rows = []
-    # Keyed by batch row too, so a clip's noise does not depend on what it is batched with.
-    for row in range(batch):
-        row_key = _splitmix64(_splitmix64(_splitmix64(seed) ^ stream) ^ (row << 32))
+    # Keyed by the item, not its batch row, so a clip's noise does not depend on its batch.
+    for key in keys:
+        row_key = _splitmix64(_splitmix64(_splitmix64(seed) ^ stream) ^ _rotate32(key))
         pieces = []
         for block in range(first, last + 1):
             gen = torch.Generator().manual_seed(_splitmix64(row_key ^ block) >> 1)
@@ -80,6 +122,28 @@ def positional_noise(
     noise = torch.stack(rows)
     offset = start - first * NOISE_BLOCK
     return noise[..., offset : offset + stop - start].to(device)
+
+
+def batches_by_length(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices of items grouped into batches of equal length, at most ``batch_size`` each.
+
+    Items are never padded to share a batch: padding reaches the real samples through the
+    receptive field, so a clip would sound different next to a longer one. Groups come in the
+    order of their first item; items keep their order within a group.
+
+    Raises:
+        ValueError: ``batch_size`` below 1.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    groups: dict[int, list[int]] = {}
+    for i, n in enumerate(lengths):
+        groups.setdefault(int(n), []).append(i)
+    return [
+        group[j : j + batch_size]
+        for group in groups.values()
+        for j in range(0, len(group), batch_size)
+    ]
 
 
 @dataclass(frozen=True)
@@ -139,7 +203,9 @@ def synthesize(
     chunk_samples: int,
     seed: int,
     device: Any,
+    keys: Sequence[int] | None = None,
     progress: Callable[[int], None] | None = None,
+    chunk_progress: Callable[[int], None] | None = None,
     decode: Callable[[torch.Tensor, int, int, int, int], torch.Tensor] | None = None,
     decode_halo: int = 0,
     decoded_shape: tuple[int, int, int] | None = None,
@@ -154,7 +220,9 @@ def synthesize(
         halo_samples: exactness halo on each side (steps x receptive radius).
         chunk_samples: centre length of one chunk; ``n_samples`` or more means one pass.
         seed: base seed of the positional noise.
+        keys: each row's noise key (:func:`positional_noise`); None: the row indices.
         progress: called with the number of steps just done.
+        chunk_progress: called with 1 after each chunk is done (:func:`chunk_count` of them).
         decode: ``(x, e0, e1, s0, s1) -> piece``: turns a finished chunk ``x`` covering
             ``[e0, e1)`` into the output of its centre ``[s0, s1)`` (``[batch, C_out, L]``); the
             pieces are written one after another into a ``decoded_shape`` buffer allocated
@@ -178,18 +246,17 @@ def synthesize(
     start_std = prior_std(float(spec.sigmas[0]))
     chunk_samples = max(1, chunk_samples)
     halo_samples = max(halo_samples, decode_halo)
-    for s0 in range(0, n_samples, chunk_samples):
+    for s0 in range(0, n_samples, chunk_samples):  # chunk_count(n_samples, chunk_samples) chunks
         s1 = min(n_samples, s0 + chunk_samples)
         e0, e1 = max(0, s0 - halo_samples), min(n_samples, s1 + halo_samples)
         prepared = prepare_window(e0, e1)
-        x = positional_noise(seed, 0, e0, e1, shape, device=device) * start_std
+        x = positional_noise(seed, 0, e0, e1, shape, keys=keys, device=device) * start_std
 
         def noise_sampler(
             step: int, like: torch.Tensor, e0: int = e0, e1: int = e1
         ) -> torch.Tensor:
-            return positional_noise(seed, step + 1, e0, e1, shape, device=like.device).to(
-                like.dtype
-            )
+            noise = positional_noise(seed, step + 1, e0, e1, shape, keys=keys, device=like.device)
+            return noise.to(like.dtype)
 
         def callback(info: Any) -> None:
             if progress is not None:
@@ -211,9 +278,16 @@ def synthesize(
             piece = decode(x, e0, e1, s0, s1)
             out[..., filled : filled + piece.shape[-1]] = piece
             filled += piece.shape[-1]
+        if chunk_progress is not None:
+            chunk_progress(1)
     if decode is not None and filled != out.shape[-1]:
         raise ValueError(f"decoded pieces cover {filled} of {out.shape[-1]} output samples")
     return out
+
+
+def chunk_count(n_samples: int, chunk_samples: int) -> int:
+    """How many chunks :func:`synthesize` runs for ``n_samples`` (both in the same unit)."""
+    return max(1, math.ceil(n_samples / max(1, chunk_samples)))
 
 
 def resolve_seed(generator: torch.Generator | None, seed: int | None) -> int:
@@ -234,7 +308,9 @@ def vocode_mel(
     seed: int,
     chunk_samples: int | None,
     device: Any,
+    keys: Sequence[int] | None = None,
     progress: Callable[[int], None] | None = None,
+    chunk_progress: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Mel -> audio with a mel-conditioned model in any vocoder domain, through :func:`synthesize`.
 
@@ -246,6 +322,8 @@ def vocode_mel(
         mel: ``[B, n_mels, frames]`` on ``device``, already checked against the profile.
         seed: base seed of the positional noise.
         chunk_samples: long-form chunk length in output samples; None: one pass.
+        keys: each row's noise key; None: the row indices.
+        progress, chunk_progress: as :func:`synthesize` (:func:`mel_chunk_count` chunks).
 
     Returns:
         ``[B, 1, frames * hop_length]`` float32 on CPU.
@@ -254,16 +332,18 @@ def vocode_mel(
     frames = mel.shape[2]
     # The diffused variable's time unit: a sample (waveform) or a frame (stft).
     hop = 1 if domain.frame_rate else domain.hop_length
-    n_units = frames * hop
+    n_units, chunk = _mel_units(domain, frames, chunk_samples)
     frame_halo = net.conditioner_halo_frames()
 
     def prepare_window(start: int, stop: int) -> Any:
         f0 = max(0, start // hop - frame_halo)
         f1 = min(frames, math.ceil(stop / hop) + frame_halo)
-        prepared = denoiser.prepare(mel[..., f0:f1], None)
+        # Row by row: a batched convolution may round differently from a single one, and a
+        # clip's output must not depend on what it is batched with.
+        rows = [denoiser.prepare(mel[b : b + 1, :, f0:f1], None) for b in range(mel.shape[0])]
+        prepared = rows[0] if len(rows) == 1 else Conditioning.cat(rows)
         return prepared.slice_time(start - f0 * hop, stop - f0 * hop)
 
-    chunk = n_units if chunk_samples is None else domain.length(chunk_samples)
     decode = None
     if domain.frame_rate:
         mel_cpu = mel.cpu()
@@ -285,11 +365,24 @@ def vocode_mel(
         chunk_samples=chunk,
         seed=seed,
         device=device,
+        keys=keys,
         progress=progress,
+        chunk_progress=chunk_progress,
         decode=decode,
         decode_halo=domain.decode_halo,
         decoded_shape=(mel.shape[0], 1, domain.audio_length(frames)) if decode else None,
     )
+
+
+def _mel_units(domain: Domain, frames: int, chunk_samples: int | None) -> tuple[int, int]:
+    """``(length, chunk)`` of :func:`vocode_mel`'s sampling, in the domain's time unit."""
+    n_units = frames * (1 if domain.frame_rate else domain.hop_length)
+    return n_units, n_units if chunk_samples is None else domain.length(chunk_samples)
+
+
+def mel_chunk_count(domain: Domain, frames: int, chunk_samples: int | None) -> int:
+    """How many chunks :func:`vocode_mel` runs for a mel of ``frames`` frames."""
+    return chunk_count(*_mel_units(domain, frames, chunk_samples))
 
 
 def halo_units(net: Any, steps: int) -> int:

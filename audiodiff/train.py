@@ -752,12 +752,12 @@ def evaluate(trainer: Trainer) -> dict[str, float]:
     assert val is not None
     gen = torch.Generator(device)
     losses = []
-    n_loss = min(len(val), EVAL_LOSS_CLIPS)
-    for start in range(0, n_loss, cfg.data.batch_size):
-        items = [val[i] for i in range(start, min(start + cfg.data.batch_size, n_loss))]
-        batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+    # One clip at a time, its noise seeded by its index: a clip's loss does not depend on
+    # data.batch_size (which may change between resumes) or on the clips batched with it.
+    for i in range(min(len(val), EVAL_LOSS_CLIPS)):
+        batch = {k: v.unsqueeze(0) for k, v in val[i].items()}
         x0, cond, label = trainer.model_inputs(batch)
-        gen.manual_seed(derived_seed("eval-loss", cfg.train.seed, start))
+        gen.manual_seed(derived_seed("eval-loss", cfg.train.seed, i))
         d = cfg.diffusion
         losses.append(
             training_loss(ema, x0, schedule=trainer.schedule, cond=cond, label=label,

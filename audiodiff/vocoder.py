@@ -4,8 +4,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +20,7 @@ from audiodiff.audio import (
     mel_value_range,
     resample,
 )
-from audiodiff.config import ExperimentConfig, MelConfig
+from audiodiff.config import ExperimentConfig, MelConfig, mel_profile
 from audiodiff.diffusion import Denoiser
 from audiodiff.dist import resolve_device
 from audiodiff.domains import build_domain
@@ -28,7 +29,9 @@ from audiodiff.pretrained import load_network
 from audiodiff.schedule import NoiseSchedule
 from audiodiff.synthesis import (
     halo_units,
+    item_key,
     make_sampling_spec,
+    mel_chunk_count,
     resolve_seed,
     vocode_mel,
 )
@@ -74,8 +77,44 @@ def mel_range_tolerance(dtype: torch.dtype, cfg: MelConfig) -> float:
     return max(MEL_RANGE_TOLERANCE, torch.finfo(dtype).eps * max(abs(lo), abs(hi)))
 
 
-def check_mel(mel: Any, cfg: MelConfig) -> torch.Tensor:
+def profile_difference(a: MelConfig, b: MelConfig) -> str | None:
+    """The first parameter in which two mel profiles differ, as ``"field: A vs B"``, or None.
+
+    Names are not compared: a renamed copy of a profile computes the same mels, and a profile
+    that keeps a name but changes a parameter does not.
+    """
+    if dataclasses.replace(a, name=b.name) == b:
+        return None
+    field = next(
+        f.name
+        for f in dataclasses.fields(a)
+        if f.name != "name" and getattr(a, f.name) != getattr(b, f.name)
+    )
+    return f"{field}: {getattr(a, field)!r} vs {getattr(b, field)!r}"
+
+
+def check_profile(profile: MelConfig | str, cfg: MelConfig, *, what: str = "the mel") -> None:
+    """Refuse ``what`` (computed with ``profile``) for a model of profile ``cfg``.
+
+    Raises:
+        ValueError: an unknown profile name, or parameters that differ, naming both profiles
+            and the first differing parameter.
+    """
+    if isinstance(profile, str):
+        profile = mel_profile(profile)
+    diff = profile_difference(profile, cfg)
+    if diff is not None:
+        raise ValueError(
+            f"{what} was computed with mel profile {profile.name!r} but this vocoder uses "
+            f"{cfg.name!r} ({diff}); recompute it with --profile {cfg.name} or --from MODEL"
+        )
+
+
+def check_mel(mel: Any, cfg: MelConfig, profile: MelConfig | str | None = None) -> torch.Tensor:
     """Validate a mel against a profile; return it as float32 ``[B, n_mels, frames]``.
+
+    ``profile``, when known (e.g. recorded in the mel file), is the profile the mel was computed
+    with; it must have ``cfg``'s parameters (:func:`check_profile`).
 
     The range check allows :func:`mel_range_tolerance` for the mel's own dtype (checked before
     the cast to float32). A refusal names the measured values and the profile's limits:
@@ -87,9 +126,11 @@ def check_mel(mel: Any, cfg: MelConfig) -> torch.Tensor:
       (or scaled differently).
 
     Raises:
-        ValueError: wrong rank, wrong number of bins, non-finite values, or values outside the
-            profile's range.
+        ValueError: a ``profile`` with other parameters, wrong rank, wrong number of bins,
+            non-finite values, or values outside the profile's range.
     """
+    if profile is not None:
+        check_profile(profile, cfg)
     mel = _as_mel_tensor(mel)
     tol = mel_range_tolerance(mel.dtype, cfg)
     mel = mel.float()
@@ -236,6 +277,9 @@ class Vocoder:
         alignment: str = "diffwave",
         chunk_seconds: float | Literal["auto"] | None = "auto",
         progress: Callable[[int], None] | None = None,
+        keys: Sequence[int] | None = None,
+        profile: MelConfig | str | None = None,
+        chunk_progress: Callable[[int], None] | None = None,
     ) -> torch.Tensor:
         """Synthesize audio from mel spectrograms.
 
@@ -251,30 +295,54 @@ class Vocoder:
             chunk_seconds: long-form chunk length; ``"auto"`` is the domain's default (6 s for
                 waveform models, 30 s for frame-rate ones); ``None`` evaluates the whole
                 utterance at once.
+            progress: called with 1 after each sampler step of each chunk.
+            keys: one noise key per row; default a hash of the row's mel values, so a mel gives
+                the same audio for one seed whatever it is batched with and wherever it sits
+                (on a CPU bit for bit; a GPU may round batched kernels differently).
+            profile: the mel profile the input was computed with (name or
+                :class:`~audiodiff.config.MelConfig`), checked against :attr:`mel_config`.
+            chunk_progress: called with 1 after each chunk (:meth:`chunk_count` of them).
 
         Returns:
             ``[B, 1, frames * hop_length]`` float32 on CPU, in [-1, 1] up to model error.
+
+        Raises:
+            ValueError: a mel that does not fit the model (:func:`check_mel`), a ``profile``
+                with other parameters, or a bad sampler setting.
         """
-        mel = check_mel(mel, self.config.mel).to(self.device)
+        mel = check_mel(mel, self.config.mel, profile)
+        if keys is None:
+            keys = [item_key(row) for row in mel]
+        mel = mel.to(self.device)
         spec = make_sampling_spec(
             self.config, self.schedule, sampler=sampler, steps=steps, eta=eta, alignment=alignment
         )
         denoiser = Denoiser(
             self.net, self.schedule, target=self.config.diffusion.target, t_mapping=spec.t_mapping
         )
-        if chunk_seconds == "auto":
-            chunk_seconds = self.domain.default_chunk_s
-        chunk_samples = None if chunk_seconds is None else int(chunk_seconds * self.sample_rate)
         return vocode_mel(
             denoiser,
             spec,
             self.domain,
             mel,
             seed=resolve_seed(generator, seed),
-            chunk_samples=chunk_samples,
+            chunk_samples=self._chunk_samples(chunk_seconds),
             device=self.device,
+            keys=keys,
             progress=progress,
+            chunk_progress=chunk_progress,
         )
+
+    def _chunk_samples(self, chunk_seconds: float | Literal["auto"] | None) -> int | None:
+        if chunk_seconds == "auto":
+            chunk_seconds = self.domain.default_chunk_s
+        return None if chunk_seconds is None else int(chunk_seconds * self.sample_rate)
+
+    def chunk_count(
+        self, frames: int, chunk_seconds: float | Literal["auto"] | None = "auto"
+    ) -> int:
+        """How many chunks a call on a mel of ``frames`` frames runs (a progress bar's total)."""
+        return mel_chunk_count(self.domain, frames, self._chunk_samples(chunk_seconds))
 
     def timed(self, mel: Any, **kwargs: Any) -> tuple[torch.Tensor, float]:
         """``(audio, real_time_factor)``: compute seconds per second of audio produced."""

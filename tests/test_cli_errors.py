@@ -73,8 +73,8 @@ def test_vocode_into_the_inputs_folder_never_replaces_the_input(model, speech, t
 
 
 def test_mel_never_replaces_its_input(tmp_path):
-    # An audio file named like mel's output: <stem>.npy in its own folder.
-    odd = tmp_path / "D" / "speech.npy"
+    # An audio file named like mel's output: <stem>.npz in its own folder.
+    odd = tmp_path / "D" / "speech.npz"
     odd.parent.mkdir()
     sf.write(odd, chirp_plus_noise(22050, 0.3), 22050, format="WAV", subtype="PCM_24")
     before = odd.read_bytes()

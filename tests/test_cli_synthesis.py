@@ -55,11 +55,11 @@ def test_mel_then_vocode_mel_and_audio(model, speech, tmp_path):
     mels = tmp_path / "mels"
     result = invoke("mel", speech, "--from", model, "-o", mels, "--plot")
     assert result.exit_code == 0, result.output
-    mel = np.load(mels / "speech.npy")
+    mel = np.load(mels / "speech.npz")["mel"]
     assert mel.shape == (80, int(0.4 * 22050) // 256)
     assert (mels / "speech.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = tmp_path / "out"
-    result = invoke("vocode", model, mels / "speech.npy", "-o", out, "--steps", "6")
+    result = invoke("vocode", model, mels / "speech.npz", "-o", out, "--steps", "6")
     assert result.exit_code == 0, result.output
     assert "real-time factor" in result.output
     audio, rate = sf.read(out / "speech.wav")
@@ -212,9 +212,10 @@ def test_every_readme_command_in_its_plainest_form(tiny_config, tmp_path, monkey
     sf.write("speech.wav", chirp_plus_noise(22050, 0.3), 22050)
     ok = invoke("mel", "speech.wav", "--profile", "hifigan", "-o", "mels/", "--plot")
     assert ok.exit_code == 0, ok.output
-    frames = np.load("mels/speech.npy").shape[1]
-    np.save("mel.npy", np.load("mels/speech.npy")[:, :7])
-    ok = invoke("vocode", "runs/lj", "speech.wav", "mel.npy", "-o", "out/", "--steps", "6")
+    with np.load("mels/speech.npz") as written:  # the mel and its recorded profile
+        frames = written["mel"].shape[1]
+        np.savez("mel.npz", mel=written["mel"][:, :7], profile=written["profile"])
+    ok = invoke("vocode", "runs/lj", "speech.wav", "mel.npz", "-o", "out/", "--steps", "6")
     assert ok.exit_code == 0, ok.output
     assert sf.info("out/speech.wav").frames == frames * 256
     assert sf.info("out/mel.wav").frames == 7 * 256
@@ -241,7 +242,7 @@ def test_every_readme_command_in_its_plainest_form(tiny_config, tmp_path, monkey
     ok = invoke("generate", "runs/sc09-mel", "--vocoder", "runs/sc09-voc", "-n", "2",
                 "--seconds", "0.1", "-o", "two-mels/", "--save-mels")  # fmt: skip
     assert ok.exit_code == 0, ok.output
-    assert np.load("two-mels/sample_001.npy").shape == (80, round(0.1 * 22050 / 256))
+    assert np.load("two-mels/sample_001.npz")["mel"].shape == (80, round(0.1 * 22050 / 256))
 
     Path("refs").mkdir()
     sf.write("refs/speech.wav", sf.read("speech.wav")[0][: frames * 256], 22050)

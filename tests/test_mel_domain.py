@@ -172,10 +172,14 @@ def test_two_stage_cli_writes_files_and_refuses_profile_mismatch(trained_mel_mod
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(f"label-1_00{i}.{ext}" for ext in ("npy", "png", "wav") for i in (0, 1))
+    assert names == sorted(f"label-1_00{i}.{ext}" for ext in ("npz", "png", "wav") for i in (0, 1))
     audio, rate = sf.read(out / "label-1_000.wav")
-    mel = np.load(out / "label-1_000.npy")
+    mel = np.load(out / "label-1_000.npz")["mel"]
     assert rate == SAMPLE_RATE and mel.shape[0] == 80 and audio.shape[0] == mel.shape[1] * 256
+    from audiodiff.config import mel_profile
+    from audiodiff.files import read_mel_file
+
+    assert read_mel_file(out / "label-1_000.npz")[1] == mel_profile("hifigan")  # kind 8
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 2 and "exists" in again.output
     other = _tiny_vocoder(tmp_path / "v24.safetensors", profile="bigvgan-24k")
