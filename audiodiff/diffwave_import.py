@@ -66,7 +66,7 @@ from audiodiff.config import (
 from audiodiff.encoding import one_line
 from audiodiff.files import check_not_inputs
 from audiodiff.model import DiffusionEmbedding, DiffWave
-from audiodiff.schedule import NoiseSchedule, sampling_sigmas, sigmas_from_betas
+from audiodiff.schedule import NoiseSchedule, sigmas_from_betas
 
 # Where lmnt's AttrDict lives when pickled: installed package, or run from inside src/diffwave.
 ATTRDICT_GLOBALS = frozenset({("diffwave.params", "AttrDict"), ("params", "AttrDict")})
@@ -244,7 +244,7 @@ def _sample_config(params: dict[str, Any], diffusion: DiffusionConfig) -> Sample
         return SampleConfig(sampler="diffwave-fast", steps=6)
     ours = sigmas_from_betas(inference)
     table = NoiseSchedule.from_config(diffusion)
-    preset = sampling_sigmas(table, "diffwave-fast", 6)
+    preset = table.diffwave_fast_sigmas(6)
     if len(ours) == len(preset) and torch.allclose(ours, preset, rtol=1e-12, atol=0.0):
         return SampleConfig(sampler="diffwave-fast", steps=6)
     return SampleConfig(

@@ -35,14 +35,13 @@ from torch import Tensor, nn
 
 from audiodiff.diffusion import prior_std
 from audiodiff.model import Conditioning
-from audiodiff.samplers import ddim_step_scales
+from audiodiff.samplers import SAMPLERS, ddim_step_scales, sample_ddim, sample_ddpm
 from audiodiff.synthesis import make_sampling_spec
 from audiodiff.vocoder import Vocoder
 
 ONNX_FORMAT = "audiodiff-onnx-vocoder"
 ONNX_FORMAT_VERSION = 1
 OPSET = 17
-DDIM_FAMILY = ("ddim", "ddpm", "diffwave-fast")
 ONNX_EXTRA_HINT = "pip install 'audiodiff[onnx]'"
 
 
@@ -85,9 +84,10 @@ def onnx_schedule(
         ValueError: a sampler outside the DDIM family, or an impossible step count.
     """
     spec = make_sampling_spec(vocoder.config, vocoder.schedule, sampler=sampler, steps=steps)
-    if spec.sampler not in DDIM_FAMILY:
+    ddim_steps = [n for n, entry in SAMPLERS.items() if entry.fn in (sample_ddim, sample_ddpm)]
+    if spec.sampler not in ddim_steps:
         raise ValueError(
-            f"the ONNX schedule covers the DDIM-step samplers ({', '.join(DDIM_FAMILY)}); "
+            f"the ONNX schedule covers the DDIM-step samplers ({', '.join(ddim_steps)}); "
             f"{spec.sampler} is multistep: pass --sampler ddim"
         )
     sigmas = [float(s) for s in spec.sigmas]

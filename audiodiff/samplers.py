@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import types
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -198,14 +199,51 @@ def sample_dpmpp_2m(
     return x
 
 
+def _uniform(table: Any, steps: int) -> Tensor:
+    return table.uniform_sigmas(steps)
+
+
+def _karras(table: Any, steps: int) -> Tensor:
+    return table.karras_sigmas(steps)
+
+
+def _diffwave_fast(table: Any, steps: int) -> Tensor:
+    return table.diffwave_fast_sigmas(steps)
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """One row of :data:`SAMPLERS`: the function, its default discretisation and its eta.
+
+    As in k-diffusion's sampling module, a sampler and the sigmas it runs on by default travel
+    together, so no other module switches on sampler names.
+
+    Attributes:
+        fn: ``sample_NAME(denoiser, x, sigmas, *, extra, generator, callback, noise_sampler)``.
+        discretisation: ``(noise table, steps) -> [steps + 1]`` descending sigmas ending in 0;
+            the table is a :class:`~audiodiff.schedule.NoiseSchedule` (duck-typed here, since
+            this module imports nothing of ours).
+        eta: the step's fixed stochasticity (1 ancestral, 0 deterministic), or None when the
+            caller's ``eta`` applies (``ddim``).
+    """
+
+    fn: Callable[..., Tensor]
+    discretisation: Callable[[Any, int], Tensor]
+    eta: float | None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
+        return self.fn(*args, **kwargs)
+
+
 # CLI name -> sampler. "diffwave-fast" is the ancestral step; what makes it DiffWave's is its
-# schedule (schedule.sigmas_from_betas) and its alignment (Denoiser t_mapping "diffwave").
-SAMPLERS: Mapping[str, Callable[..., Tensor]] = types.MappingProxyType(
+# schedule (NoiseSchedule.diffwave_fast_sigmas) and its alignment (Denoiser t_mapping
+# "diffwave"). "ddpm" over all T rows is plain DDPM; DPM-Solver++ takes Karras et al.'s sigmas.
+SAMPLERS: Mapping[str, Sampler] = types.MappingProxyType(
     {
-        "ddpm": sample_ddpm,
-        "diffwave-fast": sample_ddpm,
-        "ddim": sample_ddim,
-        "dpmpp-2m": sample_dpmpp_2m,
+        "ddpm": Sampler(sample_ddpm, _uniform, eta=1.0),
+        "diffwave-fast": Sampler(sample_ddpm, _diffwave_fast, eta=1.0),
+        "ddim": Sampler(sample_ddim, _uniform, eta=None),
+        "dpmpp-2m": Sampler(sample_dpmpp_2m, _karras, eta=0.0),
     }
 )
 
@@ -222,11 +260,13 @@ def sample(
     callback: Callback | None = None,
     noise_sampler: NoiseSampler | None = None,
 ) -> Tensor:
-    """Run the sampler registered as ``name``; ``eta`` reaches only ``"ddim"``."""
+    """Run the sampler registered as ``name``; ``eta`` reaches only samplers without a fixed one
+    (``"ddim"``)."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLERS)}")
-    kwargs: dict[str, Any] = {"eta": eta} if name == "ddim" else {}
-    return SAMPLERS[name](
+    entry = SAMPLERS[name]
+    kwargs: dict[str, Any] = {"eta": eta} if entry.eta is None else {}
+    return entry(
         denoiser,
         x,
         sigmas,

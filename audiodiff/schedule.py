@@ -297,10 +297,21 @@ class NoiseSchedule:
         """``karras_sigmas(steps, sigma_min, sigma_max, rho)`` over this table's sigma range."""
         return karras_sigmas(steps, self.sigma_min, self.sigma_max, rho)
 
-    @staticmethod
-    def sigmas_from_betas(betas: Sequence[float] | Tensor) -> Tensor:
-        """Alias of the module function ``sigmas_from_betas``."""
-        return sigmas_from_betas(betas)
+    def diffwave_fast_sigmas(self, steps: int) -> Tensor:
+        """DiffWave's fast schedule for this table: ``sigmas_from_betas`` of the fitting
+        ``DIFFWAVE_FAST_BETAS`` preset (:func:`diffwave_fast_preset`), fixed at its 6 steps.
+
+        Raises:
+            ValueError: ``steps`` is not the preset's step count.
+        """
+        preset = diffwave_fast_preset(self)
+        n = len(DIFFWAVE_FAST_BETAS[preset])
+        if steps != n:
+            raise ValueError(
+                f"diffwave-fast has a fixed {n}-step schedule but steps is {steps}; use 'ddim' "
+                "or 'dpmpp-2m' for other step counts"
+            )
+        return sigmas_from_betas(DIFFWAVE_FAST_BETAS[preset])
 
 
 def sigmas_from_betas(betas: Sequence[float] | Tensor) -> Tensor:
@@ -353,52 +364,19 @@ def diffwave_fast_preset(schedule: NoiseSchedule) -> str:
     return best
 
 
-def sampling_sigmas(
-    schedule: NoiseSchedule,
-    sampler: str,
-    steps: int,
-    *,
-    stored: Sequence[float] | None = None,
-) -> Tensor:
-    """The discretisation each sampler uses by default.
-
-    * a ``stored`` (searched) schedule, when given and non-empty, wins for every sampler;
-    * ``"ddpm"`` and ``"ddim"``: ``uniform_sigmas(steps)`` (``steps = T`` is plain DDPM);
-    * ``"diffwave-fast"``: ``sigmas_from_betas`` of the fitting ``DIFFWAVE_FAST_BETAS`` preset
-      (fixed at 6 steps);
-    * ``"dpmpp-2m"``: ``karras_sigmas(steps)`` over the table's sigma range.
-
-    Args:
-        stored: positive noise levels (any order; sorted descending here, 0 appended).
+def stored_sigmas(stored: Sequence[float]) -> Tensor:
+    """A stored (searched) schedule as sampler sigmas: sorted descending, 0 appended.
 
     Returns:
         ``[n + 1]`` float64, descending, ending in 0.
 
     Raises:
-        ValueError: unknown sampler, a step count the sampler cannot take, or a stored schedule
-            with non-positive or repeated sigmas.
+        ValueError: non-finite, non-positive or repeated sigmas.
     """
-    if stored is not None and len(stored) > 0:
-        s = torch.as_tensor(list(stored), dtype=torch.float64)
-        if s.ndim != 1 or not bool(torch.all(torch.isfinite(s) & (s > 0))):
-            raise ValueError(f"a stored schedule needs finite positive sigmas, got {list(stored)}")
-        s = s.sort(descending=True).values
-        if bool(torch.any(s[1:] == s[:-1])):
-            raise ValueError(f"a stored schedule needs distinct sigmas, got {list(stored)}")
-        return _append_zero(s)
-    if sampler in ("ddpm", "ddim"):
-        return schedule.uniform_sigmas(steps)
-    if sampler == "diffwave-fast":
-        preset = diffwave_fast_preset(schedule)
-        n = len(DIFFWAVE_FAST_BETAS[preset])
-        if steps != n:
-            raise ValueError(
-                f"diffwave-fast has a fixed {n}-step schedule but steps is {steps}; use 'ddim' "
-                "or 'dpmpp-2m' for other step counts"
-            )
-        return sigmas_from_betas(DIFFWAVE_FAST_BETAS[preset])
-    if sampler == "dpmpp-2m":
-        return schedule.karras_sigmas(steps)
-    raise ValueError(
-        f"unknown sampler {sampler!r}; expected 'ddpm', 'diffwave-fast', 'ddim' or 'dpmpp-2m'"
-    )
+    s = torch.as_tensor(list(stored), dtype=torch.float64)
+    if s.ndim != 1 or not bool(torch.all(torch.isfinite(s) & (s > 0))):
+        raise ValueError(f"a stored schedule needs finite positive sigmas, got {list(stored)}")
+    s = s.sort(descending=True).values
+    if bool(torch.any(s[1:] == s[:-1])):
+        raise ValueError(f"a stored schedule needs distinct sigmas, got {list(stored)}")
+    return _append_zero(s)

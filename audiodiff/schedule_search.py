@@ -84,11 +84,6 @@ class SearchResult:
     default_score: float
     table: tuple[Candidate, ...]
 
-    @property
-    def improvement(self) -> float:
-        """How much lower the winner scores than the baseline (>= 0)."""
-        return self.default_score - self.score
-
 
 def family_sigmas(steps: int, sigma_min: float, sigma_max: float, p: float) -> tuple[float, ...]:
     """``steps`` sigmas from ``sigma_max`` to ``sigma_min`` evenly spaced in ``sigma ** p``.

@@ -37,7 +37,7 @@ from audiodiff.diffusion import prior_std
 from audiodiff.domains import Domain
 from audiodiff.model import Conditioning
 from audiodiff.samplers import SAMPLERS, sample
-from audiodiff.schedule import NoiseSchedule, sampling_sigmas
+from audiodiff.schedule import NoiseSchedule, stored_sigmas
 
 # Noise is drawn in blocks of this many samples (frames for mel-domain models) per stream.
 NOISE_BLOCK = 4096
@@ -160,6 +160,32 @@ class SamplingSpec:
         return len(self.sigmas) - 1
 
 
+def sampling_sigmas(
+    schedule: NoiseSchedule,
+    sampler: str,
+    steps: int,
+    *,
+    stored: Sequence[float] | None = None,
+) -> torch.Tensor:
+    """The sigmas ``sampler`` runs on: a ``stored`` (searched) schedule when given and non-empty,
+    else the sampler's own discretisation from :data:`~audiodiff.samplers.SAMPLERS` (uniform rows
+    for ``ddpm``/``ddim``, DiffWave's fixed 6-step schedule for ``diffwave-fast``, Karras et al.'s
+    for ``dpmpp-2m``).
+
+    Returns:
+        ``[n + 1]`` float64, descending, ending in 0.
+
+    Raises:
+        ValueError: unknown sampler, a step count the sampler cannot take, or a stored schedule
+            with non-positive or repeated sigmas.
+    """
+    if stored is not None and len(stored) > 0:
+        return stored_sigmas(stored)
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; known samplers: {', '.join(SAMPLERS)}")
+    return SAMPLERS[sampler].discretisation(schedule, steps)
+
+
 def make_sampling_spec(
     cfg: ExperimentConfig,
     schedule: NoiseSchedule,
@@ -186,9 +212,9 @@ def make_sampling_spec(
     sigmas = sampling_sigmas(schedule, name, n_steps, stored=stored)
     if alignment not in ("diffwave", "log-sigma"):
         raise ValueError(f"alignment must be 'diffwave' or 'log-sigma', got {alignment!r}")
-    resolved_eta = cfg.sample.eta if eta is None else eta
-    if name == "ddpm" or name == "diffwave-fast":
-        resolved_eta = 1.0
+    resolved_eta = SAMPLERS[name].eta  # fixed by the sampler, or the caller's (ddim)
+    if resolved_eta is None:
+        resolved_eta = cfg.sample.eta if eta is None else eta
     return SamplingSpec(name, sigmas, float(resolved_eta), alignment)
 
 

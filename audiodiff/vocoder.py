@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -343,10 +342,3 @@ class Vocoder:
     ) -> int:
         """How many chunks a call on a mel of ``frames`` frames runs (a progress bar's total)."""
         return mel_chunk_count(self.domain, frames, self._chunk_samples(chunk_seconds))
-
-    def timed(self, mel: Any, **kwargs: Any) -> tuple[torch.Tensor, float]:
-        """``(audio, real_time_factor)``: compute seconds per second of audio produced."""
-        start = time.perf_counter()
-        audio = self(mel, **kwargs)
-        elapsed = time.perf_counter() - start
-        return audio, elapsed / (audio.shape[-1] / self.sample_rate)

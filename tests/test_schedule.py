@@ -14,9 +14,9 @@ from audiodiff.schedule import (
     NoiseSchedule,
     diffwave_fast_preset,
     karras_sigmas,
-    sampling_sigmas,
     sigmas_from_betas,
 )
+from audiodiff.synthesis import sampling_sigmas
 
 
 def _product(values) -> float:
