@@ -23,8 +23,6 @@ mp3 where the installed libsndfile has it. Resampling uses soxr through librosa.
 from __future__ import annotations
 
 import math
-import os
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
@@ -34,6 +32,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from audiodiff.atomic import atomic_write
 from audiodiff.config import MelConfig
 from audiodiff.encoding import native_path
 from audiodiff.levels import OVER_RANGE_PEAK, SILENCE_PEAK, level_problem
@@ -213,7 +212,7 @@ def save_audio(
     subtype: str = "PCM_16",
     overwrite: bool = False,
 ) -> Path:
-    """Write mono audio atomically (temp file in the same folder, then ``os.replace``).
+    """Write mono audio atomically (:func:`~audiodiff.atomic.atomic_write`).
 
     Values are clipped to [-1, 1]. For ``PCM_16`` the integers are ``round(x * 32767)``, computed
     here so the mapping is exact (libsndfile would otherwise choose its own scaling). Reading such
@@ -252,16 +251,9 @@ def save_audio(
         np.round(x * PCM16_SCALE).astype(np.int16) if subtype == "PCM_16" else x.astype(np.float32)
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder as the target, so os.replace is an atomic rename on one filesystem. Not
-    # mkstemp: its 0600 mode would survive the rename and make the output owner-only.
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        sf.write(native_path(tmp), data, int(sample_rate), subtype=subtype, format=container)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(
+        path, lambda f: sf.write(f, data, int(sample_rate), subtype=subtype, format=container)
+    )
 
 
 # --------------------------------------------------------------------------------------------------

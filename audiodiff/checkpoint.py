@@ -22,7 +22,6 @@ loading it executes no code.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 
 import torch
 
+from audiodiff.atomic import TMP_PREFIX, atomic_write
 from audiodiff.config import (
     ExperimentConfig,
     architecture_changes,
@@ -46,43 +46,11 @@ EXPORT_FORMAT = "audiodiff-export"
 FORMAT_VERSION = 1
 LATEST = "latest"
 _STEP_FILE = re.compile(r"^step_(\d{8,})\.pt$")
-_TMP_PREFIX = ".tmp-"
 
 
 def checkpoint_name(step: int) -> str:
     """File name of the checkpoint taken after ``step`` optimiser steps."""
     return f"step_{step:08d}.pt"
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Make the rename itself durable; not every platform lets a directory be opened.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Write via ``write(file_object)`` (binary) into a temp file beside ``path``, then rename
-    over it: a kill at any moment leaves the old file or the new one, never a mix. Text is
-    written as ``text.encode("utf-8")``."""
-    tmp = path.with_name(f"{_TMP_PREFIX}{os.getpid()}-{path.name}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _check_primitive(obj: Any, where: str) -> None:
@@ -124,7 +92,7 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | Path, step: int, keep_
     atomic_write(run_dir / LATEST, lambda f: f.write(path.name.encode("utf-8") + b"\n"))
     for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
         old.unlink(missing_ok=True)
-    for tmp in run_dir.glob(f"{_TMP_PREFIX}*"):
+    for tmp in run_dir.glob(f"{TMP_PREFIX}*"):
         # Left by a killed writer. Ours has been renamed already, so any other is stale; another
         # live writer cannot exist because only rank 0 of one job writes here.
         tmp.unlink(missing_ok=True)

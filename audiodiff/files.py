@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from audiodiff.atomic import atomic_write
 from audiodiff.config import MelConfig
 
 MEL_SUFFIXES = (".npz", ".npy", ".pt")
@@ -316,10 +317,7 @@ def save_mel(
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
     array = mel.detach().float().cpu().numpy()
-    with open(path, "wb") as fh:
-        if suffix == ".npz":
-            recorded = json.dumps(dataclasses.asdict(profile), sort_keys=True)
-            np.savez(fh, mel=array, profile=np.array(recorded))
-        else:
-            np.save(fh, array)
-    return path
+    if suffix == ".npz":
+        recorded = np.array(json.dumps(dataclasses.asdict(profile), sort_keys=True))
+        return atomic_write(path, lambda f: np.savez(f, mel=array, profile=recorded))
+    return atomic_write(path, lambda f: np.save(f, array))

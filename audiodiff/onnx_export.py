@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from audiodiff.atomic import atomic_write
 from audiodiff.diffusion import prior_std
 from audiodiff.model import Conditioning
 from audiodiff.samplers import SAMPLERS, ddim_step_scales, sample_ddim, sample_ddpm
@@ -198,7 +199,6 @@ def export_onnx(
             dynamic_axes={"mel": {0: "batch", 2: "frames"}, "mel_up": {0: "batch", 2: "samples"}},
             opset_version=OPSET,
         )
-    with open(paths[2], "w", encoding="utf-8") as fh:
-        json.dump(schedule, fh, indent=2)
-        fh.write("\n")
+    text = json.dumps(schedule, indent=2) + "\n"
+    atomic_write(paths[2], lambda f: f.write(text.encode("utf-8")))
     return paths

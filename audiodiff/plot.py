@@ -9,13 +9,12 @@ Used by ``audiodiff demo`` (original / diffusion / Griffin-Lim), ``audiodiff mel
 from __future__ import annotations
 
 import math
-import os
-import uuid
 from pathlib import Path
 
 import librosa
 import numpy as np
 
+from audiodiff.atomic import atomic_write
 from audiodiff.config import MelConfig
 
 # Screen-sized: 10 inches at 120 dpi is 1200 px wide; each panel adds 2.6 inches (312 px).
@@ -97,8 +96,8 @@ def spectrogram_png(
     ``PANEL_HEIGHT_IN`` per panel at ``DPI``.
 
     Args:
-        path: output ``.png``; parent folders are created. Written to a temp file beside it, then
-            renamed, so a reader never sees half a picture.
+        path: output ``.png``; parent folders are created. Written atomically
+            (:func:`~audiodiff.atomic.atomic_write`): a reader never sees half a picture.
         panels: ``(title, log-mel [n_mels, frames])`` pairs in ``cfg``'s compression, top first.
         cfg: the mel profile of every panel (axes and the dB conversion come from it).
         overwrite: replace an existing file; otherwise an existing file is an error.
@@ -163,11 +162,4 @@ def spectrogram_png(
     fig.colorbar(image, ax=list(axes), label="level (dB)", pad=0.01)
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: fig.savefig(f, format="png"))

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from audiodiff.atomic import atomic_write
 from audiodiff.audio import MelSpectrogram, load_model_audio
 from audiodiff.checkpoint import export_safetensors, load_checkpoint, load_export
 from audiodiff.data import read_manifest
@@ -300,19 +299,6 @@ def search_schedule(
     )
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def check_store_target(source: str | Path, out_path: str | Path) -> bool:
     """Whether ``source`` is an export; refuses an ``out_path`` of the other kind. Cheap, so the
     CLI calls it before the search rather than after.
@@ -390,7 +376,7 @@ def store_schedule(
         return export_safetensors(ckpt, out, overwrite=overwrite, extra_metadata=extra)
     ckpt = load_checkpoint(source)
     ckpt["config"] = with_schedule(ckpt["config"])
-    _atomic_torch_save(ckpt, out)
+    atomic_write(out, lambda f: torch.save(ckpt, f))
     return out
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from audiodiff.atomic import atomic_write
 from audiodiff.datasets.layouts import (
     FRACTIONS,
     READERS,
@@ -118,9 +118,8 @@ def _fractions(name: str, opts: PrepareOptions) -> tuple[float, float]:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)  # a crash never leaves half a manifest behind
+    # A crash never leaves half a manifest behind.
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _probe_all(layout: Layout, opts: PrepareOptions) -> list[dict[str, Any]]:
