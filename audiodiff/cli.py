@@ -386,9 +386,10 @@ def mel_command(
     vocode checks against the model's."""
     from pathlib import Path
 
-    from audiodiff.audio import MelSpectrogram, load_model_audio
+    from audiodiff.audio import load_model_audio
     from audiodiff.config import mel_profile
     from audiodiff.files import plan_outputs, save_mel
+    from audiodiff.mel import MelSpectrogram
     from audiodiff.plot import spectrogram_png
 
     if plot:

@@ -34,7 +34,6 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from audiodiff import dist
-from audiodiff.audio import MelSpectrogram, MelStatsAccumulator
 from audiodiff.checkpoint import (
     atomic_write,
     checkpoint_name,
@@ -68,6 +67,7 @@ from audiodiff.data import (
 )
 from audiodiff.diffusion import Denoiser, training_loss
 from audiodiff.domains import build_domain
+from audiodiff.mel import MelSpectrogram, MelStatsAccumulator
 from audiodiff.perceptual import PerceptualScorer
 from audiodiff.schedule import NoiseSchedule
 from audiodiff.subband import build_network

@@ -1,6 +1,6 @@
 """The import direction of DESIGN.md §3, enforced by parsing every module's imports with ``ast``.
 
-Layers (imports only point down): config -> stft -> {audio, schedule, model, dist, plot} ->
+Layers (imports only point down): config -> stft -> {audio, mel, schedule, model, dist, plot} ->
 perceptual -> {diffusion, domains, samplers, data, datasets, metrics, griffin_lim} ->
 {checkpoint, synthesis} -> pretrained -> {train, vocoder} -> {generate, schedule_search,
 diffwave_import, demo} -> cli.
@@ -23,8 +23,9 @@ LAYER = {
     "config": 0,
     "encoding": 0,  # UTF-8 text and file names in it: imports nothing of ours
     "levels": 0,  # the level rule on peaks (NumPy only): audio, data and prepare share it
-    "stft": 0.5,  # the profiles' STFT pair: imports nothing of ours, used by audio and domains
+    "stft": 0.5,  # the profiles' STFT pair: imports nothing of ours, used by mel and domains
     "audio": 1,
+    "mel": 1,  # MelConfig profiles -> MelSpectrogram, value ranges, the mel normaliser
     "schedule": 1,
     "fused_stack": 0,  # torch kernels that import nothing of ours
     "fast_stack": 0,
@@ -59,7 +60,7 @@ LAYER = {
 
 FORBIDDEN = {
     # DESIGN §3: the network knows no diffusion and no audio front end.
-    "model": {"schedule", "diffusion", "audio"},
+    "model": {"schedule", "diffusion", "audio", "mel"},
     # Samplers are plain functions over a denoiser: they import nothing of ours.
     "samplers": set(LAYER) - {"samplers"},
     "train": {"vocoder"},
