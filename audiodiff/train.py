@@ -61,14 +61,12 @@ from audiodiff.data import (
     derived_seed,
     label_index,
     make_loader,
-    no_usable_clips_error,
-    summary_line,
-    usable_clips,
 )
 from audiodiff.diffusion import Denoiser, training_loss
 from audiodiff.domains import build_domain
 from audiodiff.mel import MelSpectrogram, MelStatsAccumulator
 from audiodiff.perceptual import PerceptualScorer
+from audiodiff.scan import no_usable_clips_error, summary_line, usable_clips
 from audiodiff.schedule import NoiseSchedule
 from audiodiff.subband import build_network
 from audiodiff.synthesis import make_sampling_spec, vocode_mel

@@ -1,9 +1,9 @@
 """The import direction of DESIGN.md §3, enforced by parsing every module's imports with ``ast``.
 
 Layers (imports only point down): config -> stft -> {audio, mel, schedule, model, dist, plot} ->
-perceptual -> {diffusion, domains, samplers, data, datasets, metrics, griffin_lim} ->
-{checkpoint, synthesis} -> pretrained -> {train, vocoder} -> {generate, schedule_search,
-diffwave_import, demo} -> cli.
+{manifest, perceptual} -> {diffusion, domains, samplers, scan, data, datasets, metrics,
+griffin_lim} -> {checkpoint, synthesis} -> pretrained -> {train, vocoder} -> {generate,
+schedule_search, diffwave_import, demo} -> cli.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ LAYER = {
     "domains": 2,
     "perceptual": 1.5,  # MOS predictors over audio; metrics builds on them
     "samplers": 2,
+    "manifest": 1.5,  # JSONL manifests (reads audio headers); the scan reads them
+    "scan": 2,  # which of a manifest's clips are usable, the scan cache and the data report
     "data": 2,
     "datasets": 2,
     "dataset_layouts": 2,

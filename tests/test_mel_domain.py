@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 from audiodiff.cli import main
 from audiodiff.config import ExperimentConfig, apply_overrides
-from audiodiff.data import write_manifest
 from audiodiff.generate import GenerativeModel
+from audiodiff.manifest import write_manifest
 from audiodiff.mel import MelSpectrogram
 from audiodiff.train import run
 
