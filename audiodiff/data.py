@@ -1,33 +1,20 @@
-"""Manifests, the segment dataset, and the resumable distributed sampler.
-
-A manifest is UTF-8 JSONL, one clip per line (DESIGN §8): ``path`` (absolute, or relative to the
-manifest's folder; the UTF-8 spelling of the file name, whatever the locale), ``duration_s``,
-``sample_rate``, and optionally ``speaker``, ``label`` (a class name, or an index with its name
-in ``label_name``), ``text``, ``split``.
+"""The segment dataset, the resumable distributed sampler, and the loader over them.
 
 Training samples are hop-aligned random crops of ``segment_frames * hop_length`` samples, so the
 mel computed from a crop has exactly ``segment_frames`` frames (DESIGN §4). A crop depends only on
 ``(seed, epoch, index)``: the sampler yields ``(epoch, index)`` pairs and the dataset derives a
 private generator from them, so crops are identical with 0 or N workers, persistent or not, after a
 resume, and under DDP. Only the crop is read from disk (plus a resampling margin), so long files
-(MAESTRO pieces) cost no more than short ones.
-
-Broken input loses nothing and stops nothing: :func:`scan_clips` opens every file once and sorts
-out the unreadable, empty, non-finite, silent and too-short ones with the reason; the trainer
-writes the result to ``RUN_DIR/data_report.json``.
+(MAESTRO pieces) cost no more than short ones. The clips come from :mod:`audiodiff.manifest`
+manifests, sorted by :func:`audiodiff.scan.usable_clips`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import random
 import zlib
-from collections import Counter
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,328 +22,12 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from audiodiff.audio import AudioError, audio_info, resample
-from audiodiff.config import DataConfig
-from audiodiff.dist import DistContext, all_gather_object, broadcast_object
-from audiodiff.encoding import json_text, native_path, path_from_text, path_to_text
-from audiodiff.levels import OVER_RANGE_PEAK, level_problem, mono_peak
+from audiodiff.audio import resample
+from audiodiff.encoding import native_path
 
 # Extra source samples read on both sides of a crop that must be resampled, so the soxr filter
 # sees real signal instead of an edge; soxr_hq's kernel is well under this.
 RESAMPLE_MARGIN = 256
-
-
-# --------------------------------------------------------------------------------------------------
-# Manifests
-# --------------------------------------------------------------------------------------------------
-
-
-def read_manifest(path: str | Path) -> list[dict[str, Any]]:
-    """Read a JSONL manifest (UTF-8, whatever the locale); relative ``path`` fields are resolved
-    against its folder. Paths come back as this process spells file names
-    (:func:`~audiodiff.encoding.path_from_text`).
-
-    Raises:
-        ValueError: unreadable file, a line that is not a JSON object, or one without ``path``.
-    """
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        reason = getattr(err, "strerror", None) or err
-        raise ValueError(f"cannot read manifest {path}: {reason}") from None
-    rows = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{n} is not valid JSON: {err.msg}") from None
-        if not isinstance(row, dict) or not isinstance(row.get("path"), str):
-            raise ValueError(f"{path}:{n} must be a JSON object with a string 'path'")
-        clip = Path(path_from_text(row["path"]))
-        row["path"] = str(clip if clip.is_absolute() else path.parent / clip)
-        rows.append(row)
-    return rows
-
-
-def write_manifest(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
-    """Write rows as UTF-8 JSONL (one object per line, keys in the order given); ``path`` fields
-    are written as text (:func:`~audiodiff.encoding.path_to_text`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [{**row, "path": path_to_text(row["path"])} if "path" in row else row for row in rows]
-    path.write_text("".join(json_text(row) + "\n" for row in rows), encoding="utf-8")
-    return path
-
-
-def manifest_from_files(
-    files: Sequence[str | Path],
-    out_path: str | Path,
-    *,
-    labels: Sequence[int | str] | None = None,
-    speakers: Sequence[str] | None = None,
-    split: str | None = None,
-) -> Path:
-    """Write a manifest for a list of audio files (header reads only; broken files still listed).
-
-    Args:
-        files: audio paths; written relative to the manifest's folder when inside it.
-        out_path: manifest to write.
-        labels: optional class label per file.
-        speakers: optional speaker id per file.
-        split: optional split name for every row.
-    """
-    out_path = Path(out_path)
-    rows = []
-    for i, f in enumerate(files):
-        f = Path(f)
-        try:
-            rate, n_frames, _ = audio_info(f)
-            row: dict[str, Any] = {"path": "", "duration_s": n_frames / rate, "sample_rate": rate}
-        except AudioError:
-            row = {"path": "", "duration_s": 0.0, "sample_rate": 0}
-        try:
-            row["path"] = str(f.resolve().relative_to(out_path.parent.resolve()))
-        except ValueError:
-            row["path"] = str(f.resolve())
-        if labels is not None:
-            row["label"] = labels[i]
-        if speakers is not None:
-            row["speaker"] = speakers[i]
-        if split is not None:
-            row["split"] = split
-        rows.append(row)
-    return write_manifest(out_path, rows)
-
-
-# --------------------------------------------------------------------------------------------------
-# Scanning for broken input
-# --------------------------------------------------------------------------------------------------
-
-
-def check_clip(path: str, *, min_duration_s: float, silence_threshold: float) -> dict[str, Any]:
-    """Open a clip, read it once in blocks, and say whether it is usable.
-
-    The level rule is :func:`audiodiff.audio.level_problem` (silent below
-    ``silence_threshold``, over range above +6 dBFS), on the peak of the mono mix the trainer
-    crops (an out-of-phase stereo pair is silent), measured at the file's rate: resampling every
-    file here would double the scan, and the over-range limit's margin covers the resampler's
-    overshoot.
-
-    Returns:
-        ``{"reason": None | str, "file_rate": Hz, "n_frames": decoded frames, "channels": n}``.
-        The decoded frame count is used, not the header's (a truncated file is shorter).
-    """
-    try:
-        with sf.SoundFile(native_path(path)) as f:
-            rate, channels = int(f.samplerate), int(f.channels)
-            n_frames, peak, finite = 0, 0.0, True
-            for block in f.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
-                n_frames += block.shape[0]
-                if block.size and finite:
-                    block_peak = mono_peak(block)
-                    finite = math.isfinite(block_peak)
-                    peak = max(peak, block_peak) if finite else peak
-    except Exception as err:  # libsndfile raises LibsndfileError, RuntimeError or OSError
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        return {"reason": f"unreadable: {reason}", "file_rate": 0, "n_frames": 0, "channels": 0}
-    info = {"file_rate": rate, "n_frames": n_frames, "channels": channels}
-    duration_s = n_frames / rate if rate else 0.0
-    if n_frames == 0:
-        return {"reason": "empty: 0 frames", **info}
-    if not finite:
-        return {"reason": "non-finite samples (NaN or inf)", **info}
-    if duration_s < min_duration_s:
-        return {"reason": f"too short: {duration_s:.3f} s < {min_duration_s} s", **info}
-    problem = level_problem(peak, silence_threshold=silence_threshold)
-    if problem is not None:
-        kind, detail = problem
-        return {"reason": f"{kind.replace('_', ' ')}: {detail}", **info}
-    return {"reason": None, **info}
-
-
-def scan_clips(
-    rows: Sequence[dict[str, Any]],
-    *,
-    min_duration_s: float,
-    silence_threshold: float,
-    indices: Sequence[int] | None = None,
-    max_threads: int = 8,
-) -> dict[int, dict[str, Any]]:
-    """:func:`check_clip` for ``rows[i]`` for each ``i`` in ``indices`` (all by default).
-
-    libsndfile releases the GIL while decoding, so a few threads overlap the disk reads.
-    """
-    indices = range(len(rows)) if indices is None else indices
-
-    def one(i: int) -> tuple[int, dict[str, Any]]:
-        return i, check_clip(
-            rows[i]["path"], min_duration_s=min_duration_s, silence_threshold=silence_threshold
-        )
-
-    with ThreadPoolExecutor(max_workers=max(1, min(max_threads, len(indices)))) as pool:
-        return dict(pool.map(one, indices))
-
-
-def data_report(
-    manifest: str | Path, rows: Sequence[dict[str, Any]], checks: dict[int, dict[str, Any]]
-) -> dict[str, Any]:
-    """The ``data_report.json`` content: usable count and hours, and every skipped clip with why."""
-    skipped = [
-        {"path": path_to_text(rows[i]["path"]), "reason": c["reason"]}
-        for i, c in sorted(checks.items())
-        if c["reason"] is not None
-    ]
-    usable = [c for c in checks.values() if c["reason"] is None]
-    kinds = Counter(s["reason"].split(":")[0].split(" (")[0] for s in skipped)
-    return {
-        "manifest": path_to_text(manifest),
-        "n_rows": len(rows),
-        "n_usable": len(usable),
-        "usable_hours": sum(c["n_frames"] / c["file_rate"] for c in usable) / 3600,
-        "n_skipped": len(skipped),
-        "skipped_by_reason": dict(sorted(kinds.items())),
-        "sample_rates": dict(sorted(Counter(str(c["file_rate"]) for c in usable).items())),
-        "channels": dict(sorted(Counter(str(c["channels"]) for c in usable).items())),
-        "skipped": skipped,
-    }
-
-
-def summary_line(report: dict[str, Any], report_path: str | Path | None = None) -> str:
-    """One line: usable clips and hours, and what was skipped, by reason."""
-    line = (
-        f"data: {report['n_usable']} of {report['n_rows']} clips usable "
-        f"({report['usable_hours']:.3f} h) from {path_from_text(report['manifest'])}"
-    )
-    if report["n_skipped"]:
-        reasons = ", ".join(f"{n} {k}" for k, n in report["skipped_by_reason"].items())
-        line += f"; skipped {report['n_skipped']} ({reasons})"
-        if report_path is not None:
-            line += f", listed in {report_path}"
-    return line
-
-
-def no_usable_clips_error(report: dict[str, Any], report_path: str | Path | None) -> ValueError:
-    """The error for a manifest with nothing usable, saying why."""
-    manifest = path_from_text(report["manifest"])  # as the terminal shows file names
-    if report["n_rows"] == 0:
-        return ValueError(f"manifest {manifest} has no rows")
-    reasons = ", ".join(f"{n} {k}" for k, n in report["skipped_by_reason"].items())
-    where = f" (details in {report_path})" if report_path else ""
-    return ValueError(
-        f"no usable clips in {manifest}: all {report['n_rows']} skipped ({reasons})" + where
-    )
-
-
-def file_identity(path: str) -> list[Any]:
-    """What a cached scan of ``path`` describes: ``[size, mtime_ns, header rate, header frames]``.
-
-    A file converted or rewritten in place changes at least one of these (a rate conversion
-    changes the header's rate even when size and time happen to match). Only the header is read.
-    A missing file is ``[None, None, 0, 0]``; an unreadable header gives rate and frames 0.
-    """
-    try:
-        st = os.stat(native_path(path))
-    except OSError:
-        return [None, None, 0, 0]
-    try:
-        info = sf.info(native_path(path))
-        rate, frames = int(info.samplerate), int(info.frames)
-    except Exception:  # libsndfile raises LibsndfileError, RuntimeError or OSError
-        rate, frames = 0, 0
-    return [int(st.st_size), int(st.st_mtime_ns), rate, frames]
-
-
-SCAN_CACHE_FORMAT = "audiodiff-scan-v2"
-
-
-def _read_scan_cache(cache_path: Path | None, thresholds: list[float]) -> dict[str, Any]:
-    """``path text -> {"identity", "check"}`` from a scan cache; empty when it is absent, of
-    another format (the v1 cache was keyed on the manifest's bytes only), or other thresholds."""
-    if cache_path is None or not cache_path.is_file():
-        return {}
-    try:
-        cached = json.loads(cache_path.read_text(encoding="utf-8"))
-        if cached.get("format") != SCAN_CACHE_FORMAT or cached.get("thresholds") != thresholds:
-            return {}
-        return {
-            e["path"]: {"identity": e["identity"], "check": e["check"]} for e in cached["files"]
-        }
-    except (ValueError, KeyError, TypeError, AttributeError):  # not JSON / not UTF-8 / not ours
-        return {}
-
-
-def usable_clips(
-    manifest: str | Path,
-    data_cfg: DataConfig,
-    ctx: DistContext,
-    cache_path: Path | None = None,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
-    """Read a manifest and sort out its broken clips.
-
-    Every file is opened once; under DDP the ranks scan disjoint shares and exchange results.
-    Each file's result is cached in ``cache_path`` under its path and its :func:`file_identity`
-    (size, mtime, header rate and frames; thresholds apply to the whole cache), so a resumed run
-    decodes only the files that were added or changed since (a dataset converted in place is
-    re-probed, never read at the old rate); the rest cost one header read each.
-
-    Returns:
-        ``(rows, checks, report)``: the usable rows, their :func:`check_clip` results (aligned),
-        and the :func:`data_report` of the whole manifest, plus ``n_probed`` (files decoded by
-        this call; the others came from the cache).
-
-    Raises:
-        ValueError: unreadable manifest.
-    """
-    rows = read_manifest(manifest)
-    # Every limit check_clip applies: a cache made under other limits describes another scan.
-    thresholds = [data_cfg.min_duration_s, data_cfg.silence_threshold, OVER_RANGE_PEAK]
-    cache = _read_scan_cache(cache_path, thresholds) if ctx.is_main else None
-    cache = broadcast_object(ctx, cache)
-
-    def one(i: int) -> tuple[int, list[Any], dict[str, Any] | None]:
-        identity = file_identity(rows[i]["path"])
-        hit = cache.get(path_to_text(rows[i]["path"]))
-        return i, identity, hit["check"] if hit and hit["identity"] == identity else None
-
-    mine = range(ctx.rank, len(rows), ctx.world_size)
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(mine)))) as pool:
-        known = list(pool.map(one, mine))
-    stale = [i for i, _, check in known if check is None]
-    probed = scan_clips(
-        rows,
-        min_duration_s=data_cfg.min_duration_s,
-        silence_threshold=data_cfg.silence_threshold,
-        indices=stale,
-    )
-    share = {i: (identity, probed.get(i, check)) for i, identity, check in known}
-    entries: dict[int, tuple[list[Any], dict[str, Any]]] = {}
-    n_probed = 0
-    for part, n in all_gather_object(ctx, (share, len(stale))):
-        entries.update(part)
-        n_probed += n
-    checks = {i: entries[i][1] for i in range(len(rows))}
-    if ctx.is_main and cache_path is not None and n_probed:
-        files = {
-            path_to_text(rows[i]["path"]): {"identity": identity, "check": check}
-            for i, (identity, check) in sorted(entries.items())
-        }
-        payload = {
-            "format": SCAN_CACHE_FORMAT,
-            "thresholds": thresholds,
-            "files": [{"path": k, **v} for k, v in files.items()],
-        }
-        cache_path.write_text(json.dumps(payload), encoding="utf-8")
-    report = {**data_report(manifest, rows, checks), "n_probed": n_probed}
-    good = [i for i in range(len(rows)) if checks[i]["reason"] is None]
-    return [rows[i] for i in good], [checks[i] for i in good], report
-
-
-# --------------------------------------------------------------------------------------------------
-# Dataset
-# --------------------------------------------------------------------------------------------------
 
 
 def derived_seed(purpose: str, *keys: int) -> int:
@@ -402,7 +73,8 @@ class SegmentDataset(Dataset):
 
     Args:
         rows: manifest rows of usable clips.
-        checks: :func:`check_clip` results, aligned with ``rows`` (file rate, decoded length).
+        checks: :func:`~audiodiff.scan.check_clip` results, aligned with ``rows`` (file rate,
+            decoded length).
         sample_rate: model sample rate in Hz.
         hop_length: mel hop in samples; crop starts are multiples of it.
         segment_frames: crop length in mel frames.

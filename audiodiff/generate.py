@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from audiodiff.audio import mel_value_range
 from audiodiff.config import ExperimentConfig
 from audiodiff.diffusion import Denoiser, GuidedDenoiser
 from audiodiff.dist import resolve_device
+from audiodiff.mel import mel_value_range
 from audiodiff.model import DiffWave
 from audiodiff.pretrained import load_network
 from audiodiff.schedule import NoiseSchedule

@@ -1,7 +1,7 @@
 """Griffin-Lim inversion of a mel spectrogram of any profile: the quality floor of every vocoder.
 
 A mel spectrogram keeps no phase and only ``n_mels`` bands of magnitude, so inverting it takes
-three steps, each undoing one step of :class:`audiodiff.audio.MelSpectrogram`:
+three steps, each undoing one step of :class:`audiodiff.mel.MelSpectrogram`:
 
 1. undo the compression (``ln`` -> ``exp``; ``diffwave-db`` -> back from the [0, 1] dB scale),
 2. undo the mel filterbank: non-negative least squares ``min ||fb @ P - mel||``, ``P >= 0`` for the
@@ -26,8 +26,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from audiodiff.audio import MelSpectrogram
 from audiodiff.config import MelConfig
+from audiodiff.mel import MelSpectrogram
 from audiodiff.stft import pad_left, profile_istft, profile_stft, profile_window, signal_length
 
 # Floor of the ln compression (DESIGN.md §5); values at the floor carry no information.
@@ -38,7 +38,7 @@ _TINY = 1e-12
 
 def mel_basis(cfg: MelConfig) -> Tensor:
     """The profile's mel filterbank, float32 ``[n_mels, n_fft // 2 + 1]``, exactly the one
-    :class:`~audiodiff.audio.MelSpectrogram` applies."""
+    :class:`~audiodiff.mel.MelSpectrogram` applies."""
     return MelSpectrogram(cfg).mel_basis.float()
 
 

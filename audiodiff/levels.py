@@ -2,7 +2,7 @@
 
 Every consumer applies it to the peak of what the model gets (mono mix, at the model's rate where
 the caller resamples): ``vocode``, ``mel``, ``Vocoder.mel``, the training scan
-(:func:`audiodiff.data.check_clip`) and ``prepare``
+(:func:`audiodiff.scan.check_clip`) and ``prepare``
 (:func:`audiodiff.datasets.prepare.probe_audio`).
 :func:`audiodiff.audio.check_level` and :func:`audiodiff.audio.load_model_audio` apply it to
 tensors and files. NumPy only (no torch), so ``prepare`` and its worker processes stay light.

@@ -24,9 +24,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from audiodiff.audio import MelSpectrogram, load_audio, resample
+from audiodiff.audio import load_audio, resample
 from audiodiff.config import MelConfig, mel_profile
 from audiodiff.files import walk_files
+from audiodiff.mel import MelSpectrogram
 from audiodiff.perceptual import PERCEPTUAL_KEYS, PerceptualScorer
 
 # (n_fft, hop_length, win_length) of Parallel WaveGAN's / HiFi-GAN's auxiliary STFT losses.

@@ -52,7 +52,7 @@ def mel_to_db(mel: np.ndarray, cfg: MelConfig) -> np.ndarray:
 
 def mel_bin_hz(cfg: MelConfig) -> np.ndarray:
     """Centre frequency in Hz of each mel bin, ``[n_mels]`` (librosa's mel scale, as the
-    filterbank of :class:`audiodiff.audio.MelSpectrogram`)."""
+    filterbank of :class:`audiodiff.mel.MelSpectrogram`)."""
     f_max = cfg.f_max if cfg.f_max is not None else cfg.sample_rate / 2
     edges = librosa.mel_frequencies(
         n_mels=cfg.n_mels + 2, fmin=cfg.f_min, fmax=f_max, htk=cfg.mel_scale == "htk"

@@ -39,9 +39,10 @@ import numpy as np
 import torch
 
 from audiodiff.atomic import atomic_write
-from audiodiff.audio import MelSpectrogram, load_model_audio
+from audiodiff.audio import load_model_audio
 from audiodiff.checkpoint import export_safetensors, load_checkpoint, load_export
-from audiodiff.data import read_manifest
+from audiodiff.manifest import read_manifest
+from audiodiff.mel import MelSpectrogram
 from audiodiff.metrics import align_pair, log_mel_l1, mr_stft_distance
 from audiodiff.pretrained import config_from_dict
 from audiodiff.samplers import SAMPLERS

@@ -1,6 +1,6 @@
 """The mel profiles' own STFT, its exact inverse, and the mel -> linear-frequency envelope.
 
-One STFT serves the mel spectrogram (:class:`audiodiff.audio.MelSpectrogram`) and the STFT
+One STFT serves the mel spectrogram (:class:`audiodiff.mel.MelSpectrogram`) and the STFT
 domain (:mod:`audiodiff.domains`), so STFT frame ``i`` and mel frame ``i`` always cover the same
 samples (DESIGN §5, §12). Two paddings exist:
 

@@ -34,7 +34,6 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from audiodiff import dist
-from audiodiff.audio import MelSpectrogram, MelStatsAccumulator
 from audiodiff.checkpoint import (
     atomic_write,
     checkpoint_name,
@@ -62,13 +61,12 @@ from audiodiff.data import (
     derived_seed,
     label_index,
     make_loader,
-    no_usable_clips_error,
-    summary_line,
-    usable_clips,
 )
 from audiodiff.diffusion import Denoiser, training_loss
 from audiodiff.domains import build_domain
+from audiodiff.mel import MelSpectrogram, MelStatsAccumulator
 from audiodiff.perceptual import PerceptualScorer
+from audiodiff.scan import no_usable_clips_error, summary_line, usable_clips
 from audiodiff.schedule import NoiseSchedule
 from audiodiff.subband import build_network
 from audiodiff.synthesis import make_sampling_spec, vocode_mel

@@ -12,17 +12,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from audiodiff.audio import (
-    MelSpectrogram,
-    check_level,
-    load_model_audio,
-    mel_value_range,
-    resample,
-)
+from audiodiff.audio import check_level, load_model_audio, resample
 from audiodiff.config import ExperimentConfig, MelConfig, mel_profile
 from audiodiff.diffusion import Denoiser
 from audiodiff.dist import resolve_device
 from audiodiff.domains import build_domain
+from audiodiff.mel import MelSpectrogram, mel_value_range
 from audiodiff.model import DiffWave
 from audiodiff.pretrained import load_network
 from audiodiff.schedule import NoiseSchedule

@@ -29,7 +29,7 @@ import torch
 from audiodiff import dist
 from audiodiff.checkpoint import load_checkpoint
 from audiodiff.config import ExperimentConfig, apply_overrides
-from audiodiff.data import manifest_from_files
+from audiodiff.manifest import manifest_from_files
 from audiodiff.train import Trainer
 
 TINY = ["model.residual_channels=8", "model.residual_layers=4", "model.dilation_cycle=2"]

@@ -33,7 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import audiodiff.model
 from audiodiff.config import ExperimentConfig, apply_overrides
-from audiodiff.data import manifest_from_files
+from audiodiff.manifest import manifest_from_files
 from audiodiff.train import Trainer
 
 

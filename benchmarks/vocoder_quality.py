@@ -30,9 +30,10 @@ from typing import Any
 
 import torch
 
-from audiodiff.audio import MelSpectrogram, load_audio, save_audio
+from audiodiff.audio import load_audio, save_audio
 from audiodiff.config import MelConfig, mel_profile
 from audiodiff.griffin_lim import griffin_lim
+from audiodiff.mel import MelSpectrogram
 from audiodiff.metrics import (
     METRIC_ORDER,
     audio_files,

@@ -79,7 +79,7 @@ TINY_OVERRIDES = [
 @pytest.fixture
 def manifests(tmp_path, write_wav) -> tuple[Path, Path]:
     """Five training clips (two steps of batch 2 per epoch, so resumes land mid-epoch), two val."""
-    from audiodiff.data import manifest_from_files
+    from audiodiff.manifest import manifest_from_files
 
     train = [write_wav(f"data/t{i}.wav", duration_s=0.2 + 0.05 * i, seed=i) for i in range(5)]
     val = [write_wav(f"data/v{i}.wav", duration_s=0.3, seed=10 + i) for i in range(2)]

@@ -9,22 +9,13 @@ import pytest
 import soundfile as sf
 import torch
 
-import audiodiff.data as data_module
+import audiodiff.scan as scan_module
 from audiodiff.audio import load_audio
 from audiodiff.config import DataConfig
-from audiodiff.data import (
-    ResumableDistributedSampler,
-    SegmentDataset,
-    check_clip,
-    data_report,
-    make_loader,
-    manifest_from_files,
-    read_manifest,
-    scan_clips,
-    summary_line,
-    usable_clips,
-)
+from audiodiff.data import ResumableDistributedSampler, SegmentDataset, make_loader
 from audiodiff.dist import DistContext
+from audiodiff.manifest import manifest_from_files, read_manifest
+from audiodiff.scan import check_clip, data_report, scan_clips, summary_line, usable_clips
 
 HOP, FRAMES, SR = 256, 8, 22050
 
@@ -128,9 +119,9 @@ def test_scan_cache_reprobes_a_file_converted_in_place(tmp_path, write_wav, monk
 
     _tone(tone, SR)
     probed = []
-    real_check = data_module.check_clip
+    real_check = scan_module.check_clip
     monkeypatch.setattr(
-        data_module, "check_clip", lambda path, **kw: probed.append(path) or real_check(path, **kw)
+        scan_module, "check_clip", lambda path, **kw: probed.append(path) or real_check(path, **kw)
     )
     rows, checks, report = usable_clips(manifest, cfg, DistContext(), cache)
     assert report["n_probed"] == 1 and probed == [str(tone)]

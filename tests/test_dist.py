@@ -12,8 +12,9 @@ import torch
 
 from audiodiff.checkpoint import load_checkpoint
 from audiodiff.config import load_config
-from audiodiff.data import derived_seed, manifest_from_files
+from audiodiff.data import derived_seed
 from audiodiff.dist import env_ranks, init, resolve_device, teardown
+from audiodiff.manifest import manifest_from_files
 from audiodiff.model import DiffWave
 from audiodiff.train import Trainer
 

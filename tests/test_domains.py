@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from audiodiff.audio import MelSpectrogram
 from audiodiff.config import apply_overrides, mel_profile, validate
 from audiodiff.domains import StftDomain, build_domain
+from audiodiff.mel import MelSpectrogram
 from audiodiff.model import DiffWave
 from audiodiff.stft import mel_to_linear_envelope, profile_istft, profile_stft
 from audiodiff.vocoder import Vocoder

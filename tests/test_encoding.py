@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from audiodiff.data import check_clip, manifest_from_files, read_manifest
 from audiodiff.datasets import prepare, prepare_options
 from audiodiff.encoding import json_text, path_from_text, path_to_text
+from audiodiff.manifest import manifest_from_files, read_manifest
+from audiodiff.scan import check_clip
 
 from .conftest import TINY_OVERRIDES, chirp_plus_noise
 
@@ -214,7 +215,7 @@ from pathlib import Path
 
 from audiodiff.cli import main
 from audiodiff.config import load_config
-from audiodiff.data import read_manifest
+from audiodiff.manifest import read_manifest
 from audiodiff.datasets import prepare, prepare_options
 from audiodiff.train import drop_metrics_after
 
@@ -269,7 +270,8 @@ import json, locale, sys
 from pathlib import Path
 
 from audiodiff.config import DataConfig, dump_config, load_config
-from audiodiff.data import SegmentDataset, usable_clips
+from audiodiff.data import SegmentDataset
+from audiodiff.scan import usable_clips
 from audiodiff.datasets import prepare, prepare_options
 from audiodiff.dist import DistContext
 

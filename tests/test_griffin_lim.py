@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from audiodiff.audio import MelSpectrogram
 from audiodiff.config import mel_profile
 from audiodiff.griffin_lim import decompress_mel, griffin_lim, mel_basis, mel_to_linear
+from audiodiff.mel import MelSpectrogram
 from audiodiff.metrics import log_mel_l1, mr_stft_distance
 
 

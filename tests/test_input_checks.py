@@ -14,12 +14,13 @@ import soundfile as sf
 import torch
 from click.testing import CliRunner
 
-from audiodiff.audio import AudioError, MelSpectrogram, check_level, load_model_audio
+from audiodiff.audio import AudioError, check_level, load_model_audio
 from audiodiff.cli import main
 from audiodiff.config import apply_overrides, mel_profile
-from audiodiff.data import check_clip
 from audiodiff.datasets.prepare import probe_audio
 from audiodiff.levels import OVER_RANGE_PEAK, SILENCE_PEAK, level_problem
+from audiodiff.mel import MelSpectrogram
+from audiodiff.scan import check_clip
 from audiodiff.vocoder import Vocoder, check_mel, mel_range_tolerance
 
 from .conftest import chirp_plus_noise, manifest_overrides, random_export

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from audiodiff.audio import MelNormalizer, MelSpectrogram, MelStatsAccumulator, mel_value_range
 from audiodiff.config import MelConfig, mel_profile, mel_profile_names
+from audiodiff.mel import MelNormalizer, MelSpectrogram, MelStatsAccumulator, mel_value_range
 
 PROFILES = mel_profile_names()
 

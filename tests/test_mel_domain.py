@@ -12,11 +12,11 @@ import soundfile as sf
 import torch
 from click.testing import CliRunner
 
-from audiodiff.audio import MelSpectrogram
 from audiodiff.cli import main
 from audiodiff.config import ExperimentConfig, apply_overrides
-from audiodiff.data import write_manifest
 from audiodiff.generate import GenerativeModel
+from audiodiff.manifest import write_manifest
+from audiodiff.mel import MelSpectrogram
 from audiodiff.train import run
 
 from .conftest import random_export

@@ -14,9 +14,9 @@ import torch
 from click.testing import CliRunner
 
 from audiodiff import metrics
-from audiodiff.audio import MelSpectrogram
 from audiodiff.cli import main
 from audiodiff.config import mel_profile
+from audiodiff.mel import MelSpectrogram
 from audiodiff.metrics import (
     align_pair,
     evaluate_dirs,

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from audiodiff.audio import MelSpectrogram, _filterbank
 from audiodiff.config import mel_profile
+from audiodiff.mel import MelSpectrogram, _filterbank
 from audiodiff.plot import (
     DPI,
     FIG_WIDTH_IN,

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from audiodiff.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from audiodiff.cli import main
 from audiodiff.config import ExperimentConfig, TrainConfig, apply_overrides, load_config, validate
-from audiodiff.data import manifest_from_files
+from audiodiff.manifest import manifest_from_files
 from audiodiff.train import Trainer, TrainingStopped, lr_at
 
 from .conftest import manifest_overrides

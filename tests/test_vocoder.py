@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from audiodiff.audio import MelSpectrogram
 from audiodiff.config import apply_overrides
+from audiodiff.mel import MelSpectrogram
 from audiodiff.synthesis import positional_noise
 from audiodiff.vocoder import Vocoder
 
