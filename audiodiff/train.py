@@ -34,49 +34,30 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from audiodiff import dist
-from audiodiff.audio import MelSpectrogram, MelStatsAccumulator
+from audiodiff.audio import MelSpectrogram
 from audiodiff.checkpoint import (
-    atomic_write,
     checkpoint_name,
-    label_names,
-    latest_checkpoint,
-    load_checkpoint,
     params_digest,
-    prepare_run_dir,
     restore_rng,
     rng_state,
     save_checkpoint,
 )
-from audiodiff.config import (
-    ExperimentConfig,
-    TrainConfig,
-    architecture_changes,
-    dump_config,
-    from_dict,
-    to_dict,
-    validate,
-)
-from audiodiff.data import (
-    ResumableDistributedSampler,
-    SegmentDataset,
-    derived_seed,
-    label_index,
-    make_loader,
-    no_usable_clips_error,
-    summary_line,
-    usable_clips,
-)
-from audiodiff.diffusion import Denoiser, training_loss
+from audiodiff.config import ExperimentConfig, TrainConfig, to_dict, validate
+from audiodiff.data import derived_seed
+from audiodiff.diffusion import training_loss
 from audiodiff.domains import build_domain
-from audiodiff.perceptual import PerceptualScorer
+from audiodiff.run_dir import (
+    check_resume,
+    drop_metrics_after,
+    open_run_dir,
+    resume_position,
+    write_config,
+)
 from audiodiff.schedule import NoiseSchedule
 from audiodiff.subband import build_network
-from audiodiff.synthesis import make_sampling_spec, vocode_mel
-
-# Copy synthesis during validation: clips and length (seconds) per clip.
-EVAL_CLIPS, EVAL_SECONDS = 2, 2.0
-# Validation loss uses at most this many clips, so an eval costs the same on any dataset.
-EVAL_LOSS_CLIPS = 64
+from audiodiff.synthesis import make_sampling_spec
+from audiodiff.train_data import class_names, load_datasets, mel_statistics, train_loader
+from audiodiff.train_eval import evaluate, perceptual_scorer
 
 __all__ = ["TrainResult", "Trainer", "TrainingStopped", "run"]
 
@@ -98,7 +79,7 @@ class Trainer:
     """Trains a DiffWave model from an :class:`ExperimentConfig` into ``run_dir``.
 
     Args:
-        cfg: the experiment (validated here).
+        cfg: the experiment, validated (:func:`audiodiff.config.validate`) by whoever built it.
         run_dir: where ``config.yaml``, ``data_report.json``, checkpoints and logs go.
         ctx: the distributed context (:func:`audiodiff.dist.init` when omitted).
         log: message sink on rank 0 (defaults to the progress bar's ``write``).
@@ -112,7 +93,7 @@ class Trainer:
         ctx: dist.DistContext | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
-        self.cfg = cfg = validate(cfg)
+        self.cfg = cfg
         # The sampling settings are checked now by the samplers' own resolver (generate and the
         # in-training evaluation call it too), not found broken after training.
         try:
@@ -131,26 +112,10 @@ class Trainer:
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
-        # Run directory: refuse a foreign one, then write the resolved config.yaml first. Rank 0
-        # decides and tells the others, so a refusal stops every rank instead of hanging them.
-        refusal = None
-        if self.ctx.is_main:
-            try:
-                prepare_run_dir(cfg, self.run_dir, self.log)
-            except ValueError as err:
-                refusal = str(err)
-        refusal = dist.broadcast_object(self.ctx, refusal)
-        if refusal is not None:
-            raise ValueError(refusal)
-
-        # Perceptual validation needs optional packages: the scorer checks them now (its models
-        # load at the first evaluation), so a missing extra is refused before any data work.
-        self.perceptual: PerceptualScorer | None = None
-        if cfg.train.eval_perceptual:
-            try:
-                self.perceptual = PerceptualScorer()
-            except ModuleNotFoundError as err:
-                raise ValueError(f"train.eval_perceptual: {err}") from None
+        # Run directory: refuse a foreign one, write the resolved config.yaml first, and load the
+        # checkpoint to resume (once; rank 0 decides and tells the others).
+        self.last_checkpoint, resume = open_run_dir(cfg, self.run_dir, self.ctx, self.log)
+        self.perceptual = perceptual_scorer(cfg)
 
         # Data: usable clips only (broken ones reported), hop-aligned crops, resumable sampler.
         self.train_set, self.val_set = load_datasets(cfg, self.run_dir, self.ctx, self.log)
@@ -164,23 +129,8 @@ class Trainer:
                 )
             self.cfg = cfg = validate(dataclasses.replace(cfg, labels=names))
             if self.ctx.is_main:
-                text = dump_config(cfg).encode("utf-8")
-                atomic_write(self.run_dir / "config.yaml", lambda f: f.write(text))
-        self.sampler = ResumableDistributedSampler(
-            self.train_set,
-            batch_size=cfg.data.batch_size,
-            num_replicas=self.ctx.world_size,
-            rank=self.ctx.rank,
-            seed=cfg.train.seed,
-            accum=cfg.train.grad_accum,
-        )
-        self.loader = make_loader(
-            self.train_set,
-            self.sampler,
-            num_workers=cfg.data.num_workers,
-            seed=cfg.train.seed,
-            pin_memory=self.device.type == "cuda",
-        )
+                write_config(cfg, self.run_dir)
+        self.sampler, self.loader = train_loader(cfg, self.train_set, self.ctx)
 
         # Model, EMA copy, optimiser. Seeded so every rank starts from the same weights.
         init_gen = torch.Generator().manual_seed(derived_seed("init", cfg.train.seed))
@@ -207,12 +157,9 @@ class Trainer:
         self.step = self.epoch = self.position = 0
         self.skipped_steps = self.consecutive_bad = 0
         self.elapsed_s = 0.0
-        # Rank 0 picks the checkpoint so every rank resumes from the same one (the run dir must
-        # be on a filesystem all machines share, as for any multi-node resume).
-        latest = latest_checkpoint(self.run_dir) if self.ctx.is_main else None
-        self.last_checkpoint: Path | None = dist.broadcast_object(self.ctx, latest)
-        if self.last_checkpoint is not None:
-            self.load_state(load_checkpoint(self.last_checkpoint, map_location=self.device))
+        if resume is not None:
+            self.load_state(resume)
+            del resume  # the optimiser and EMA copies are in place: free the loaded ones
             self.log(f"resumed from {self.last_checkpoint} at step {self.step}")
             if self.ctx.is_main:
                 dropped = drop_metrics_after(self.run_dir / "metrics.jsonl", self.step)
@@ -397,15 +344,10 @@ class Trainer:
     def measure_data_stats(self, max_clips: int = 512) -> None:
         """Mel-domain models: per-bin mean/std of the training mels, before the first step.
 
-        Measured on the epoch-0 crops of up to ``max_clips`` clips (the same on every rank, so no
-        broadcast is needed) and stored in the model's buffers, hence in every checkpoint.
+        Measured by :func:`audiodiff.train_data.mel_statistics` and stored in the model's
+        buffers, hence in every checkpoint.
         """
-        stats = MelStatsAccumulator(self.cfg.mel.n_mels)
-        hop = self.cfg.mel.hop_length
-        for i in range(min(len(self.train_set), max_clips)):
-            audio = self.train_set[(0, i)]["audio"].to(self.device)  # [1, T]
-            stats.update(self.mel(audio)[..., : audio.shape[-1] // hop])
-        norm = stats.normalizer()
+        norm = mel_statistics(self.train_set, self.mel, self.device, max_clips).normalizer()
         for net in (self.model, self.ema):
             net.set_data_stats(norm.mean.to(self.device), norm.std.to(self.device))
         self.log(
@@ -475,46 +417,22 @@ class Trainer:
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; refuses architecture, mel or diffusion changes."""
-        old = from_dict(ExperimentConfig, state["config"])
-        changes = architecture_changes(old, self.cfg)
-        if changes:
-            raise ValueError(
-                f"{self.run_dir} was trained with another architecture, mel or diffusion setup "
-                f"({'; '.join(changes)}); these cannot change on resume, use a new --run-dir"
-            )
-        # The saved label map describes the data it was built from: if the data's labels changed,
-        # the same index would now mean another class. (Checkpoints before it saved {}.)
-        saved = state.get("labels") or {}
-        if self.cfg.model.n_labels > 0 and saved and saved != dict(self.train_set.labels):
-            raise ValueError(
-                f"{self.run_dir} was trained with labels {saved} but the training data now has "
-                f"{dict(self.train_set.labels)}; label indices cannot change on resume, "
-                "use a new --run-dir"
-            )
+        """Restore :meth:`state_dict`; refuses architecture, mel, diffusion or label changes
+        (:func:`audiodiff.run_dir.check_resume`)."""
+        check_resume(state, self.cfg, dict(self.train_set.labels), self.run_dir)
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler.is_enabled() and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        self.step, self.epoch = int(state["step"]), int(state["epoch"])
-        self.position = int(state["data_position"])
-        same_layout = (state["world_size"], state["batch_size"]) == (
-            self.ctx.world_size,
-            self.cfg.data.batch_size,
+        self.step = int(state["step"])
+        self.epoch, self.position = resume_position(
+            state,
+            world_size=self.ctx.world_size,
+            batch_size=self.cfg.data.batch_size,
+            n_clips=len(self.train_set),
+            log=self.log,
         )
-        n_clips = state.get("n_train_clips", len(self.train_set))
-        if not same_layout:
-            # Another world size or batch cuts epochs differently: continue at the next epoch.
-            self.log("world size or batch size changed: continuing from the next epoch")
-            self.epoch, self.position = self.epoch + 1, 0
-        elif n_clips != len(self.train_set) and self.position:
-            # The position is one in a permutation of the old clip count, not of today's clips.
-            self.log(
-                f"the training data has {len(self.train_set)} usable clips, the checkpoint's "
-                f"epoch had {n_clips}: continuing from the next epoch"
-            )
-            self.epoch, self.position = self.epoch + 1, 0
         stats = state["stats"]
         self.skipped_steps = int(stats["skipped_steps"])
         self.consecutive_bad = int(stats["consecutive_bad"])
@@ -580,8 +498,8 @@ class Trainer:
 
 
 def run(cfg: ExperimentConfig, run_dir: str | Path) -> TrainResult:
-    """Train ``cfg`` in ``run_dir`` (resuming when possible) under torchrun or alone."""
-    ctx = dist.init(validate(cfg).train.device)
+    """Train ``cfg`` (validated) in ``run_dir`` (resuming when possible) under torchrun or alone."""
+    ctx = dist.init(cfg.train.device)
     try:
         return Trainer(cfg, run_dir, ctx=ctx).train()
     finally:
@@ -591,15 +509,6 @@ def run(cfg: ExperimentConfig, run_dir: str | Path) -> TrainResult:
 # --------------------------------------------------------------------------------------------------
 # Helpers of the Trainer
 # --------------------------------------------------------------------------------------------------
-
-
-def class_names(labels: dict[str, int], n_labels: int) -> list[str]:
-    """Names of classes ``0..n_labels-1`` from a ``{name: index}`` map (:func:`label_index`); an
-    unnamed class is named by its index; ``[]`` when no class has a name."""
-    by_index = {i: name for name, i in labels.items() if 0 <= i < n_labels}
-    if not by_index:
-        return []
-    return [by_index.get(i, str(i)) for i in range(n_labels)]
 
 
 class TrainingStopped(RuntimeError):
@@ -647,146 +556,3 @@ def tensorboard_writer(run_dir: Path, purge_step: int = 0) -> Any:
     except ImportError:
         return None
     return SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge_step or None)
-
-
-def drop_metrics_after(path: Path, step: int) -> int:
-    """Remove the rows of a ``metrics.jsonl`` logged after ``step`` (atomically); returns how many.
-
-    A run killed after its last checkpoint logged steps that the resumed run trains and logs
-    again; without this the file would hold two rows per such step. A row the kill cut short
-    (not JSON) is dropped too, so the next append starts on a clean line.
-    """
-    import json
-
-    def keep(line: str) -> bool:
-        try:
-            return json.loads(line).get("step", 0) <= step
-        except ValueError:
-            return False
-
-    if not path.is_file():
-        return 0
-    # surrogateescape: bytes that are not UTF-8 (a row cut inside a character) are kept as bytes.
-    lines = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines(keepends=True)
-    kept = [line for line in lines if line.strip() and keep(line)]
-    if len(kept) == len(lines):
-        return 0
-    atomic_write(path, lambda f: f.write("".join(kept).encode("utf-8", "surrogateescape")))
-    return len(lines) - len(kept)
-
-
-def load_datasets(
-    cfg: ExperimentConfig, run_dir: Path, ctx: dist.DistContext, log: Callable[[str], None]
-) -> tuple[SegmentDataset, SegmentDataset | None]:
-    """Train and (optional) val datasets of usable clips; writes ``RUN_DIR/data_report.json``.
-
-    A label-conditional model (``model.n_labels`` > 0) must find clips of every class
-    ``0..n_labels-1`` in the training manifest, and no other label: a class without clips would
-    stay untrained, yet ``generate --label`` would accept it (refused, not warned: the check
-    costs nothing, runs before any training, and the fix is one ``--set model.n_labels=K``).
-
-    Raises:
-        ValueError: no train manifest, an unreadable one, nothing usable, labels that do not
-            fit ``model.n_labels``, or classes with no training clip.
-    """
-    import json
-
-    d = cfg.data
-    if not d.train_manifest:
-        raise ValueError("data.train_manifest is empty; pass --set data.train_manifest=PATH")
-    report_path = run_dir / "data_report.json"
-    splits: dict[str, tuple[list, list]] = {}
-    reports = {}
-    for split, manifest in (("train", d.train_manifest), ("val", d.val_manifest)):
-        if not manifest:
-            continue
-        rows, checks, report = usable_clips(manifest, d, ctx, run_dir / f".scan_{split}.json")
-        splits[split], reports[split] = (rows, checks), report
-        log(f"{split} {summary_line(report, report_path)}")
-    if ctx.is_main:
-        report_path.write_text(json.dumps(reports, indent=1) + "\n", encoding="utf-8")
-    for report in reports.values():
-        if report["n_usable"] == 0:
-            raise no_usable_clips_error(report, report_path)
-    labels = label_index(splits["train"][0])
-    common = {
-        "sample_rate": cfg.mel.sample_rate,
-        "hop_length": cfg.mel.hop_length,
-        "segment_frames": d.segment_frames,
-        "seed": cfg.train.seed,
-        "labels": labels,
-    }
-    train = SegmentDataset(*splits["train"], **common)
-    val = SegmentDataset(*splits["val"], random_crop=False, **common) if "val" in splits else None
-    if cfg.model.n_labels > 0:
-        for ds in (train, val) if val is not None else (train,):
-            for i in range(len(ds)):
-                if not 0 <= ds.label_of(i) < cfg.model.n_labels:
-                    raise ValueError(
-                        f"{ds.rows[i]['path']} has label {ds.rows[i].get('label')!r} but "
-                        f"model.n_labels is {cfg.model.n_labels} (labels 0..n_labels-1 needed)"
-                    )
-        present = {train.label_of(i) for i in range(len(train))}
-        missing = sorted(set(range(cfg.model.n_labels)) - present)
-        if missing:
-            names = label_names(labels)
-            found = f" ({', '.join(names)})" if names else ""
-            raise ValueError(
-                f"model.n_labels is {cfg.model.n_labels} but the training manifest "
-                f"{d.train_manifest} has clips of {len(present)} label(s){found}: labels "
-                f"{missing} would stay untrained; set model.n_labels to the data's classes "
-                f"(--set model.n_labels={len(present)}, with labels numbered 0..{len(present) - 1})"
-            )
-    return train, val
-
-
-@torch.no_grad()
-def evaluate(trainer: Trainer) -> dict[str, float]:
-    """Validation with the EMA weights: loss on fixed crops with fixed noise, and (vocoders) a
-    copy synthesis of two clips with the model's own sampler and steps (``sample``), through the
-    synthesis engine, scored by log-mel L1 and MR-STFT distance (and, with
-    ``train.eval_perceptual``, DistillMOS and DNSMOS P.808)."""
-    from audiodiff.metrics import log_mel_l1, mr_stft_distance
-
-    cfg, val, ema, device = trainer.cfg, trainer.val_set, trainer.ema, trainer.device
-    assert val is not None
-    gen = torch.Generator(device)
-    losses = []
-    # One clip at a time, its noise seeded by its index: a clip's loss does not depend on
-    # data.batch_size (which may change between resumes) or on the clips batched with it.
-    for i in range(min(len(val), EVAL_LOSS_CLIPS)):
-        batch = {k: v.unsqueeze(0) for k, v in val[i].items()}
-        x0, cond, label = trainer.model_inputs(batch)
-        gen.manual_seed(derived_seed("eval-loss", cfg.train.seed, i))
-        d = cfg.diffusion
-        losses.append(
-            training_loss(ema, x0, schedule=trainer.schedule, cond=cond, label=label,
-                          target=d.target, loss=d.loss, generator=gen)
-        )  # fmt: skip
-    stats = {"val_loss": float(torch.cat(losses).mean())}
-    if cfg.model.conditioning != "mel":
-        return stats
-    # The model's own sampler and step count, through the one engine the vocoder uses.
-    spec = make_sampling_spec(cfg, trainer.schedule)
-    denoiser = Denoiser(
-        ema, trainer.schedule, target=cfg.diffusion.target, t_mapping=spec.t_mapping
-    )
-    mel_cpu = MelSpectrogram(cfg.mel)
-    hop, scores = cfg.mel.hop_length, {"log_mel_l1": [], "mr_stft": []}
-    for i in range(min(EVAL_CLIPS, len(val))):
-        n = min(val.n_samples(i), int(EVAL_SECONDS * cfg.mel.sample_rate)) // hop * hop
-        ref = val.read(i, 0, n).to(device).unsqueeze(0)  # [1, 1, T]
-        _, cond, _ = trainer.model_inputs({"audio": ref, "label": torch.tensor([val.label_of(i)])})
-        seed = derived_seed("eval-synthesis", cfg.train.seed, i)
-        out = vocode_mel(
-            denoiser, spec, trainer.domain, cond, seed=seed, chunk_samples=None, device=device
-        ).clamp(-1, 1)
-        r, g = ref[0, 0].double().cpu(), out[0, 0].double().cpu()
-        scores["log_mel_l1"].append(float(log_mel_l1(r, g, mel_cpu.double())))
-        scores["mr_stft"].append(float(mr_stft_distance(r, g)))
-        if trainer.perceptual is not None:
-            for key, value in trainer.perceptual.score(g.float(), cfg.mel.sample_rate).items():
-                scores.setdefault(key, []).append(value)
-        trainer.add_audio(f"copy_synthesis/{i}", out[0, 0].float().cpu(), mel_cpu)
-    stats.update({k: sum(v) / len(v) for k, v in scores.items() if v})
-    return stats

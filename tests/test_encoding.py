@@ -216,7 +216,7 @@ from audiodiff.cli import main
 from audiodiff.config import load_config
 from audiodiff.data import read_manifest
 from audiodiff.datasets import prepare, prepare_options
-from audiodiff.train import drop_metrics_after
+from audiodiff.run_dir import drop_metrics_after
 
 tmp, clips = Path(sys.argv[1]), Path(sys.argv[2])  # argv spells names as this locale does
 out = {"encoding": locale.getpreferredencoding(False)}

@@ -45,6 +45,9 @@ LAYER = {
     "checkpoint": 3,
     "synthesis": 3,  # the one sampling engine: below vocoder, generate, train, schedule search
     "pretrained": 4,
+    "run_dir": 4,  # a run directory: config.yaml, metrics.jsonl, the checkpoint a resume loads
+    "train_data": 4,  # a training run's datasets, class names, sampler and loader
+    "train_eval": 4,  # in-training evaluation: validation loss, copy synthesis and its scores
     "train": 5,
     "vocoder": 5,
     "generate": 6,

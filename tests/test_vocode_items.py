@@ -137,7 +137,8 @@ def test_generated_clip_does_not_depend_on_n(tiny_config, tmp_path):
 
 
 def test_validation_loss_does_not_depend_on_batch_size(tiny_config, manifests, tmp_path):
-    from audiodiff.train import Trainer, evaluate
+    from audiodiff.train import Trainer
+    from audiodiff.train_eval import evaluate
 
     stats = []
     for batch_size in (1, 2):
