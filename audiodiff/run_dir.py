@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from audiodiff import dist
-from audiodiff.checkpoint import atomic_write, list_checkpoints, load_checkpoint, load_latest
+from audiodiff.checkpoint import (
+    atomic_write,
+    list_checkpoints,
+    load_checkpoint,
+    load_latest,
+    restore_rng,
+    rng_state,
+)
 from audiodiff.config import (
     ExperimentConfig,
     architecture_changes,
@@ -126,6 +133,69 @@ def prepare_run_dir(
             log(f"config changed since the last run in {run_dir}: {'; '.join(changed)}")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(cfg, run_dir)
+
+
+def training_state(trainer: Any) -> dict[str, Any]:
+    """Everything a :class:`audiodiff.train.Trainer` needs to continue exactly (a checkpoint's
+    contents): tensors and primitive containers only."""
+    return {
+        "config": to_dict(trainer.cfg),
+        "model": trainer.model.state_dict(),
+        "ema": trainer.ema.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scaler": trainer.scaler.state_dict(),
+        "step": trainer.step,
+        "epoch": trainer.epoch,
+        "data_position": trainer.position,
+        "world_size": trainer.ctx.world_size,
+        "batch_size": trainer.cfg.data.batch_size,
+        "labels": dict(trainer.train_set.labels),
+        "n_train_clips": len(trainer.train_set),  # what data_position is a position in
+        "stats": {
+            "skipped_steps": trainer.skipped_steps,
+            "consecutive_bad": trainer.consecutive_bad,
+            "elapsed_s": trainer.elapsed_s,
+        },
+        "rng": rng_state(trainer.noise_gen),
+    }
+
+
+def restore_training_state(trainer: Any, state: dict[str, Any]) -> None:
+    """Restore :func:`training_state` into ``trainer`` (built from the same config); refuses
+    architecture, mel, diffusion or label changes (:func:`check_resume`)."""
+    check_resume(state, trainer.cfg, dict(trainer.train_set.labels), trainer.run_dir)
+    trainer.model.load_state_dict(state["model"])
+    trainer.ema.load_state_dict(state["ema"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    if trainer.scaler.is_enabled() and state.get("scaler"):
+        trainer.scaler.load_state_dict(state["scaler"])
+    trainer.step = int(state["step"])
+    trainer.epoch, trainer.position = resume_position(
+        state,
+        world_size=trainer.ctx.world_size,
+        batch_size=trainer.cfg.data.batch_size,
+        n_clips=len(trainer.train_set),
+        log=trainer.log,
+    )
+    stats = state["stats"]
+    trainer.skipped_steps = int(stats["skipped_steps"])
+    trainer.consecutive_bad = int(stats["consecutive_bad"])
+    trainer.elapsed_s = float(stats["elapsed_s"])
+    restore_rng(state["rng"], trainer.noise_gen)
+
+
+def resume_training(trainer: Any, state: dict[str, Any]) -> None:
+    """Continue ``trainer`` from the checkpoint ``state`` :func:`open_run_dir` loaded: restore it,
+    say so, and drop the ``metrics.jsonl`` rows the interrupted run logged after it."""
+    restore_training_state(trainer, state)
+    trainer.log(f"resumed from {trainer.last_checkpoint} at step {trainer.step}")
+    if trainer.ctx.is_main:
+        dropped = drop_metrics_after(trainer.run_dir / "metrics.jsonl", trainer.step)
+        if dropped:
+            trainer.log(
+                f"dropped {dropped} metrics.jsonl rows that the interrupted run logged "
+                f"after step {trainer.step} (those steps are trained again)"
+            )
 
 
 def write_config(cfg: ExperimentConfig, run_dir: Path) -> None:

@@ -4,7 +4,9 @@ Read top to bottom, :meth:`Trainer.__init__` builds everything (device, data, mo
 optimiser) and resumes from ``RUN_DIR/latest`` when there is one; :meth:`Trainer.train` is the loop;
 :meth:`Trainer.train_step` is one optimiser step; :meth:`Trainer.model_inputs` is the only place
 that turns a batch into ``(x0, cond, label)``, so the mel domain plugs in there, not in a second
-loop.
+loop. Beside it: the run directory and resume (:mod:`audiodiff.run_dir`), the run's data
+(:mod:`audiodiff.train_data`), evaluation (:mod:`audiodiff.train_eval`), output
+(:mod:`audiodiff.train_log`).
 
 Exact resume. Everything the future depends on is in the checkpoint (weights, EMA, optimiser,
 scaler, step, epoch, position in the epoch, skip counters, RNG states), crops depend only on
@@ -38,26 +40,29 @@ from audiodiff.audio import MelSpectrogram
 from audiodiff.checkpoint import (
     checkpoint_name,
     params_digest,
-    restore_rng,
-    rng_state,
     save_checkpoint,
 )
-from audiodiff.config import ExperimentConfig, TrainConfig, to_dict, validate
+from audiodiff.config import ExperimentConfig, TrainConfig, validate
 from audiodiff.data import derived_seed
 from audiodiff.diffusion import training_loss
 from audiodiff.domains import build_domain
 from audiodiff.run_dir import (
-    check_resume,
-    drop_metrics_after,
     open_run_dir,
-    resume_position,
+    resume_training,
+    training_state,
     write_config,
 )
 from audiodiff.schedule import NoiseSchedule
 from audiodiff.subband import build_network
-from audiodiff.synthesis import make_sampling_spec
-from audiodiff.train_data import class_names, load_datasets, mel_statistics, train_loader
-from audiodiff.train_eval import evaluate, perceptual_scorer
+from audiodiff.train_data import (
+    class_names,
+    load_datasets,
+    measure_data_stats,
+    model_inputs,
+    train_loader,
+)
+from audiodiff.train_eval import check_sampling, evaluate, perceptual_scorer
+from audiodiff.train_log import LogWindow, RunLog
 
 __all__ = ["TrainResult", "Trainer", "TrainingStopped", "run"]
 
@@ -94,18 +99,11 @@ class Trainer:
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.cfg = cfg
-        # The sampling settings are checked now by the samplers' own resolver (generate and the
-        # in-training evaluation call it too), not found broken after training.
-        try:
-            make_sampling_spec(cfg, NoiseSchedule.from_config(cfg.diffusion))
-        except ValueError as err:
-            raise ValueError(f"sample: {err}") from None
+        check_sampling(cfg)
         self.run_dir = Path(run_dir)
         self.ctx = ctx if ctx is not None else dist.init(cfg.train.device)
         self.device = self.ctx.device
-        self._log = log
-        self.writer: Any = None
-        self._bar: Any = None
+        self.run_log = RunLog(self.run_dir, self.ctx.is_main, log)
 
         # Precision: bf16 autocast where the GPU has it, fp16 + GradScaler on request, else fp32.
         self.precision = resolve_precision(cfg.train.precision, self.device)
@@ -132,23 +130,7 @@ class Trainer:
                 write_config(cfg, self.run_dir)
         self.sampler, self.loader = train_loader(cfg, self.train_set, self.ctx)
 
-        # Model, EMA copy, optimiser. Seeded so every rank starts from the same weights.
-        init_gen = torch.Generator().manual_seed(derived_seed("init", cfg.train.seed))
-        self.model = build_network(cfg, generator=init_gen).to(self.device)
-        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
-        opt_cls = torch.optim.AdamW if cfg.train.optimizer == "adamw" else torch.optim.Adam
-        self.optimizer = opt_cls(
-            self.model.parameters(),
-            lr=cfg.train.lr,
-            betas=tuple(cfg.train.betas),
-            weight_decay=cfg.train.weight_decay,
-        )
-        self.net: torch.nn.Module = self.model
-        if self.ctx.distributed:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = DistributedDataParallel(self.model, device_ids=ids)
-        if cfg.train.compile:
-            self.net = torch.compile(self.net)
+        self.model, self.ema, self.optimizer, self.net = build_networks(cfg, self.ctx)
         self.mel = MelSpectrogram(cfg.mel).to(self.device)
         self.schedule = NoiseSchedule.from_config(cfg.diffusion)
         self.noise_gen = torch.Generator(self.device)
@@ -158,18 +140,10 @@ class Trainer:
         self.skipped_steps = self.consecutive_bad = 0
         self.elapsed_s = 0.0
         if resume is not None:
-            self.load_state(resume)
+            resume_training(self, resume)
             del resume  # the optimiser and EMA copies are in place: free the loaded ones
-            self.log(f"resumed from {self.last_checkpoint} at step {self.step}")
-            if self.ctx.is_main:
-                dropped = drop_metrics_after(self.run_dir / "metrics.jsonl", self.step)
-                if dropped:
-                    self.log(
-                        f"dropped {dropped} metrics.jsonl rows that the interrupted run logged "
-                        f"after step {self.step} (those steps are trained again)"
-                    )
         elif cfg.model.domain == "mel":
-            self.measure_data_stats()
+            measure_data_stats(self)
         # After the statistics: the mel domain reads them from the network's buffers (updated in
         # place by a resume), so it is built once here.
         self.domain = build_domain(cfg, self.model)
@@ -185,25 +159,10 @@ class Trainer:
             TrainingStopped: ``train.max_bad_steps`` non-finite steps in a row (the last good
                 checkpoint is kept; the message names the step).
         """
-        cfg, tr = self.cfg, self.cfg.train
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=tr.max_steps,
-            initial=self.step,
-            unit="step",
-            disable=not self.ctx.is_main,
-            dynamic_ncols=True,
-        )
-        self._bar = bar
-        self.writer = writer = (
-            tensorboard_writer(self.run_dir, purge_step=self.step) if self.ctx.is_main else None
-        )
+        cfg, tr, out = self.cfg, self.cfg.train, self.run_log
+        out.start(tr.max_steps, self.step)
         batches = self.batches()
-        window = torch.zeros(3, device=self.device)  # loss sum, grad-norm sum, good steps
-        window_start, last_loss = time.perf_counter(), None
-        segment_s = cfg.data.segment_frames * cfg.mel.hop_length / cfg.mel.sample_rate
-        global_batch = cfg.data.batch_size * tr.grad_accum * self.ctx.world_size
+        window, last_loss = LogWindow(cfg, self.ctx.world_size, self.device), None
         try:
             while self.step < tr.max_steps:
                 t0 = time.perf_counter()
@@ -212,7 +171,7 @@ class Trainer:
                 if ok:
                     self.update_ema()
                     self.consecutive_bad = 0
-                    window += torch.stack([loss, grad_norm, torch.ones_like(loss)])
+                    window.add(loss, grad_norm)
                 else:
                     self.skipped_steps += 1
                     self.consecutive_bad += 1
@@ -224,37 +183,21 @@ class Trainer:
                             f"all); the last good checkpoint is {self.last_checkpoint}"
                         )
                 self.elapsed_s += time.perf_counter() - t0
-                bar.update(1)
+                out.bar.update(1)
                 if self.step % tr.log_every == 0:
-                    loss_sum, norm_sum, n_good = window.tolist()  # the one sync per log window
-                    rate = tr.log_every / (time.perf_counter() - window_start)
-                    last_loss = loss_sum / n_good if n_good else float("nan")
-                    stats = {
-                        "loss": last_loss,
-                        "grad_norm": norm_sum / n_good if n_good else float("nan"),
-                        "lr": lr_at(tr, self.step - 1),
-                        "steps_per_s": rate,
-                        "audio_s_per_s": rate * global_batch * segment_s,
-                        "skipped": self.skipped_steps,
-                    }
-                    self.record("train", stats, writer)
-                    bar.set_postfix(
-                        loss=f"{stats['loss']:.4f}", gnorm=f"{stats['grad_norm']:.3f}",
-                        lr=f"{stats['lr']:.2e}", audio_s_per_s=f"{stats['audio_s_per_s']:.2f}",
-                    )  # fmt: skip
-                    window.zero_()
-                    window_start = time.perf_counter()
+                    stats = window.stats(tr.log_every, lr_at(tr, self.step - 1), self.skipped_steps)
+                    last_loss = stats["loss"]
+                    out.record("train", self.step, stats)
+                    out.show(stats)
+                    window.restart()
                 if self.step % tr.eval_every == 0 and self.val_set is not None:
                     if self.ctx.is_main:
-                        self.record("eval", evaluate(self), writer)
+                        out.record("eval", self.step, evaluate(self))
                     dist.barrier(self.ctx)
                 if self.step % tr.save_every == 0 or self.step == tr.max_steps:
                     self.save()
         finally:
-            bar.close()
-            if writer is not None:
-                writer.close()
-            self.writer = None
+            out.close()
         digest = self.check_ranks_agree()
         return TrainResult(
             self.step,
@@ -319,41 +262,8 @@ class Trainer:
     def model_inputs(
         self, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Batch -> ``(x0, cond [B, n_mels, T / hop] or None, label [B] or None)``; ``x0`` is the
-        domain's whitened clean variable (:mod:`audiodiff.domains`): ``[B, 1, T]`` waveform,
-        ``[B, n_mels, T / hop]`` mel, ``[B, 2 * (n_fft / 2 + 1), T / hop]`` stft.
-
-        The conditioning mel is computed here, on the device, from the crop itself, by the same
-        :class:`MelSpectrogram` the vocoder uses; ``center`` profiles give one frame more than
-        ``T / hop``, which is dropped so ``frames * hop == T`` (DESIGN §4).
-        """
-        audio = batch["audio"].to(self.device, non_blocking=True)
-        x0, cond, label = audio, None, None
-        mo = self.cfg.model
-        if mo.domain != "waveform" or mo.conditioning == "mel":
-            with torch.no_grad():
-                mel = self.mel(audio)[..., : audio.shape[-1] // self.cfg.mel.hop_length]
-                # mel: the data itself (mel domain), or the input a vocoder is conditioned on.
-                x0 = self.domain.to_model(audio, mel)
-                cond = mel if mo.conditioning == "mel" else None
-        if self.cfg.model.n_labels > 0:
-            label = batch["label"].to(self.device, non_blocking=True)
-        return x0, cond, label
-
-    @torch.no_grad()
-    def measure_data_stats(self, max_clips: int = 512) -> None:
-        """Mel-domain models: per-bin mean/std of the training mels, before the first step.
-
-        Measured by :func:`audiodiff.train_data.mel_statistics` and stored in the model's
-        buffers, hence in every checkpoint.
-        """
-        norm = mel_statistics(self.train_set, self.mel, self.device, max_clips).normalizer()
-        for net in (self.model, self.ema):
-            net.set_data_stats(norm.mean.to(self.device), norm.std.to(self.device))
-        self.log(
-            f"mel statistics from {min(len(self.train_set), max_clips)} clips: mean "
-            f"{float(norm.mean.mean()):.2f}, std {float(norm.std.mean()):.2f} (averaged over bins)"
-        )
+        """Batch -> ``(x0, cond, label)``, by :func:`audiodiff.train_data.model_inputs`."""
+        return model_inputs(batch, self.cfg, self.mel, self.domain, self.device)
 
     def loss(
         self, x0: torch.Tensor, cond: torch.Tensor | None, label: torch.Tensor | None
@@ -389,55 +299,9 @@ class Trainer:
     def save(self) -> None:
         """Checkpoint from rank 0 (the others wait), then remember it as the last good one."""
         if self.ctx.is_main:
-            save_checkpoint(self.state_dict(), self.run_dir, self.step, self.cfg.train.keep_last)
+            save_checkpoint(training_state(self), self.run_dir, self.step, self.cfg.train.keep_last)
         dist.barrier(self.ctx)
         self.last_checkpoint = self.run_dir / checkpoint_name(self.step)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly; tensors and primitive containers only."""
-        return {
-            "config": to_dict(self.cfg),
-            "model": self.model.state_dict(),
-            "ema": self.ema.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "step": self.step,
-            "epoch": self.epoch,
-            "data_position": self.position,
-            "world_size": self.ctx.world_size,
-            "batch_size": self.cfg.data.batch_size,
-            "labels": dict(self.train_set.labels),
-            "n_train_clips": len(self.train_set),  # what data_position is a position in
-            "stats": {
-                "skipped_steps": self.skipped_steps,
-                "consecutive_bad": self.consecutive_bad,
-                "elapsed_s": self.elapsed_s,
-            },
-            "rng": rng_state(self.noise_gen),
-        }
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; refuses architecture, mel, diffusion or label changes
-        (:func:`audiodiff.run_dir.check_resume`)."""
-        check_resume(state, self.cfg, dict(self.train_set.labels), self.run_dir)
-        self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scaler.is_enabled() and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.step = int(state["step"])
-        self.epoch, self.position = resume_position(
-            state,
-            world_size=self.ctx.world_size,
-            batch_size=self.cfg.data.batch_size,
-            n_clips=len(self.train_set),
-            log=self.log,
-        )
-        stats = state["stats"]
-        self.skipped_steps = int(stats["skipped_steps"])
-        self.consecutive_bad = int(stats["consecutive_bad"])
-        self.elapsed_s = float(stats["elapsed_s"])
-        restore_rng(state["rng"], self.noise_gen)
 
     def check_ranks_agree(self) -> str:
         """Digest of the weights; under DDP, raise if the ranks disagree (they never should)."""
@@ -455,46 +319,7 @@ class Trainer:
 
     def log(self, message: str) -> None:
         """A message from rank 0 (through the progress bar when one is open)."""
-        if not self.ctx.is_main:
-            return
-        if self._log is not None:
-            self._log(message)
-        elif getattr(self, "_bar", None) is not None and not self._bar.disable:
-            self._bar.write(message)
-        else:
-            print(message, flush=True)
-
-    def record(self, kind: str, stats: dict[str, float], writer: Any) -> None:
-        """Append ``stats`` to ``RUN_DIR/metrics.jsonl`` and TensorBoard (rank 0)."""
-        if not self.ctx.is_main:
-            return
-        import json
-
-        row = {"kind": kind, "step": self.step, **stats}
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-        if writer is not None:
-            for key, value in stats.items():
-                if isinstance(value, (int, float)):
-                    writer.add_scalar(f"{kind}/{key}", value, self.step)
-        if kind == "eval":
-            self.log(
-                f"step {self.step} eval: "
-                + ", ".join(f"{k} {v:.4f}" for k, v in stats.items() if isinstance(v, float))
-            )
-
-    def add_audio(self, tag: str, audio: torch.Tensor, mel: MelSpectrogram) -> None:
-        """Audio ``[T]`` and its log-mel image to TensorBoard (when it is installed)."""
-        if getattr(self, "writer", None) is None:
-            return
-        sr = self.cfg.mel.sample_rate
-        self.writer.add_audio(tag, audio.clamp(-1, 1).unsqueeze(0), self.step, sample_rate=sr)
-        spec = mel(audio.unsqueeze(0).float())[0]  # [n_mels, frames]
-        image = (spec - spec.min()) / (spec.max() - spec.min()).clamp_min(1e-8)
-        try:  # PNG encoding needs Pillow, which not every tensorboard install has
-            self.writer.add_image(f"{tag}_mel", image.flip(0).unsqueeze(0), self.step)
-        except ImportError:
-            pass
+        self.run_log.message(message)
 
 
 def run(cfg: ExperimentConfig, run_dir: str | Path) -> TrainResult:
@@ -513,6 +338,30 @@ def run(cfg: ExperimentConfig, run_dir: str | Path) -> TrainResult:
 
 class TrainingStopped(RuntimeError):
     """Training cannot go on (too many non-finite steps in a row); the message names the step."""
+
+
+def build_networks(
+    cfg: ExperimentConfig, ctx: dist.DistContext
+) -> tuple[torch.nn.Module, torch.nn.Module, torch.optim.Optimizer, torch.nn.Module]:
+    """``(model, EMA copy, optimiser, the network a step runs: DDP-wrapped and/or compiled)``."""
+    # Model, EMA copy, optimiser. Seeded so every rank starts from the same weights.
+    init_gen = torch.Generator().manual_seed(derived_seed("init", cfg.train.seed))
+    model = build_network(cfg, generator=init_gen).to(ctx.device)
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    opt_cls = torch.optim.AdamW if cfg.train.optimizer == "adamw" else torch.optim.Adam
+    optimizer = opt_cls(
+        model.parameters(),
+        lr=cfg.train.lr,
+        betas=tuple(cfg.train.betas),
+        weight_decay=cfg.train.weight_decay,
+    )
+    net: torch.nn.Module = model
+    if ctx.distributed:
+        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=ids)
+    if cfg.train.compile:
+        net = torch.compile(net)
+    return model, ema, optimizer, net
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -544,15 +393,3 @@ def lr_at(tr: TrainConfig, step: int) -> float:
     return tr.lr * (
         tr.min_lr_ratio + (1 - tr.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     )
-
-
-def tensorboard_writer(run_dir: Path, purge_step: int = 0) -> Any:
-    """A TensorBoard ``SummaryWriter`` when tensorboard is installed, else None (never needed).
-
-    ``purge_step`` (the resumed step) hides events an interrupted run wrote after it.
-    """
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge_step or None)

@@ -3,13 +3,16 @@
 :func:`load_datasets` keeps the usable clips of the train and val manifests (the broken ones are
 reported in ``RUN_DIR/data_report.json``) and checks their labels against ``model.n_labels``;
 :func:`train_loader` cuts the training set into resumable, rank-sharded batches;
-:func:`mel_statistics` measures what a mel-domain model normalises its data by.
+:func:`model_inputs` turns a batch into what the network trains on (the only place that does, so
+the mel domain plugs in there); :func:`measure_data_stats` measures what a mel-domain model
+normalises its data by.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -124,18 +127,52 @@ def train_loader(
     return sampler, loader
 
 
+def model_inputs(
+    batch: dict[str, torch.Tensor],
+    cfg: ExperimentConfig,
+    mel_fn: MelSpectrogram,
+    domain: Any,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Batch -> ``(x0, cond [B, n_mels, T / hop] or None, label [B] or None)``; ``x0`` is the
+    domain's whitened clean variable (:mod:`audiodiff.domains`): ``[B, 1, T]`` waveform,
+    ``[B, n_mels, T / hop]`` mel, ``[B, 2 * (n_fft / 2 + 1), T / hop]`` stft.
+
+    The conditioning mel is computed here, on the device, from the crop itself, by the same
+    :class:`MelSpectrogram` the vocoder uses; ``center`` profiles give one frame more than
+    ``T / hop``, which is dropped so ``frames * hop == T`` (DESIGN §4).
+    """
+    audio = batch["audio"].to(device, non_blocking=True)
+    x0, cond, label = audio, None, None
+    mo = cfg.model
+    if mo.domain != "waveform" or mo.conditioning == "mel":
+        with torch.no_grad():
+            mel = mel_fn(audio)[..., : audio.shape[-1] // cfg.mel.hop_length]
+            # mel: the data itself (mel domain), or the input a vocoder is conditioned on.
+            x0 = domain.to_model(audio, mel)
+            cond = mel if mo.conditioning == "mel" else None
+    if cfg.model.n_labels > 0:
+        label = batch["label"].to(device, non_blocking=True)
+    return x0, cond, label
+
+
 @torch.no_grad()
-def mel_statistics(
-    train_set: SegmentDataset, mel: MelSpectrogram, device: torch.device, max_clips: int = 512
-) -> MelStatsAccumulator:
-    """Per-bin statistics of the training mels (a mel-domain model's normaliser).
+def measure_data_stats(trainer: Any, max_clips: int = 512) -> None:
+    """Mel-domain models: per-bin mean/std of the training mels, before the first step.
 
     Measured on the epoch-0 crops of up to ``max_clips`` clips (the same on every rank, so no
-    broadcast is needed).
+    broadcast is needed) and stored in the buffers of ``trainer``'s model and EMA copy, hence in
+    every checkpoint.
     """
-    stats = MelStatsAccumulator(mel.cfg.n_mels)
-    hop = mel.cfg.hop_length
-    for i in range(min(len(train_set), max_clips)):
-        audio = train_set[(0, i)]["audio"].to(device)  # [1, T]
-        stats.update(mel(audio)[..., : audio.shape[-1] // hop])
-    return stats
+    stats = MelStatsAccumulator(trainer.cfg.mel.n_mels)
+    hop = trainer.cfg.mel.hop_length
+    for i in range(min(len(trainer.train_set), max_clips)):
+        audio = trainer.train_set[(0, i)]["audio"].to(trainer.device)  # [1, T]
+        stats.update(trainer.mel(audio)[..., : audio.shape[-1] // hop])
+    norm = stats.normalizer()
+    for net in (trainer.model, trainer.ema):
+        net.set_data_stats(norm.mean.to(trainer.device), norm.std.to(trainer.device))
+    trainer.log(
+        f"mel statistics from {min(len(trainer.train_set), max_clips)} clips: mean "
+        f"{float(norm.mean.mean()):.2f}, std {float(norm.std.mean()):.2f} (averaged over bins)"
+    )

@@ -18,12 +18,28 @@ from audiodiff.config import ExperimentConfig
 from audiodiff.data import derived_seed
 from audiodiff.diffusion import Denoiser, training_loss
 from audiodiff.perceptual import PerceptualScorer
+from audiodiff.schedule import NoiseSchedule
 from audiodiff.synthesis import make_sampling_spec, vocode_mel
 
 # Copy synthesis during validation: clips and length (seconds) per clip.
 EVAL_CLIPS, EVAL_SECONDS = 2, 2.0
 # Validation loss uses at most this many clips, so an eval costs the same on any dataset.
 EVAL_LOSS_CLIPS = 64
+
+
+def check_sampling(cfg: ExperimentConfig) -> None:
+    """Check the sampling settings the evaluation (and generate) will use, before training.
+
+    The sampling settings are checked now by the samplers' own resolver (generate and the
+    in-training evaluation call it too), not found broken after training.
+
+    Raises:
+        ValueError: ``sample: ...``, the resolver's reason.
+    """
+    try:
+        make_sampling_spec(cfg, NoiseSchedule.from_config(cfg.diffusion))
+    except ValueError as err:
+        raise ValueError(f"sample: {err}") from None
 
 
 def perceptual_scorer(cfg: ExperimentConfig) -> PerceptualScorer | None:
@@ -93,6 +109,8 @@ def evaluate(trainer: Any) -> dict[str, float]:
         if trainer.perceptual is not None:
             for key, value in trainer.perceptual.score(g.float(), cfg.mel.sample_rate).items():
                 scores.setdefault(key, []).append(value)
-        trainer.add_audio(f"copy_synthesis/{i}", out[0, 0].float().cpu(), mel_cpu)
+        trainer.run_log.add_audio(
+            f"copy_synthesis/{i}", out[0, 0].float().cpu(), mel_cpu, trainer.step
+        )
     stats.update({k: sum(v) / len(v) for k, v in scores.items() if v})
     return stats

@@ -48,6 +48,7 @@ LAYER = {
     "run_dir": 4,  # a run directory: config.yaml, metrics.jsonl, the checkpoint a resume loads
     "train_data": 4,  # a training run's datasets, class names, sampler and loader
     "train_eval": 4,  # in-training evaluation: validation loss, copy synthesis and its scores
+    "train_log": 4,  # rank 0 output of a run: messages, progress bar, metrics.jsonl, TensorBoard
     "train": 5,
     "vocoder": 5,
     "generate": 6,
