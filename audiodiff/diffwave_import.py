@@ -60,9 +60,9 @@ from audiodiff.config import (
     SampleConfig,
     TrainConfig,
     mel_profile,
-    to_dict,
-    validate,
 )
+from audiodiff.config_io import to_dict
+from audiodiff.config_rules import validate
 from audiodiff.encoding import one_line
 from audiodiff.files import check_not_inputs
 from audiodiff.model import DiffusionEmbedding, DiffWave

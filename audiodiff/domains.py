@@ -39,7 +39,8 @@ import torch
 from torch import Tensor
 
 from audiodiff.audio import MelSpectrogram
-from audiodiff.config import ExperimentConfig, model_channels
+from audiodiff.config import ExperimentConfig
+from audiodiff.config_rules import model_channels
 from audiodiff.stft import (
     mel_to_linear_envelope,
     profile_istft,

@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from audiodiff import config as _config
+from audiodiff import config_rules
 from audiodiff.config import ExperimentConfig, ModelConfig
 from audiodiff.fast_stack import INFERENCE_BLOCK_SAMPLES, denoise_fast
 from audiodiff.fused_stack import TRAIN_BLOCK_SAMPLES, FusedResidualStack, StackShape
@@ -325,7 +325,7 @@ class DiffWave(nn.Module):
         self.kernel_size = cfg.kernel_size
         factors: list[int] = []
         if conditional and cfg.domain == "waveform":
-            factors = list(upsample_factors or _config.upsample_factors(hop_length))
+            factors = list(upsample_factors or config_rules.upsample_factors(hop_length))
             if math.prod(factors) != hop_length or min(factors) < 1:
                 raise ValueError(
                     f"upsample_factors {factors} multiply to {math.prod(factors)} but hop_length "
@@ -378,8 +378,8 @@ class DiffWave(nn.Module):
             n_mels=cfg.mel.n_mels,
             hop_length=cfg.mel.hop_length,
             n_steps=cfg.diffusion.n_steps,
-            upsample_factors=_config.resolved_upsample_factors(cfg) if conditional else None,
-            in_channels=_config.model_channels(cfg),
+            upsample_factors=config_rules.resolved_upsample_factors(cfg) if conditional else None,
+            in_channels=config_rules.model_channels(cfg),
             generator=generator,
         )
 

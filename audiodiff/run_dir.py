@@ -28,14 +28,9 @@ from audiodiff.checkpoint import (
     restore_rng,
     rng_state,
 )
-from audiodiff.config import (
-    ExperimentConfig,
-    architecture_changes,
-    dump_config,
-    from_dict,
-    load_config,
-    to_dict,
-)
+from audiodiff.config import ExperimentConfig
+from audiodiff.config_io import dump_config, from_dict, load_config, to_dict
+from audiodiff.config_rules import architecture_changes
 
 
 def open_run_dir(

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from audiodiff.config import ExperimentConfig, model_channels
+from audiodiff.config import ExperimentConfig
+from audiodiff.config_rules import model_channels
 from audiodiff.model import Conditioning, DiffWave
 
 

@@ -42,7 +42,8 @@ from audiodiff.checkpoint import (
     params_digest,
     save_checkpoint,
 )
-from audiodiff.config import ExperimentConfig, TrainConfig, validate
+from audiodiff.config import ExperimentConfig, TrainConfig
+from audiodiff.config_rules import validate
 from audiodiff.data import derived_seed
 from audiodiff.diffusion import training_loss
 from audiodiff.domains import build_domain
@@ -84,7 +85,7 @@ class Trainer:
     """Trains a DiffWave model from an :class:`ExperimentConfig` into ``run_dir``.
 
     Args:
-        cfg: the experiment, validated (:func:`audiodiff.config.validate`) by whoever built it.
+        cfg: the experiment, validated (:func:`audiodiff.config_rules.validate`) by its builder.
         run_dir: where ``config.yaml``, ``data_report.json``, checkpoints and logs go.
         ctx: the distributed context (:func:`audiodiff.dist.init` when omitted).
         log: message sink on rank 0 (defaults to the progress bar's ``write``).

@@ -32,7 +32,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import audiodiff.model
-from audiodiff.config import ExperimentConfig, apply_overrides
+from audiodiff.config import ExperimentConfig
+from audiodiff.config_io import apply_overrides
 from audiodiff.data import manifest_from_files
 from audiodiff.train import Trainer
 

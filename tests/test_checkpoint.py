@@ -21,7 +21,7 @@ from audiodiff.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from audiodiff.config import apply_overrides, load_config, to_dict
+from audiodiff.config_io import apply_overrides, load_config, to_dict
 from audiodiff.run_dir import prepare_run_dir
 
 

@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from audiodiff.audio import MelSpectrogram
-from audiodiff.config import apply_overrides, mel_profile, validate
+from audiodiff.config import mel_profile
+from audiodiff.config_io import apply_overrides
+from audiodiff.config_rules import validate
 from audiodiff.domains import StftDomain, build_domain
 from audiodiff.model import DiffWave
 from audiodiff.stft import mel_to_linear_envelope, profile_istft, profile_stft

@@ -21,6 +21,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "audiodiff"
 # explicit exceptions below. Modules not listed here fail the test: every new module picks a layer.
 LAYER = {
     "config": 0,
+    "config_io": 0.1,  # strict dict/YAML loading and --set overrides of the config dataclasses
+    "config_rules": 0.2,  # validate, derived values (upsampler strides), resume changes
     "encoding": 0,  # UTF-8 text and file names in it: imports nothing of ours
     "levels": 0,  # the level rule on peaks (NumPy only): audio, data and prepare share it
     "stft": 0.5,  # the profiles' STFT pair: imports nothing of ours, used by audio and domains

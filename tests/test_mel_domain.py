@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from audiodiff.audio import MelSpectrogram
 from audiodiff.cli import main
-from audiodiff.config import ExperimentConfig, apply_overrides
+from audiodiff.config import ExperimentConfig
+from audiodiff.config_io import apply_overrides
 from audiodiff.data import write_manifest
 from audiodiff.generate import GenerativeModel
 from audiodiff.train import run

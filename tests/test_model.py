@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from audiodiff.config import ExperimentConfig, ModelConfig, apply_overrides
+from audiodiff.config import ExperimentConfig, ModelConfig
+from audiodiff.config_io import apply_overrides
 from audiodiff.model import Conditioning, DiffusionEmbedding, DiffWave
 
 HOPS = (200, 240, 256, 300, 441, 512)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from audiodiff.audio import MelSpectrogram
-from audiodiff.config import apply_overrides
+from audiodiff.config_io import apply_overrides
 from audiodiff.synthesis import positional_noise
 from audiodiff.vocoder import Vocoder
 
