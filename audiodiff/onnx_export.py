@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from audiodiff.diffusion import prior_std
-from audiodiff.model import Conditioning
+from audiodiff.model_blocks import Conditioning
 from audiodiff.samplers import ddim_step_scales
 from audiodiff.synthesis import make_sampling_spec
 from audiodiff.vocoder import Vocoder

@@ -28,7 +28,8 @@ from torch import Tensor, nn
 
 from audiodiff.config import ExperimentConfig
 from audiodiff.config_rules import model_channels
-from audiodiff.model import Conditioning, DiffWave
+from audiodiff.model import DiffWave
+from audiodiff.model_blocks import Conditioning
 
 
 class SubbandDiffWave(nn.Module):

@@ -30,6 +30,7 @@ LAYER = {
     "schedule": 1,
     "fused_stack": 0,  # torch kernels that import nothing of ours
     "fast_stack": 0,
+    "model_blocks": 0.5,  # DiffWave's blocks, Conditioning, eager stack; imports config only
     "model": 1,
     "subband": 1.5,  # band folding around the shared network
     "dist": 1,

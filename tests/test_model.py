@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from audiodiff.config import ExperimentConfig, ModelConfig
 from audiodiff.config_io import apply_overrides
-from audiodiff.model import Conditioning, DiffusionEmbedding, DiffWave
+from audiodiff.model import DiffWave
+from audiodiff.model_blocks import Conditioning, DiffusionEmbedding
 
 HOPS = (200, 240, 256, 300, 441, 512)
 
