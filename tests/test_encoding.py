@@ -213,7 +213,7 @@ import json, locale, sys
 from pathlib import Path
 
 from audiodiff.cli import main
-from audiodiff.config import load_config
+from audiodiff.config_io import load_config
 from audiodiff.data import read_manifest
 from audiodiff.datasets import prepare, prepare_options
 from audiodiff.run_dir import drop_metrics_after
@@ -268,7 +268,8 @@ DATA_CHILD = """
 import json, locale, sys
 from pathlib import Path
 
-from audiodiff.config import DataConfig, dump_config, load_config
+from audiodiff.config import DataConfig
+from audiodiff.config_io import dump_config, load_config
 from audiodiff.data import SegmentDataset, usable_clips
 from audiodiff.datasets import prepare, prepare_options
 from audiodiff.dist import DistContext
