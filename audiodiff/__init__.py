@@ -18,9 +18,9 @@ from audiodiff.config import (
     ModelConfig,
     SampleConfig,
     TrainConfig,
-    load_config,
     mel_profile,
 )
+from audiodiff.config_io import load_config
 
 __version__ = "0.1.0"
 

@@ -30,14 +30,6 @@ from typing import Any
 import torch
 
 from audiodiff.atomic import TMP_PREFIX, atomic_write
-from audiodiff.config import (
-    ExperimentConfig,
-    architecture_changes,
-    dump_config,
-    from_dict,
-    load_config,
-    to_dict,
-)
 from audiodiff.encoding import one_line
 from audiodiff.files import check_not_inputs
 
@@ -109,8 +101,11 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The checkpoint to resume from: ``latest``'s target, else the newest step file that loads.
+def load_latest(
+    run_dir: str | Path, map_location: Any = "cpu"
+) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint to resume from and its contents, each file read once: ``latest``'s target,
+    else the newest step file that loads; None when none loads.
 
     ``latest`` is written after its checkpoint, so it normally names a whole file; the fallback
     covers a pointer removed or edited by hand.
@@ -127,11 +122,16 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     for path in candidates:
         if path.is_file():
             try:
-                load_checkpoint(path)
+                return path, load_checkpoint(path, map_location=map_location)
             except ValueError:
                 continue
-            return path
     return None
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The path of :func:`load_latest`'s checkpoint (None when no checkpoint loads)."""
+    found = load_latest(run_dir)
+    return None if found is None else found[0]
 
 
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
@@ -152,10 +152,10 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     """
     path = Path(path)
     if path.is_dir():
-        found = latest_checkpoint(path)
+        found = load_latest(path, map_location=map_location)
         if found is None:
             raise FileNotFoundError(f"run directory {path} holds no loadable checkpoint")
-        path = found
+        return found[1]
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
@@ -286,66 +286,8 @@ def load_export(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, An
 
 
 # --------------------------------------------------------------------------------------------------
-# Run directories and training state helpers
+# Training state helpers
 # --------------------------------------------------------------------------------------------------
-
-
-def prepare_run_dir(cfg: ExperimentConfig, run_dir: str | Path, log: Any = print) -> None:
-    """Check that ``run_dir`` is new, empty, or this experiment's; write the resolved config.yaml.
-
-    Optimisation and logging fields may change between runs in one directory (the change is
-    reported); the experiment name and the architecture, mel and diffusion fields may not.
-
-    Raises:
-        ValueError: the directory holds another experiment, an unreadable config.yaml, or files
-            that are not an audiodiff run.
-    """
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ValueError(f"run dir {run_dir} exists and is not a directory")
-    stored = run_dir / "config.yaml"
-    old: ExperimentConfig | None = None
-    if stored.is_file():
-        try:
-            old = load_config(stored)
-        except ValueError as err:
-            raise ValueError(f"run dir {run_dir} holds an unreadable config.yaml: {err}") from None
-    elif list_checkpoints(run_dir):
-        # config.yaml deleted by hand: the newest checkpoint's own config decides.
-        latest = latest_checkpoint(run_dir)
-        if latest is not None:
-            old = from_dict(ExperimentConfig, load_checkpoint(latest)["config"])
-    elif run_dir.is_dir() and any(run_dir.iterdir()):
-        raise ValueError(
-            f"run dir {run_dir} is not empty and holds no audiodiff config.yaml; choose an empty "
-            "or new directory"
-        )
-    if old is not None:
-        if old.name != cfg.name:
-            raise ValueError(
-                f"run dir {run_dir} holds experiment {old.name!r}, not {cfg.name!r}; choose "
-                "another --run-dir"
-            )
-        changes = architecture_changes(old, cfg)
-        if changes:
-            raise ValueError(
-                f"run dir {run_dir} holds {old.name!r} with another architecture, mel or "
-                f"diffusion setup ({'; '.join(changes)}); these cannot change on resume, use a "
-                "new --run-dir"
-            )
-        old_d, new_d = to_dict(old), to_dict(cfg)
-        changed = [
-            f"{s}.{k}: {old_d[s][k]!r} -> {new_d[s][k]!r}"
-            for s in new_d
-            if isinstance(new_d[s], dict)
-            for k in new_d[s]
-            if old_d[s][k] != new_d[s][k]
-        ]
-        if changed:
-            log(f"config changed since the last run in {run_dir}: {'; '.join(changed)}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    text = dump_config(cfg)
-    atomic_write(stored, lambda f: f.write(text.encode("utf-8")))
 
 
 def rng_state(*generators: torch.Generator) -> dict[str, Any]:

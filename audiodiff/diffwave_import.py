@@ -60,12 +60,13 @@ from audiodiff.config import (
     SampleConfig,
     TrainConfig,
     mel_profile,
-    to_dict,
-    validate,
 )
+from audiodiff.config_io import to_dict
+from audiodiff.config_rules import validate
 from audiodiff.encoding import one_line
 from audiodiff.files import check_not_inputs
-from audiodiff.model import DiffusionEmbedding, DiffWave
+from audiodiff.model import DiffWave
+from audiodiff.model_blocks import DiffusionEmbedding
 from audiodiff.schedule import NoiseSchedule, sigmas_from_betas
 
 # Where lmnt's AttrDict lives when pickled: installed package, or run from inside src/diffwave.

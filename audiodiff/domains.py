@@ -38,7 +38,8 @@ import math
 import torch
 from torch import Tensor
 
-from audiodiff.config import ExperimentConfig, model_channels
+from audiodiff.config import ExperimentConfig
+from audiodiff.config_rules import model_channels
 from audiodiff.mel import MelSpectrogram
 from audiodiff.stft import (
     mel_to_linear_envelope,

@@ -42,7 +42,7 @@ def denoise_fast(
         net: the network (its modules are read, nothing is changed).
         x: noisy signal ``[B, in_channels, T]``.
         c_noise: checked step indices ``[B]``.
-        prepared: its :class:`audiodiff.model.Conditioning` (projected ``conditioner``).
+        prepared: its :class:`audiodiff.model_blocks.Conditioning` (projected ``conditioner``).
         block_samples: time block, in samples (raised to the largest dilation halo).
 
     Returns:

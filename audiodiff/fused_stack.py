@@ -36,7 +36,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 INV_SQRT2 = 1 / math.sqrt(2.0)
 TRAIN_BLOCK_SAMPLES = 4096  # [272, 4096] col + [128, 4096] z: ~6 MiB; fewer Python-level ops
@@ -296,3 +296,63 @@ class FusedResidualStack(torch.autograd.Function):
         )  # fmt: skip
         d_h0, d_bias, d_mel, d_w_cat, d_b_cat, d_w_out, d_b_out = grads
         return None, None, d_h0, d_bias, d_mel, d_w_cat, d_b_cat, d_w_out, d_b_out
+
+
+def fused_stack(
+    layers: nn.ModuleList,
+    h: Tensor,
+    step: Tensor,
+    label_bias: Tensor | None,
+    mel: Tensor | None,
+    *,
+    channels: int,
+    kernel_size: int,
+) -> Tensor:
+    """DiffWave's residual layers (:class:`audiodiff.model_blocks.ResidualBlock`) as one
+    :class:`FusedResidualStack` call, in blocks of :data:`TRAIN_BLOCK_SAMPLES`.
+
+    Args:
+        layers: the residual blocks (their ``dilated_conv``, ``diffusion_projection``,
+            ``conditioner_projection`` and ``output_projection`` weights are stacked here).
+        h: the input projection ``[B, C, T]``.
+        step: the step embedding ``[B, step_mlp_dim]``.
+        label_bias: every layer's label projection ``[B, layers, C]``, or None.
+        mel: the upsampled mel ``[B or 1, n_mels, T]``, or None (unconditional).
+        channels: residual channels ``C``.
+        kernel_size: the dilated convolutions' kernel size.
+
+    Returns:
+        The summed skips ``[B, C, T]``.
+    """
+    batch = h.shape[0]
+    w_step = torch.stack([layer.diffusion_projection.weight for layer in layers])
+    b_step = torch.stack([layer.diffusion_projection.bias for layer in layers])
+    layer_bias = torch.einsum("lcs,bs->blc", w_step, step) + b_step  # [B, L, C]
+    if label_bias is not None:
+        layer_bias = layer_bias + label_bias
+    if mel is not None:
+        mel = mel.expand(batch, -1, -1)
+    w_cat, b_cat = [], []
+    for layer in layers:
+        conv, proj = layer.dilated_conv, layer.conditioner_projection
+        # conv.weight [2C, C, K] -> [2C, K * C]: column k * C + c multiplies tap k, channel c.
+        taps = conv.weight.permute(0, 2, 1).reshape(conv.weight.shape[0], -1)
+        w_cat.append(taps if proj is None else torch.cat([taps, proj.weight[:, :, 0]], 1))
+        b_cat.append(conv.bias if proj is None else conv.bias + proj.bias)
+    shape = StackShape(
+        channels=channels,
+        kernel_size=kernel_size,
+        dilations=tuple(layer.dilation for layer in layers),
+        n_mels=0 if mel is None else mel.shape[1],
+    )
+    return FusedResidualStack.apply(
+        shape,
+        TRAIN_BLOCK_SAMPLES,
+        h.contiguous(),
+        layer_bias.expand(batch, -1, -1).contiguous(),
+        mel,
+        torch.stack(w_cat),
+        torch.stack(b_cat),
+        torch.stack([layer.output_projection.weight[:, :, 0] for layer in layers]),
+        torch.stack([layer.output_projection.bias for layer in layers]),
+    )

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from audiodiff.atomic import atomic_write
 from audiodiff.diffusion import prior_std
-from audiodiff.model import Conditioning
+from audiodiff.model_blocks import Conditioning
 from audiodiff.samplers import SAMPLERS, ddim_step_scales, sample_ddim, sample_ddpm
 from audiodiff.synthesis import make_sampling_spec
 from audiodiff.vocoder import Vocoder

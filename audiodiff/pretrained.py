@@ -15,7 +15,9 @@ from typing import Any
 import torch
 
 from audiodiff.checkpoint import label_names, load_checkpoint, load_export
-from audiodiff.config import ExperimentConfig, inference_from_dict, validate
+from audiodiff.config import ExperimentConfig
+from audiodiff.config_io import inference_from_dict
+from audiodiff.config_rules import validate
 from audiodiff.encoding import one_line
 from audiodiff.model import DiffWave
 from audiodiff.subband import SubbandDiffWave, build_network

@@ -26,8 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from audiodiff.config import ExperimentConfig, model_channels
-from audiodiff.model import Conditioning, DiffWave
+from audiodiff.config import ExperimentConfig
+from audiodiff.config_rules import model_channels
+from audiodiff.model import DiffWave
+from audiodiff.model_blocks import Conditioning
 
 
 class SubbandDiffWave(nn.Module):

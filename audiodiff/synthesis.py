@@ -35,7 +35,7 @@ import torch
 from audiodiff.config import ExperimentConfig
 from audiodiff.diffusion import prior_std
 from audiodiff.domains import Domain
-from audiodiff.model import Conditioning
+from audiodiff.model_blocks import Conditioning
 from audiodiff.samplers import SAMPLERS, sample
 from audiodiff.schedule import NoiseSchedule, stored_sigmas
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from audiodiff.config import ExperimentConfig, apply_overrides, load_config
+from audiodiff.config import ExperimentConfig
+from audiodiff.config_io import apply_overrides, load_config
 from audiodiff.generate import GenerativeModel
 from audiodiff.model import DiffWave
 from audiodiff.vocoder import Vocoder

@@ -28,7 +28,8 @@ import torch
 
 from audiodiff import dist
 from audiodiff.checkpoint import load_checkpoint
-from audiodiff.config import ExperimentConfig, apply_overrides
+from audiodiff.config import ExperimentConfig
+from audiodiff.config_io import apply_overrides
 from audiodiff.manifest import manifest_from_files
 from audiodiff.train import Trainer
 

@@ -26,7 +26,8 @@ import time
 
 import torch
 
-from audiodiff.config import ExperimentConfig, apply_overrides
+from audiodiff.config import ExperimentConfig
+from audiodiff.config_io import apply_overrides
 from audiodiff.model import DiffWave
 from audiodiff.vocoder import Vocoder
 

@@ -58,7 +58,8 @@ if str(_HERE) not in sys.path:
 from sample_speed import base_vocoder  # noqa: E402
 from train_speed import make_data  # noqa: E402
 
-from audiodiff.config import ExperimentConfig, load_config, to_dict  # noqa: E402
+from audiodiff.config import ExperimentConfig  # noqa: E402
+from audiodiff.config_io import load_config, to_dict  # noqa: E402
 from audiodiff.domains import StftDomain  # noqa: E402
 from audiodiff.griffin_lim import griffin_lim  # noqa: E402
 from audiodiff.synthesis import DEFAULT_CHUNK_S  # noqa: E402

@@ -31,8 +31,9 @@ import soundfile as sf
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-import audiodiff.model
-from audiodiff.config import ExperimentConfig, apply_overrides
+import audiodiff.fused_stack
+from audiodiff.config import ExperimentConfig
+from audiodiff.config_io import apply_overrides
 from audiodiff.manifest import manifest_from_files
 from audiodiff.train import Trainer
 
@@ -113,8 +114,8 @@ def main() -> None:
         trainer = Trainer(cfg, Path(tmp) / "run", log=lambda message: None)
         fused = not args.eager
         if args.block:
-            audiodiff.model.TRAIN_BLOCK_SAMPLES = args.block  # read by DiffWave.forward per call
-        block = audiodiff.model.TRAIN_BLOCK_SAMPLES
+            audiodiff.fused_stack.TRAIN_BLOCK_SAMPLES = args.block  # read by fused_stack per call
+        block = audiodiff.fused_stack.TRAIN_BLOCK_SAMPLES
         samples = args.batch * args.frames * cfg.mel.hop_length
         channels = cfg.model.residual_channels
         # The network's dominant products: [2C, C] taps and [2C, C] output projections over

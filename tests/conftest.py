@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from audiodiff.config import ExperimentConfig, apply_overrides
+from audiodiff.config import ExperimentConfig
+from audiodiff.config_io import apply_overrides
 
 # The tests run tiny models: one intra-op thread is fastest for them, and with two threads on a
 # shared 2-core machine every op waits on the busier core (measured here: up to 15x slower).
@@ -107,7 +108,7 @@ def random_export(
     """Export a model of ``cfg`` with random weights (the zero-initialised output projection drawn
     with ``output_std`` so the output is not trivially 0; 0 keeps it zero) as ``.safetensors``."""
     from audiodiff.checkpoint import export_safetensors
-    from audiodiff.config import to_dict
+    from audiodiff.config_io import to_dict
     from audiodiff.subband import build_network
 
     gen = torch.Generator().manual_seed(seed)

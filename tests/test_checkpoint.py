@@ -17,12 +17,12 @@ from audiodiff.checkpoint import (
     load_checkpoint,
     load_export,
     params_digest,
-    prepare_run_dir,
     restore_rng,
     rng_state,
     save_checkpoint,
 )
-from audiodiff.config import apply_overrides, load_config, to_dict
+from audiodiff.config_io import apply_overrides, load_config, to_dict
+from audiodiff.run_dir import prepare_run_dir
 
 
 def _state(cfg, step: int) -> dict:

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from audiodiff.config import apply_overrides
+from audiodiff.config_io import apply_overrides
 
 from .conftest import chirp_plus_noise, random_export
 from .test_cli_synthesis import _one_line_exit_2, _run_dir, invoke

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from audiodiff.checkpoint import load_export
 from audiodiff.cli import main
-from audiodiff.config import apply_overrides, to_dict
+from audiodiff.config_io import apply_overrides, to_dict
 from audiodiff.model import DiffWave
 
 from .conftest import chirp_plus_noise, random_export

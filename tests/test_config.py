@@ -4,19 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from audiodiff.config import (
-    ExperimentConfig,
-    apply_overrides,
-    architecture_changes,
-    dump_config,
-    from_dict,
-    load_config,
-    mel_profile,
-    mel_profile_names,
-    to_dict,
-    upsample_factors,
-    validate,
-)
+from audiodiff.config import ExperimentConfig, mel_profile, mel_profile_names
+from audiodiff.config_io import apply_overrides, dump_config, from_dict, load_config, to_dict
+from audiodiff.config_rules import architecture_changes, upsample_factors, validate
 
 
 def test_default_round_trip_through_dict_and_yaml(tmp_path):

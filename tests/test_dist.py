@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from audiodiff.checkpoint import load_checkpoint
-from audiodiff.config import load_config
+from audiodiff.config_io import load_config
 from audiodiff.data import derived_seed
 from audiodiff.dist import env_ranks, init, resolve_device, teardown
 from audiodiff.manifest import manifest_from_files

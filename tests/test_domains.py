@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from audiodiff.config import apply_overrides, mel_profile, validate
+from audiodiff.config import mel_profile
+from audiodiff.config_io import apply_overrides
+from audiodiff.config_rules import validate
 from audiodiff.domains import StftDomain, build_domain
 from audiodiff.mel import MelSpectrogram
 from audiodiff.model import DiffWave
@@ -203,7 +205,8 @@ def test_stft_vocoder_noise_is_shaped_by_the_mel(tiny_config, tmp_path):
 
 
 def test_stft_training_steps_and_evaluation(tmp_path, tiny_config, manifests):
-    from audiodiff.train import Trainer, evaluate
+    from audiodiff.train import Trainer
+    from audiodiff.train_eval import evaluate
 
     cfg = _stft_cfg(
         tiny_config, *manifest_overrides(manifests), "train.max_steps=3", "train.lr=1e-3"

@@ -214,10 +214,10 @@ import json, locale, sys
 from pathlib import Path
 
 from audiodiff.cli import main
-from audiodiff.config import load_config
+from audiodiff.config_io import load_config
 from audiodiff.manifest import read_manifest
 from audiodiff.datasets import prepare, prepare_options
-from audiodiff.train import drop_metrics_after
+from audiodiff.run_dir import drop_metrics_after
 
 tmp, clips = Path(sys.argv[1]), Path(sys.argv[2])  # argv spells names as this locale does
 out = {"encoding": locale.getpreferredencoding(False)}
@@ -269,7 +269,8 @@ DATA_CHILD = """
 import json, locale, sys
 from pathlib import Path
 
-from audiodiff.config import DataConfig, dump_config, load_config
+from audiodiff.config import DataConfig
+from audiodiff.config_io import dump_config, load_config
 from audiodiff.data import SegmentDataset
 from audiodiff.scan import usable_clips
 from audiodiff.datasets import prepare, prepare_options

@@ -85,7 +85,7 @@ def test_diffwave_fused_training_matches_eager(model, monkeypatch):
     c_noise = torch.tensor([0.0, 12.5, 49.0])
     weight = torch.randn(x.shape)
     # A small block so the test crosses block edges like a long crop does.
-    monkeypatch.setattr("audiodiff.model.TRAIN_BLOCK_SAMPLES", 37)
+    monkeypatch.setattr("audiodiff.fused_stack.TRAIN_BLOCK_SAMPLES", 37)
     calls = []
     real_apply = FusedResidualStack.apply
     monkeypatch.setattr(FusedResidualStack, "apply", lambda *a: calls.append(1) or real_apply(*a))

@@ -16,7 +16,8 @@ from click.testing import CliRunner
 
 from audiodiff.audio import AudioError, check_level, load_model_audio
 from audiodiff.cli import main
-from audiodiff.config import apply_overrides, mel_profile
+from audiodiff.config import mel_profile
+from audiodiff.config_io import apply_overrides
 from audiodiff.datasets.prepare import probe_audio
 from audiodiff.levels import OVER_RANGE_PEAK, SILENCE_PEAK, level_problem
 from audiodiff.mel import MelSpectrogram
@@ -199,7 +200,9 @@ def test_label_index_names_integer_labels():
 
 
 def test_labels_section_validated():
-    from audiodiff.config import ExperimentConfig, apply_overrides, validate
+    from audiodiff.config import ExperimentConfig
+    from audiodiff.config_io import apply_overrides
+    from audiodiff.config_rules import validate
 
     cfg = apply_overrides(ExperimentConfig(), ["model.conditioning=none", "model.n_labels=2"])
     validate(dataclasses.replace(cfg, labels=["cat", "dog"]))
@@ -231,7 +234,7 @@ def _label_overrides(manifest, n_labels=2):
 
 
 def test_folder_label_names_reach_the_model(tmp_path, tiny_config, labelled_data):
-    from audiodiff.config import load_config
+    from audiodiff.config_io import load_config
     from audiodiff.generate import GenerativeModel
     from audiodiff.train import Trainer
 

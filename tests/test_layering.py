@@ -22,6 +22,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "audiodiff"
 LAYER = {
     "config": 0,
     "atomic": 0,  # the one atomic file writer: imports nothing of ours
+    "config_io": 0.1,  # strict dict/YAML loading and --set overrides of the config dataclasses
+    "config_rules": 0.2,  # validate, derived values (upsampler strides), resume changes
     "encoding": 0,  # UTF-8 text and file names in it: imports nothing of ours
     "levels": 0,  # the level rule on peaks (NumPy only): audio, data and prepare share it
     "stft": 0.5,  # the profiles' STFT pair: imports nothing of ours, used by mel and domains
@@ -30,6 +32,7 @@ LAYER = {
     "schedule": 1,
     "fused_stack": 0,  # torch kernels that import nothing of ours
     "fast_stack": 0,
+    "model_blocks": 0.5,  # DiffWave's blocks, Conditioning, eager stack; imports config only
     "model": 1,
     "subband": 1.5,  # band folding around the shared network
     "dist": 1,
@@ -49,6 +52,10 @@ LAYER = {
     "checkpoint": 3,
     "synthesis": 3,  # the one sampling engine: below vocoder, generate, train, schedule search
     "pretrained": 4,
+    "run_dir": 4,  # a run directory: config.yaml, metrics.jsonl, the checkpoint a resume loads
+    "train_data": 4,  # a training run's datasets, class names, sampler and loader
+    "train_eval": 4,  # in-training evaluation: validation loss, copy synthesis and its scores
+    "train_log": 4,  # rank 0 output of a run: messages, progress bar, metrics.jsonl, TensorBoard
     "train": 5,
     "vocoder": 5,
     "generate": 6,

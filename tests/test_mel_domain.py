@@ -13,7 +13,8 @@ import torch
 from click.testing import CliRunner
 
 from audiodiff.cli import main
-from audiodiff.config import ExperimentConfig, apply_overrides
+from audiodiff.config import ExperimentConfig
+from audiodiff.config_io import apply_overrides
 from audiodiff.generate import GenerativeModel
 from audiodiff.manifest import write_manifest
 from audiodiff.mel import MelSpectrogram

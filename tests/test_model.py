@@ -9,8 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from audiodiff.config import ExperimentConfig, ModelConfig, apply_overrides
-from audiodiff.model import Conditioning, DiffusionEmbedding, DiffWave
+from audiodiff.config import ExperimentConfig, ModelConfig
+from audiodiff.config_io import apply_overrides
+from audiodiff.model import DiffWave
+from audiodiff.model_blocks import Conditioning, DiffusionEmbedding
 
 HOPS = (200, 240, 256, 300, 441, 512)
 

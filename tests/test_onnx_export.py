@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from audiodiff.cli import main
-from audiodiff.config import apply_overrides
+from audiodiff.config_io import apply_overrides
 from audiodiff.diffusion import Denoiser
 from audiodiff.samplers import sample
 from audiodiff.synthesis import make_sampling_spec

@@ -200,8 +200,9 @@ def test_dnsmos_takes_clips_beyond_full_scale(scorer, speech):
 
 
 def test_trainer_validation_scores_mos_of_its_copy_synthesis(tmp_path, tiny_config, manifests):
-    from audiodiff.config import apply_overrides
-    from audiodiff.train import Trainer, evaluate
+    from audiodiff.config_io import apply_overrides
+    from audiodiff.train import Trainer
+    from audiodiff.train_eval import evaluate
 
     overrides = [*manifest_overrides(manifests), "train.eval_perceptual=true"]
     cfg = apply_overrides(tiny_config, overrides)

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from audiodiff.config import ExperimentConfig, load_config, mel_profile, mel_profile_names, validate
+from audiodiff.config import ExperimentConfig, mel_profile, mel_profile_names
+from audiodiff.config_io import load_config
+from audiodiff.config_rules import validate
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 YAMLS = sorted(RECIPES.rglob("*.yaml"))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from audiodiff.checkpoint import export_safetensors, load_checkpoint, save_checkpoint
-from audiodiff.config import to_dict
+from audiodiff.config_io import to_dict
 from audiodiff.model import DiffWave
 from audiodiff.schedule_search import (
     MIN_CLIP_SAMPLES,

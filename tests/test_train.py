@@ -19,7 +19,9 @@ from click.testing import CliRunner
 
 from audiodiff.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from audiodiff.cli import main
-from audiodiff.config import ExperimentConfig, TrainConfig, apply_overrides, load_config, validate
+from audiodiff.config import ExperimentConfig, TrainConfig
+from audiodiff.config_io import apply_overrides, load_config
+from audiodiff.config_rules import validate
 from audiodiff.manifest import manifest_from_files
 from audiodiff.train import Trainer, TrainingStopped, lr_at
 

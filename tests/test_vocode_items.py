@@ -16,7 +16,8 @@ import torch
 from click.testing import CliRunner
 
 from audiodiff.cli import main
-from audiodiff.config import apply_overrides, mel_profile
+from audiodiff.config import mel_profile
+from audiodiff.config_io import apply_overrides
 from audiodiff.files import read_mel_file, save_mel
 from audiodiff.generate import GenerativeModel, check_same_profile
 from audiodiff.synthesis import batches_by_length, item_key, positional_noise
@@ -137,7 +138,8 @@ def test_generated_clip_does_not_depend_on_n(tiny_config, tmp_path):
 
 
 def test_validation_loss_does_not_depend_on_batch_size(tiny_config, manifests, tmp_path):
-    from audiodiff.train import Trainer, evaluate
+    from audiodiff.train import Trainer
+    from audiodiff.train_eval import evaluate
 
     stats = []
     for batch_size in (1, 2):
@@ -277,7 +279,7 @@ def test_progress_counts_chunks(model, tiny_config, tmp_path, monkeypatch):
     [
         (["vocode", "M", "x.npy", "-o", "out"], "audiodiff.vocoder.Vocoder.from_pretrained"),
         (["generate", "M", "-o", "out"], "audiodiff.generate.GenerativeModel.from_pretrained"),
-        (["train", "r.yaml", "--run-dir", "run"], "audiodiff.config.load_config"),
+        (["train", "r.yaml", "--run-dir", "run"], "audiodiff.config_io.load_config"),
         (["demo", "-o", "out"], "audiodiff.demo.run_demo"),
         (["search-schedule", "M", "--steps", "3", "--manifest", "m.jsonl", "-o", "s.pt"],
          "audiodiff.vocoder.Vocoder.from_pretrained"),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from audiodiff.config import apply_overrides
+from audiodiff.config_io import apply_overrides
 from audiodiff.mel import MelSpectrogram
 from audiodiff.synthesis import positional_noise
 from audiodiff.vocoder import Vocoder

@@ -48,7 +48,8 @@ def train_command(recipe: str, run_dir: str, overrides: tuple[str, ...]) -> None
     """
     from pathlib import Path
 
-    from audiodiff.config import load_config, validate
+    from audiodiff.config_io import load_config
+    from audiodiff.config_rules import validate
     from audiodiff.files import check_not_inputs, check_writable_dir
     from audiodiff.train import TrainingStopped, run
 
