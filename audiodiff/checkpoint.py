@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from audiodiff.atomic import TMP_PREFIX, atomic_write
+from audiodiff.config_migrate import migrate, model_config
 from audiodiff.encoding import one_line
 from audiodiff.files import check_not_inputs
 
@@ -238,7 +239,8 @@ def export_safetensors(
     metadata = {
         "format": EXPORT_FORMAT,
         "format_version": str(FORMAT_VERSION),
-        "config": json.dumps(ckpt["config"]),
+        # Only what inference needs (no devices, worker counts or manifest paths).
+        "config": json.dumps(model_config(migrate(ckpt["config"])[0])),
         "step": str(ckpt.get("step", 0)),
         "weights": "ema" if ckpt.get("ema") else "model",
     }

@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2  # history and migrations: audiodiff/config_migrate.py
 
 
 # --------------------------------------------------------------------------------------------------
@@ -189,7 +189,7 @@ class TrainConfig:
     lr: float = 2e-4
     optimizer: Literal["adam", "adamw"] = "adam"
     weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_steps: int = 0
     lr_decay: Literal["constant", "cosine", "step"] = "constant"
     min_lr_ratio: float = 0.1

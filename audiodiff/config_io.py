@@ -17,12 +17,14 @@ from typing import Any, Literal, Union
 import yaml
 
 from audiodiff.config import (
+    CONFIG_VERSION,
     TRAINING_SECTIONS,
     ExperimentConfig,
     MelConfig,
     mel_profile,
     mel_profile_names,
 )
+from audiodiff.config_migrate import migrate, renamed_key
 
 # --------------------------------------------------------------------------------------------------
 # Strict conversion
@@ -132,15 +134,23 @@ def inference_from_dict(data: dict[str, Any]) -> tuple[ExperimentConfig, list[st
     read (say a newer export's ``train.optimizer: lion``), is left out (its default taken) and
     named in the returned list, so a newer run's export still vocodes and generates here.
 
+    Files of an older ``config_version`` are migrated, and a newer version's is read as this one
+    (:func:`audiodiff.config_migrate.migrate`), which the returned list notes.
+
     Returns:
-        ``(config, ignored)``: ``ignored`` as ``section.key`` (or ``section``) strings.
+        ``(config, ignored)``: ``ignored`` as ``section.key`` (or ``section``) strings, and
+        ``config_version N (read as M)`` for a newer file.
 
     Raises:
         ValueError: an unknown key or bad value outside the training-only sections.
     """
     if not isinstance(data, dict):
         raise ValueError(f"a stored config must be a mapping, got {type(data).__name__}")
-    data, ignored = dict(data), []
+    version = data.get("config_version")
+    data, _ = migrate(data, allow_newer=True)  # renames of older versions need no note
+    ignored = []
+    if isinstance(version, int) and version > CONFIG_VERSION:
+        ignored.append(f"config_version {version} (read as {CONFIG_VERSION})")
     hints = typing.get_type_hints(ExperimentConfig)
     for section in TRAINING_SECTIONS:
         if section not in data:
@@ -167,8 +177,8 @@ def to_dict(obj: Any) -> dict[str, Any]:
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
-    """Read a YAML recipe (UTF-8; partial: missing keys take defaults), apply ``key=value``
-    overrides.
+    """Read a YAML recipe or a run's ``config.yaml`` (UTF-8; partial: missing keys take defaults;
+    older ``config_version`` spellings migrated), apply ``key=value`` overrides.
 
     Raises:
         ValueError: unreadable file, invalid YAML, unknown key or wrong type; the message names it.
@@ -189,7 +199,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a mapping of sections, got {type(data).__name__}")
     try:
-        cfg = from_dict(ExperimentConfig, data)
+        cfg = from_dict(ExperimentConfig, migrate(data)[0])
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
     return apply_overrides(cfg, overrides)
@@ -243,7 +253,7 @@ def apply_overrides(
             raise ValueError(
                 f"override {item!r} must look like section.field=value, e.g. train.lr=1e-4"
             )
-        section, name = parts
+        section, name = parts[0], renamed_key(*parts)
         hints = typing.get_type_hints(ExperimentConfig)
         sections = [k for k, v in data.items() if isinstance(v, dict)]
         if section not in sections:

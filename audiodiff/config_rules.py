@@ -221,8 +221,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         raise ValueError(f"train.lr must be positive, got {tr.lr}")
     if not 0 <= tr.ema_decay < 1:
         raise ValueError(f"train.ema_decay must be in [0, 1), got {tr.ema_decay}")
-    if len(tr.betas) != 2 or not all(0 <= b < 1 for b in tr.betas):
-        raise ValueError(f"train.betas must be two numbers in [0, 1), got {tr.betas}")
+    if len(tr.adam_betas) != 2 or not all(0 <= b < 1 for b in tr.adam_betas):
+        raise ValueError(f"train.adam_betas must be two numbers in [0, 1), got {tr.adam_betas}")
     if tr.max_steps < 0 or tr.warmup_steps < 0:
         raise ValueError("train.max_steps and train.warmup_steps must be >= 0")
     if tr.grad_clip < 0:

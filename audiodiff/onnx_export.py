@@ -92,7 +92,9 @@ def onnx_schedule(
             f"{spec.sampler} is multistep: pass --sampler ddim"
         )
     sigmas = [float(s) for s in spec.sigmas]
-    c_noise = vocoder.schedule.sigma_to_t(torch.tensor(sigmas[:-1], dtype=torch.float64))
+    c_noise = vocoder.schedule.sigma_to_t(
+        torch.tensor(sigmas[:-1], dtype=torch.float64), spec.t_mapping
+    )
     rows = []
     for i, (sigma, sigma_next) in enumerate(zip(sigmas, sigmas[1:], strict=False)):
         down, up = ddim_step_scales(sigma, sigma_next, spec.eta)

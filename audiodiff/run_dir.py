@@ -30,6 +30,7 @@ from audiodiff.checkpoint import (
 )
 from audiodiff.config import ExperimentConfig
 from audiodiff.config_io import dump_config, from_dict, load_config, to_dict
+from audiodiff.config_migrate import migrate, model_config, run_config, stored_config
 from audiodiff.config_rules import architecture_changes
 
 
@@ -97,7 +98,7 @@ def prepare_run_dir(
         # config.yaml deleted by hand: the newest checkpoint's own config decides.
         found = resume if resume is not None else load_latest(run_dir)
         if found is not None:
-            old = from_dict(ExperimentConfig, found[1]["config"])
+            old = from_dict(ExperimentConfig, migrate(stored_config(found[1]))[0])
     elif run_dir.is_dir() and any(run_dir.iterdir()):
         raise ValueError(
             f"run dir {run_dir} is not empty and holds no audiodiff config.yaml; choose an empty "
@@ -134,7 +135,9 @@ def training_state(trainer: Any) -> dict[str, Any]:
     """Everything a :class:`audiodiff.train.Trainer` needs to continue exactly (a checkpoint's
     contents): tensors and primitive containers only."""
     return {
-        "config": to_dict(trainer.cfg),
+        # The model config apart from the run config (config_migrate): inference reads the first.
+        "config": model_config(to_dict(trainer.cfg)),
+        "run_config": run_config(to_dict(trainer.cfg)),
         "model": trainer.model.state_dict(),
         "ema": trainer.ema.state_dict(),
         "optimizer": trainer.optimizer.state_dict(),
@@ -208,7 +211,7 @@ def check_resume(
     Raises:
         ValueError: naming the change and asking for a new ``--run-dir``.
     """
-    old = from_dict(ExperimentConfig, state["config"])
+    old = from_dict(ExperimentConfig, migrate(stored_config(state))[0])
     changes = architecture_changes(old, cfg)
     if changes:
         raise ValueError(

@@ -214,21 +214,21 @@ class NoiseSchedule:
     # ---------------------------------------------------------------- t <-> sigma
 
     @staticmethod
-    def _check_mapping(mapping: str) -> None:
-        if mapping not in ("diffwave", "log-sigma"):
-            raise ValueError(f"unknown t mapping {mapping!r}; expected 'diffwave' or 'log-sigma'")
+    def _check_mapping(t_mapping: str) -> None:
+        if t_mapping not in ("diffwave", "log-sigma"):
+            raise ValueError(f"unknown t_mapping {t_mapping!r}; expected 'diffwave' or 'log-sigma'")
 
-    def t_to_sigma(self, t: Tensor | float, mapping: TMapping = "diffwave") -> Tensor:
+    def t_to_sigma(self, t: Tensor | float, t_mapping: TMapping = "diffwave") -> Tensor:
         """Noise level of a fractional step index; the inverse of ``sigma_to_t``.
 
         Args:
             t: any shape; clamped to ``[0, T-1]``.
-            mapping: how to interpolate between rows (module docstring).
+            t_mapping: how to interpolate between rows (module docstring).
 
         Returns:
             float64 tensor, shape of ``t``, on ``t``'s device.
         """
-        self._check_mapping(mapping)
+        self._check_mapping(t_mapping)
         t = torch.as_tensor(t, dtype=torch.float64)
         sigmas = self._sigmas.to(t.device)
         if self.n_steps == 1:
@@ -236,25 +236,25 @@ class NoiseSchedule:
         t = t.clamp(0, self.n_steps - 1)
         low = t.floor().long().clamp(max=self.n_steps - 2)
         frac = t - low
-        if mapping == "diffwave":
+        if t_mapping == "diffwave":
             root = self._alpha_bar.to(t.device).sqrt()
             r = root[low] + frac * (root[low + 1] - root[low])
             return torch.sqrt(1 - r * r) / r
         log_s = sigmas.log()
         return torch.exp(log_s[low] + frac * (log_s[low + 1] - log_s[low]))
 
-    def sigma_to_t(self, sigma: Tensor | float, mapping: TMapping = "diffwave") -> Tensor:
+    def sigma_to_t(self, sigma: Tensor | float, t_mapping: TMapping = "diffwave") -> Tensor:
         """Fractional training-step index of a noise level, clamped to ``[0, T-1]``.
 
         Args:
             sigma: any shape, non-negative.
-            mapping: ``"diffwave"`` (linear in ``sqrt(alpha_bar)``, lmnt's twiddle) or
+            t_mapping: ``"diffwave"`` (linear in ``sqrt(alpha_bar)``, lmnt's twiddle) or
                 ``"log-sigma"`` (linear in ``log sigma``).
 
         Returns:
             float64 tensor, shape of ``sigma``, on ``sigma``'s device.
         """
-        self._check_mapping(mapping)
+        self._check_mapping(t_mapping)
         sigma = torch.as_tensor(sigma, dtype=torch.float64)
         if self.n_steps == 1:
             return torch.zeros_like(sigma)
@@ -264,7 +264,7 @@ class NoiseSchedule:
         low = (torch.searchsorted(sigmas, sigma.contiguous(), right=True) - 1).clamp(
             0, self.n_steps - 2
         )
-        if mapping == "diffwave":
+        if t_mapping == "diffwave":
             root = self._alpha_bar.to(sigma.device).sqrt()
             r = torch.rsqrt(1 + sigma * sigma)
             frac = (root[low] - r) / (root[low] - root[low + 1])

@@ -148,7 +148,7 @@ def batches_by_length(lengths: Sequence[int], batch_size: int) -> list[list[int]
 
 @dataclass(frozen=True)
 class SamplingSpec:
-    """What one sampling run does: sampler name, its sigmas, its eta and the step alignment."""
+    """What one sampling run does: sampler name, its sigmas, its eta and its t_mapping."""
 
     sampler: str
     sigmas: torch.Tensor
@@ -193,7 +193,7 @@ def make_sampling_spec(
     sampler: str | None = None,
     steps: int | None = None,
     eta: float | None = None,
-    alignment: str = "diffwave",
+    t_mapping: str = "diffwave",
 ) -> SamplingSpec:
     """Resolve sampler/steps/eta against the model's stored defaults and searched schedule.
 
@@ -210,12 +210,12 @@ def make_sampling_spec(
         # as sample.sampler and sample.steps); another sampler gets its own discretisation.
         stored = None
     sigmas = sampling_sigmas(schedule, name, n_steps, stored=stored)
-    if alignment not in ("diffwave", "log-sigma"):
-        raise ValueError(f"alignment must be 'diffwave' or 'log-sigma', got {alignment!r}")
+    if t_mapping not in ("diffwave", "log-sigma"):
+        raise ValueError(f"t_mapping must be 'diffwave' or 'log-sigma', got {t_mapping!r}")
     resolved_eta = SAMPLERS[name].eta  # fixed by the sampler, or the caller's (ddim)
     if resolved_eta is None:
         resolved_eta = cfg.sample.eta if eta is None else eta
-    return SamplingSpec(name, sigmas, float(resolved_eta), alignment)
+    return SamplingSpec(name, sigmas, float(resolved_eta), t_mapping)
 
 
 def synthesize(
@@ -342,7 +342,7 @@ def vocode_mel(
 
     Args:
         denoiser: a :class:`~audiodiff.diffusion.Denoiser` over the network.
-        spec: sampler, sigmas, eta and alignment.
+        spec: sampler, sigmas, eta and t_mapping.
         domain: the model's domain (:mod:`audiodiff.domains`): waveform models sample audio
             directly; frame-rate (stft) models sample frames, decoded chunk by chunk.
         mel: ``[B, n_mels, frames]`` on ``device``, already checked against the profile.

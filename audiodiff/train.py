@@ -353,7 +353,7 @@ def build_networks(
     optimizer = opt_cls(
         model.parameters(),
         lr=cfg.train.lr,
-        betas=tuple(cfg.train.betas),
+        betas=tuple(cfg.train.adam_betas),
         weight_decay=cfg.train.weight_decay,
     )
     net: torch.nn.Module = model

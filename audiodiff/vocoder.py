@@ -268,7 +268,7 @@ class Vocoder:
         generator: torch.Generator | None = None,
         seed: int | None = None,
         eta: float | None = None,
-        alignment: str = "diffwave",
+        t_mapping: str = "diffwave",
         chunk_seconds: float | Literal["auto"] | None = "auto",
         progress: Callable[[int], None] | None = None,
         keys: Sequence[int] | None = None,
@@ -285,7 +285,8 @@ class Vocoder:
             generator: source of the seed of all noise (a fixed generator reproduces the output).
             seed: alternative to ``generator``.
             eta: DDIM stochasticity (0 = deterministic).
-            alignment: ``"diffwave"`` (the paper's step alignment) or ``"log-sigma"``.
+            t_mapping: how a noise level maps to the network's step index: ``"diffwave"``
+                (the paper's alignment) or ``"log-sigma"``.
             chunk_seconds: long-form chunk length; ``"auto"`` is the domain's default (6 s for
                 waveform models, 30 s for frame-rate ones); ``None`` evaluates the whole
                 utterance at once.
@@ -309,7 +310,7 @@ class Vocoder:
             keys = [item_key(row) for row in mel]
         mel = mel.to(self.device)
         spec = make_sampling_spec(
-            self.config, self.schedule, sampler=sampler, steps=steps, eta=eta, alignment=alignment
+            self.config, self.schedule, sampler=sampler, steps=steps, eta=eta, t_mapping=t_mapping
         )
         denoiser = Denoiser(
             self.net, self.schedule, target=self.config.diffusion.target, t_mapping=spec.t_mapping

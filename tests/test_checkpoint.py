@@ -22,6 +22,7 @@ from audiodiff.checkpoint import (
     save_checkpoint,
 )
 from audiodiff.config_io import apply_overrides, load_config, to_dict
+from audiodiff.config_migrate import model_config
 from audiodiff.run_dir import prepare_run_dir
 
 
@@ -122,7 +123,10 @@ def test_export_round_trip_and_overwrite(tmp_path, tiny_config):
     out = export_safetensors(ckpt, tmp_path / "m.safetensors", extra_metadata={"sigmas": [1, 2]})
     weights, config, meta = load_export(out)
     assert torch.equal(weights["weight"], ckpt["ema"]["weight"])  # EMA, not the raw weights
-    assert config == to_dict(tiny_config) and meta["step"] == "7" and meta["sigmas"] == "[1, 2]"
+    # Only what inference needs (issue 12): no run config (devices, workers, manifest paths).
+    assert config == model_config(to_dict(tiny_config))
+    assert "train" not in config and "data" not in config and config["model"]
+    assert meta["step"] == "7" and meta["sigmas"] == "[1, 2]"
     with pytest.raises(FileExistsError):
         export_safetensors(ckpt, out)
     export_safetensors(ckpt, out, overwrite=True)

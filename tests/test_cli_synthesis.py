@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from audiodiff.checkpoint import load_export
 from audiodiff.cli import main
 from audiodiff.config_io import apply_overrides, to_dict
+from audiodiff.config_migrate import model_config
 from audiodiff.model import DiffWave
 
 from .conftest import chirp_plus_noise, random_export
@@ -149,7 +150,7 @@ def test_export_round_trip_is_bit_identical(tiny_config, tmp_path, speech):
     result = invoke("export", tmp_path / "run", out)
     assert result.exit_code == 0, result.output
     tensors, cfg, metadata = load_export(out)
-    assert cfg == to_dict(tiny_config) and metadata["step"] == "7"
+    assert cfg == model_config(to_dict(tiny_config)) and metadata["step"] == "7"
     mel = Vocoder.from_pretrained(ckpt).mel_from_file(speech)
     a = Vocoder.from_pretrained(ckpt)(mel, seed=5)
     b = Vocoder.from_pretrained(out)(mel, seed=5)

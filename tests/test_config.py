@@ -120,3 +120,104 @@ def test_architecture_changes_names_fields():
     a = ExperimentConfig()
     b = apply_overrides(a, ["model.residual_layers=20", "train.lr=1e-3"])
     assert architecture_changes(a, b) == ["model.residual_layers: 30 -> 20"]
+
+
+# ------------------------------------------------------------------------------------------------
+# config_version migrations and the model/run config split (issue 12, item 3)
+# ------------------------------------------------------------------------------------------------
+
+
+def _version_1(cfg) -> dict:
+    """``cfg`` as version 1 wrote it: one dict with every section, Adam's betas as train.betas."""
+    from audiodiff.config_io import to_dict
+
+    data = to_dict(cfg)
+    data["config_version"] = 1
+    data["train"]["betas"] = data["train"].pop("adam_betas")
+    return data
+
+
+def test_version_1_files_load_with_their_old_spellings(tmp_path):
+    import yaml
+
+    from audiodiff.config import CONFIG_VERSION, ExperimentConfig
+    from audiodiff.config_io import from_dict, inference_from_dict, load_config
+    from audiodiff.config_migrate import migrate
+
+    cfg = ExperimentConfig()
+    cfg.train.adam_betas = [0.8, 0.99]
+    old = _version_1(cfg)
+    data, notes = migrate(old)
+    assert notes == ["train.betas is now spelt train.adam_betas"]
+    assert data["config_version"] == CONFIG_VERSION == 2 and "betas" not in data["train"]
+    assert from_dict(ExperimentConfig, data) == cfg
+    assert old["train"]["betas"] == [0.8, 0.99]  # the input is not modified
+    assert inference_from_dict(old) == (cfg, [])  # an old export: no note, nothing ignored
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(old), encoding="utf-8")
+    assert load_config(tmp_path / "old.yaml") == cfg
+    # A recipe without config_version takes either spelling, and so does --set.
+    (tmp_path / "r.yaml").write_text("train:\n  betas: [0.8, 0.99]\n", encoding="utf-8")
+    assert load_config(tmp_path / "r.yaml").train.adam_betas == [0.8, 0.99]
+    assert load_config(tmp_path / "r.yaml", ["train.betas=[0.5, 0.9]"]).train.adam_betas == [
+        0.5,
+        0.9,
+    ]
+
+
+def test_migration_refusals_name_the_problem():
+    from audiodiff.config import ExperimentConfig
+    from audiodiff.config_io import from_dict, to_dict
+    from audiodiff.config_migrate import migrate
+
+    both = to_dict(ExperimentConfig())
+    both["train"]["betas"] = [0.9, 0.999]
+    del both["config_version"]
+    with pytest.raises(ValueError, match="train.betas and train.adam_betas are one key"):
+        migrate(both)
+    # A version-2 file means nothing by the old name: strict loading refuses it.
+    current = to_dict(ExperimentConfig())
+    current["train"]["betas"] = current["train"].pop("adam_betas")
+    with pytest.raises(ValueError, match="unknown key train.betas"):
+        from_dict(ExperimentConfig, migrate(current)[0])
+    with pytest.raises(ValueError, match="config_version must be a positive integer, got '2'"):
+        migrate({"config_version": "2"})
+    with pytest.raises(ValueError, match="config_version 3 was written by a newer audiodiff"):
+        migrate({"config_version": 3})
+
+
+def test_a_newer_export_loads_for_inference_with_a_note(tmp_path, tiny_config):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from audiodiff.pretrained import IgnoredSettingsWarning
+    from audiodiff.vocoder import Vocoder
+
+    from .conftest import random_export
+
+    path = random_export(tiny_config, tmp_path / "v3.safetensors")
+    with safe_open(str(path), "pt") as f:
+        metadata = dict(f.metadata())
+    cfg = json.loads(metadata["config"])
+    assert "train" not in cfg and "data" not in cfg  # exports carry the model config only
+    cfg["config_version"] = 3
+    metadata["config"] = json.dumps(cfg)
+    save_file(load_file(str(path)), str(path), metadata=metadata)
+    with pytest.warns(IgnoredSettingsWarning, match=r"config_version 3 \(read as 2\)"):
+        voc = Vocoder.from_pretrained(path)
+    assert voc.config.model == tiny_config.model
+
+
+def test_checkpoints_keep_the_run_config_apart_and_version_1_ones_resume(tiny_config):
+    from audiodiff.config import ExperimentConfig
+    from audiodiff.config_io import from_dict, to_dict
+    from audiodiff.config_migrate import migrate, model_config, run_config, stored_config
+
+    data = to_dict(tiny_config)
+    split = {"config": model_config(data), "run_config": run_config(data)}
+    assert set(split["run_config"]) == {"data", "train"}
+    assert not {"data", "train"} & set(split["config"])
+    assert from_dict(ExperimentConfig, migrate(stored_config(split))[0]) == tiny_config
+    old = {"config": _version_1(tiny_config)}  # version 1: one dict under "config"
+    assert from_dict(ExperimentConfig, migrate(stored_config(old))[0]) == tiny_config

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from audiodiff.audio import AudioError, check_level, load_model_audio
 from audiodiff.cli import main
 from audiodiff.config import mel_profile
-from audiodiff.config_io import apply_overrides
+from audiodiff.config_io import apply_overrides, to_dict
 from audiodiff.datasets.prepare import probe_audio
 from audiodiff.levels import OVER_RANGE_PEAK, SILENCE_PEAK, level_problem
 from audiodiff.mel import MelSpectrogram
@@ -286,7 +286,8 @@ def _export_with(tiny_config, path, section, key, value):
     with safe_open(str(path), "pt") as f:
         metadata = dict(f.metadata())
     cfg = json.loads(metadata["config"])
-    cfg[section][key] = value
+    # Exports hold no run config since config_version 2; a newer file might: give it the section.
+    cfg.setdefault(section, to_dict(tiny_config)[section])[key] = value
     metadata["config"] = json.dumps(cfg)
     save_file(load_file(str(path)), str(path), metadata=metadata)
     return path

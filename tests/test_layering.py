@@ -22,6 +22,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "audiodiff"
 LAYER = {
     "config": 0,
     "atomic": 0,  # the one atomic file writer: imports nothing of ours
+    "config_migrate": 0.05,  # config_version migrations, model config apart from run config
     "config_io": 0.1,  # strict dict/YAML loading and --set overrides of the config dataclasses
     "config_rules": 0.2,  # validate, derived values (upsampler strides), resume changes
     "encoding": 0,  # UTF-8 text and file names in it: imports nothing of ours
