@@ -2,8 +2,8 @@
 
 Layers (imports only point down): config -> stft -> {audio, mel, schedule, model, dist, plot} ->
 {manifest, perceptual} -> {diffusion, domains, samplers, scan, data, datasets, metrics,
-griffin_lim} -> {checkpoint, synthesis} -> pretrained -> {train, vocoder} -> {generate,
-schedule_search, diffwave_import, demo} -> cli.
+griffin_lim} -> evaluation -> {checkpoint, synthesis} -> pretrained -> {train, vocoder} ->
+{generate, schedule_search, diffwave_import, demo} -> cli.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ LAYER = {
     "datasets": 2,
     "dataset_layouts": 2,
     "metrics": 2,
+    "evaluation": 2.5,  # the evaluate job: pairs two folders and scores them with metrics
     "griffin_lim": 2,
     "checkpoint": 3,
     "synthesis": 3,  # the one sampling engine: below vocoder, generate, train, schedule search
