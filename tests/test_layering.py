@@ -61,6 +61,7 @@ LAYER = {
     "vocoder": 5,
     "generate": 6,
     "schedule_search": 6,
+    "schedule_store": 6,  # a searched schedule written into a copy of a checkpoint or an export
     "diffwave_import": 6,
     "onnx_export": 6,  # a waveform vocoder as ONNX graphs and a schedule JSON, beside the exports
     "demo": 6,
