@@ -15,9 +15,9 @@ from typing import Any
 import torch
 
 from audiodiff.audio import load_model_audio, save_audio
+from audiodiff.evaluation import evaluate_dirs, format_table
 from audiodiff.files import plan_outputs
 from audiodiff.griffin_lim import griffin_lim
-from audiodiff.metrics import evaluate_dirs, format_table
 from audiodiff.plot import PLOT_EXTRA_HINT, check_plotting_available, spectrogram_png
 from audiodiff.pretrained import SHIPPED_DIR, shipped_models
 from audiodiff.synthesis import make_sampling_spec

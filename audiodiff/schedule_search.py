@@ -24,6 +24,8 @@ Every candidate is scored on the same clips with the same seed (the vocoder's no
 position and by each clip's mel), so score differences come from the schedule alone. Score of a
 clip: log-mel L1 (in the model's own mel profile) + multi-resolution STFT distance, averaged over
 the clips; lower is better. The baseline is candidate 0, so the winner never scores worse than it.
+
+Storing the winner in a copy of the model is :mod:`audiodiff.schedule_store`.
 """
 
 from __future__ import annotations
@@ -33,18 +35,14 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from audiodiff.atomic import atomic_write
 from audiodiff.audio import load_model_audio
-from audiodiff.checkpoint import export_safetensors, load_checkpoint, load_export
 from audiodiff.manifest import read_manifest
 from audiodiff.mel import MelSpectrogram
 from audiodiff.metrics import align_pair, log_mel_l1, mr_stft_distance
-from audiodiff.pretrained import config_from_dict
 from audiodiff.samplers import SAMPLERS
 from audiodiff.synthesis import make_sampling_spec
 from audiodiff.vocoder import Vocoder
@@ -110,15 +108,6 @@ def family_sigmas(steps: int, sigma_min: float, sigma_max: float, p: float) -> t
     else:
         s = (sigma_max**p + ramp * (sigma_min**p - sigma_max**p)) ** (1.0 / p)
     return tuple(float(v) for v in s)
-
-
-def _check_sigmas(sigmas: Sequence[float]) -> tuple[float, ...]:
-    values = tuple(float(s) for s in sigmas)
-    if not values or not all(math.isfinite(s) and s > 0 for s in values):
-        raise ValueError(f"a schedule needs finite positive sigmas, got {list(values)}")
-    if any(a <= b for a, b in zip(values, values[1:], strict=False)):
-        raise ValueError(f"a schedule's sigmas must strictly descend, got {list(values)}")
-    return values
 
 
 def _baseline(vocoder: Vocoder, sampler: str, steps: int) -> tuple[tuple[float, ...], str]:
@@ -298,87 +287,6 @@ def search_schedule(
         default_score=table[0].score,
         table=tuple(table),
     )
-
-
-def check_store_target(source: str | Path, out_path: str | Path) -> bool:
-    """Whether ``source`` is an export; refuses an ``out_path`` of the other kind. Cheap, so the
-    CLI calls it before the search rather than after.
-
-    Raises:
-        ValueError: a checkpoint stored as ``.safetensors``, or an export as anything else.
-    """
-    source, out = Path(source), Path(out_path)
-    is_export = source.is_file() and source.suffix == ".safetensors"
-    if is_export != (out.suffix == ".safetensors"):
-        raise ValueError(
-            f"{source} is {'an export' if is_export else 'a checkpoint'} but {out} would be "
-            f"{'an export' if not is_export else 'a checkpoint'}; keep the kind (use `audiodiff "
-            "export` to turn a checkpoint into an export)"
-        )
-    return is_export
-
-
-def store_schedule(
-    source_path: str | Path,
-    sigmas: Sequence[float],
-    out_path: str | Path,
-    *,
-    sampler: str | None = None,
-    overwrite: bool = False,
-) -> Path:
-    """Write a copy of a model whose config carries a searched sampling schedule.
-
-    ``sample.schedule`` becomes ``sigmas`` and ``sample.steps`` their count (and ``sample.sampler``
-    ``sampler`` when given), so ``Vocoder.from_pretrained(out_path)`` uses them by default. A
-    checkpoint gives a checkpoint (every other entry unchanged), an export an export (weights and
-    other metadata unchanged); the source is only read.
-
-    Args:
-        source_path: training checkpoint, run directory or ``.safetensors`` export.
-        sigmas: the N noise levels, strictly descending, positive (no final 0).
-        out_path: destination; ``.safetensors`` exactly when the source is an export.
-        sampler: the sampler the schedule was searched for.
-        overwrite: replace an existing ``out_path``.
-
-    Returns:
-        ``out_path``.
-
-    Raises:
-        FileNotFoundError: no source.
-        FileExistsError: ``out_path`` exists and ``overwrite`` is false.
-        ValueError: bad sigmas, an unreadable source, or an output suffix of the other kind.
-    """
-    source, out = Path(source_path), Path(out_path)
-    values = _check_sigmas(sigmas)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
-    is_export = check_store_target(source, out)
-
-    def with_schedule(config: dict[str, Any]) -> dict[str, Any]:
-        sample = {**config.get("sample", {}), "schedule": list(values), "steps": len(values)}
-        if sampler is not None:
-            sample["sampler"] = sampler
-        new = {**config, "sample": sample}
-        config_from_dict(new, str(source))  # refuse a config this audiodiff could not load
-        return new
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if is_export:
-        tensors, config, metadata = load_export(source)
-        ckpt: dict[str, Any] = {
-            "config": with_schedule(config),
-            "model": tensors,
-            "step": int(metadata.get("step", 0)),
-        }
-        if metadata.get("weights") == "ema":
-            ckpt["ema"] = tensors
-        own = ("format", "format_version", "config", "step", "weights")
-        extra = {k: v for k, v in metadata.items() if k not in own}
-        return export_safetensors(ckpt, out, overwrite=overwrite, extra_metadata=extra)
-    ckpt = load_checkpoint(source)
-    ckpt["config"] = with_schedule(ckpt["config"])
-    atomic_write(out, lambda f: torch.save(ckpt, f))
-    return out
 
 
 def load_clips_from_manifest(

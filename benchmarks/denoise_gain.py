@@ -26,7 +26,7 @@ import torch
 
 from audiodiff.audio import load_audio
 from audiodiff.diffusion import Denoiser
-from audiodiff.metrics import audio_files
+from audiodiff.evaluation import audio_files
 from audiodiff.vocoder import Vocoder
 
 SIGMAS = (0.03, 0.1, 0.3, 1.0, 3.0)

@@ -3,7 +3,7 @@
 For every clip of a folder of speech: compute its mel in the model's profile, resynthesise it with
 Griffin-Lim (always) and with the given checkpoint (``--checkpoint``, optional), write the three
 versions under ``--out`` (``reference/``, ``griffin-lim/``, ``<checkpoint name>/``), score each
-method with :func:`audiodiff.metrics.evaluate_dirs`, and print one table: mean metrics per method
+method with :func:`audiodiff.evaluation.evaluate_dirs`, and print one table: mean metrics per method
 plus its real-time factor (compute seconds per second of audio, synthesis only: mel analysis and
 file I/O are excluded, on ``--threads`` CPU threads or the vocoder's device).
 
@@ -32,15 +32,10 @@ import torch
 
 from audiodiff.audio import load_audio, save_audio
 from audiodiff.config import MelConfig, mel_profile
+from audiodiff.evaluation import METRIC_ORDER, audio_files, evaluate_dirs
 from audiodiff.griffin_lim import griffin_lim
 from audiodiff.mel import MelSpectrogram
-from audiodiff.metrics import (
-    METRIC_ORDER,
-    audio_files,
-    eval_extra_available,
-    evaluate_dirs,
-    real_time_factor,
-)
+from audiodiff.metrics import eval_extra_available, real_time_factor
 from audiodiff.perceptual import PERCEPTUAL_KEYS
 
 

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from audiodiff.checkpoint import load_export
 from audiodiff.config import mel_profile
-from audiodiff.diffwave_import import import_diffwave, read_diffwave_checkpoint
+from audiodiff.diffwave_import import import_diffwave
+from audiodiff.diffwave_reader import read_diffwave_checkpoint
 from audiodiff.model import DiffWave
 from audiodiff.pretrained import load_model_source
 from audiodiff.vocoder import Vocoder

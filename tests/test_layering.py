@@ -2,8 +2,8 @@
 
 Layers (imports only point down): config -> stft -> {audio, mel, schedule, model, dist, plot} ->
 {manifest, perceptual} -> {diffusion, domains, samplers, scan, data, datasets, metrics,
-griffin_lim} -> {checkpoint, synthesis} -> pretrained -> {train, vocoder} -> {generate,
-schedule_search, diffwave_import, demo} -> cli.
+griffin_lim} -> evaluation -> {checkpoint, synthesis} -> pretrained -> {train, vocoder} ->
+{generate, schedule_search, diffwave_import, demo} -> cli.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ LAYER = {
     "datasets": 2,
     "dataset_layouts": 2,
     "metrics": 2,
+    "evaluation": 2.5,  # the evaluate job: pairs two folders and scores them with metrics
     "griffin_lim": 2,
     "checkpoint": 3,
     "synthesis": 3,  # the one sampling engine: below vocoder, generate, train, schedule search
@@ -61,7 +62,9 @@ LAYER = {
     "vocoder": 5,
     "generate": 6,
     "schedule_search": 6,
+    "schedule_store": 6,  # a searched schedule written into a copy of a checkpoint or an export
     "diffwave_import": 6,
+    "diffwave_reader": 5.5,  # lmnt-com/diffwave checkpoints read safely; diffwave_import maps them
     "onnx_export": 6,  # a waveform vocoder as ONNX graphs and a schedule JSON, beside the exports
     "demo": 6,
     "cli": 7,

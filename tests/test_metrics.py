@@ -13,15 +13,14 @@ import soundfile as sf
 import torch
 from click.testing import CliRunner
 
-from audiodiff import metrics
+from audiodiff import evaluation, metrics
 from audiodiff.cli import main
 from audiodiff.config import mel_profile
+from audiodiff.evaluation import evaluate_dirs, format_table
 from audiodiff.mel import MelSpectrogram
 from audiodiff.metrics import (
     align_pair,
-    evaluate_dirs,
     f0_errors,
-    format_table,
     log_mel_l1,
     mel_cepstral_distortion,
     mr_stft_distance,
@@ -191,7 +190,7 @@ def test_evaluate_follows_symlinked_folders_and_notes_refused_links(tmp_path, cl
 
 def test_missing_eval_extra_is_explained(tmp_path, clip, monkeypatch):
     write(tmp_path / "ref", "a", clip)
-    monkeypatch.setattr(metrics, "eval_extra_available", lambda: False)
+    monkeypatch.setattr(evaluation, "eval_extra_available", lambda: False)
     with pytest.raises(ModuleNotFoundError, match=r"audiodiff\[eval\]"):
         evaluate_dirs(tmp_path / "ref", tmp_path / "ref", pesq=True)
     result = evaluate_dirs(tmp_path / "ref", tmp_path / "ref")

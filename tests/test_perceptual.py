@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from audiodiff import perceptual
 from audiodiff.audio import load_audio
 from audiodiff.cli import main
-from audiodiff.metrics import evaluate_dirs, format_table
+from audiodiff.evaluation import evaluate_dirs, format_table
 from audiodiff.perceptual import PERCEPTUAL_KEYS, PerceptualScorer, perceptual_available
 from audiodiff.pretrained import SHIPPED_DIR
 

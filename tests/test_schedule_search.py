@@ -17,8 +17,8 @@ from audiodiff.schedule_search import (
     family_sigmas,
     load_clips_from_manifest,
     search_schedule,
-    store_schedule,
 )
+from audiodiff.schedule_store import store_schedule
 from audiodiff.synthesis import make_sampling_spec
 from audiodiff.vocoder import Vocoder
 

@@ -283,7 +283,7 @@ def test_progress_counts_chunks(model, tiny_config, tmp_path, monkeypatch):
         (["demo", "-o", "out"], "audiodiff.demo.run_demo"),
         (["search-schedule", "M", "--steps", "3", "--manifest", "m.jsonl", "-o", "s.pt"],
          "audiodiff.vocoder.Vocoder.from_pretrained"),
-        (["evaluate", "ref", "gen"], "audiodiff.metrics.evaluate_dirs"),
+        (["evaluate", "ref", "gen"], "audiodiff.evaluation.evaluate_dirs"),
     ],
 )  # fmt: skip
 def test_threads_option(command, target, model, tmp_path, monkeypatch):

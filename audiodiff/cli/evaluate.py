@@ -58,8 +58,8 @@ def evaluate(
     from pathlib import Path
 
     from audiodiff.config import mel_profile
+    from audiodiff.evaluation import evaluate_dirs, format_table
     from audiodiff.files import plan_output
-    from audiodiff.metrics import evaluate_dirs, format_table
 
     cfg = mel_profile(profile)
     out = None

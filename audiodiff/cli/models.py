@@ -124,12 +124,8 @@ def search_schedule_command(
     from audiodiff.checkpoint import latest_checkpoint
     from audiodiff.files import plan_output
     from audiodiff.pretrained import resolve_source
-    from audiodiff.schedule_search import (
-        check_store_target,
-        load_clips_from_manifest,
-        search_schedule,
-        store_schedule,
-    )
+    from audiodiff.schedule_search import load_clips_from_manifest, search_schedule
+    from audiodiff.schedule_store import check_store_target, store_schedule
     from audiodiff.vocoder import Vocoder
 
     if (out_path is None) == (not in_place):
