@@ -216,13 +216,14 @@ class TrainConfig:
 
 @dataclass
 class SampleConfig:
-    """Defaults for sampling; ``schedule`` holds a searched noise schedule (sigmas) when present."""
+    """Defaults for sampling; ``sigmas`` holds a searched discretisation (noise levels, most noise
+    first, without the final 0) for ``sampler`` at ``steps`` when present."""
 
     sampler: Literal["ddpm", "diffwave-fast", "ddim", "dpmpp-2m"] = "diffwave-fast"
     steps: int = 6
     eta: float = 0.0
     guidance: float = 0.0
-    schedule: list[float] = field(default_factory=list)
+    sigmas: list[float] = field(default_factory=list)
     chunk_frames: int = 0
 
 

@@ -5,7 +5,10 @@ reads (the run config), as nanoGPT keeps ``model_args`` apart from its training 
 Version history:
 
 * 1: the first layout.
-* 2: ``train.betas`` (Adam's, not the noise schedule's) is ``train.adam_betas``. Exports store
+* 2: ``train.betas`` (Adam's, not the noise schedule's) is ``train.adam_betas``, and
+  ``sample.schedule`` (a searched list of sigmas, not a noise schedule) is ``sample.sigmas``;
+  "schedule" now names the training noise table alone (``diffusion.schedule``,
+  :class:`~audiodiff.schedule.NoiseSchedule`) and the search for sigmas. Exports store
   only the model config (mel, model, diffusion, sample, labels): no device, worker count or
   training manifest paths; checkpoints store the model config under ``config`` and the run
   config (data, train) under ``run_config``.
@@ -24,7 +27,7 @@ from typing import Any
 from audiodiff.config import CONFIG_VERSION, TRAINING_SECTIONS
 
 # (section, old key, new key, version that renamed it).
-RENAMED_KEYS = (("train", "betas", "adam_betas", 2),)
+RENAMED_KEYS = (("train", "betas", "adam_betas", 2), ("sample", "schedule", "sigmas", 2))
 
 
 def renamed_key(section: str, key: str) -> str:

@@ -235,8 +235,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
             )
         if not 0 < tr.lr_gamma <= 1:
             raise ValueError(f"train.lr_gamma must be in (0, 1], got {tr.lr_gamma}")
-    if sa.schedule and any(s <= 0 for s in sa.schedule):
-        raise ValueError(f"sample.schedule sigmas must be positive, got {sa.schedule}")
+    if sa.sigmas and any(s <= 0 for s in sa.sigmas):
+        raise ValueError(f"sample.sigmas must be positive, got {sa.sigmas}")
     if not 0 <= sa.eta <= 1:
         raise ValueError(f"sample.eta must be in [0, 1], got {sa.eta}")
     return cfg

@@ -90,7 +90,7 @@ def _sample_config(params: dict[str, Any], diffusion: DiffusionConfig) -> Sample
     if len(ours) == len(preset) and torch.allclose(ours, preset, rtol=1e-12, atol=0.0):
         return SampleConfig(sampler="diffwave-fast", steps=6)
     return SampleConfig(
-        sampler="diffwave-fast", steps=len(ours) - 1, schedule=[float(s) for s in ours[:-1]]
+        sampler="diffwave-fast", steps=len(ours) - 1, sigmas=[float(s) for s in ours[:-1]]
     )
 
 

@@ -114,7 +114,7 @@ def _baseline(vocoder: Vocoder, sampler: str, steps: int) -> tuple[tuple[float, 
     try:
         spec = make_sampling_spec(vocoder.config, vocoder.schedule, sampler=sampler, steps=steps)
         sample = vocoder.config.sample
-        stored = len(sample.schedule) == steps and sampler == sample.sampler  # as the spec's rule
+        stored = len(sample.sigmas) == steps and sampler == sample.sampler  # as the spec's rule
         return tuple(float(s) for s in spec.sigmas[:-1]), "stored" if stored else "default"
     except ValueError:
         # diffwave-fast has a fixed 6-step schedule: compare against evenly spaced training rows.
@@ -152,7 +152,7 @@ class _Scorer:
     def __call__(self, sigmas: tuple[float, ...]) -> tuple[float, float, float]:
         voc = self.vocoder
         sample_cfg = dataclasses.replace(
-            voc.config.sample, sampler=self.sampler, steps=len(sigmas), schedule=list(sigmas)
+            voc.config.sample, sampler=self.sampler, steps=len(sigmas), sigmas=list(sigmas)
         )
         # A vocoder sharing the network, whose stored schedule is the candidate: exactly the
         # path a user of the stored model takes.

@@ -1,4 +1,4 @@
-"""Store a sampling schedule in a copy of a model: ``sample.schedule`` of a checkpoint or an export.
+"""Store a sampling schedule in a copy of a model: ``sample.sigmas`` of a checkpoint or an export.
 
 What ``audiodiff search-schedule`` writes once :mod:`audiodiff.schedule_search` has found the
 sigmas; ``Vocoder.from_pretrained`` of the copy then samples with them by default.
@@ -55,7 +55,7 @@ def store_schedule(
 ) -> Path:
     """Write a copy of a model whose config carries a searched sampling schedule.
 
-    ``sample.schedule`` becomes ``sigmas`` and ``sample.steps`` their count (and ``sample.sampler``
+    ``sample.sigmas`` becomes ``sigmas`` and ``sample.steps`` their count (and ``sample.sampler``
     ``sampler`` when given), so ``Vocoder.from_pretrained(out_path)`` uses them by default. A
     checkpoint gives a checkpoint (every other entry unchanged), an export an export (weights and
     other metadata unchanged); the source is only read.
@@ -82,7 +82,7 @@ def store_schedule(
     is_export = check_store_target(source, out)
 
     def with_schedule(config: dict[str, Any]) -> dict[str, Any]:
-        sample = {**config.get("sample", {}), "schedule": list(values), "steps": len(values)}
+        sample = {**config.get("sample", {}), "sigmas": list(values), "steps": len(values)}
         if sampler is not None:
             sample["sampler"] = sampler
         new = {**config, "sample": sample}

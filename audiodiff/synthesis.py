@@ -204,7 +204,7 @@ def make_sampling_spec(
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; known samplers: {', '.join(SAMPLERS)}")
     n_steps = steps if steps is not None else cfg.sample.steps
-    stored = list(cfg.sample.schedule) or None
+    stored = list(cfg.sample.sigmas) or None
     if stored is not None and (len(stored) != n_steps or name != cfg.sample.sampler):
         # A searched schedule describes the sampler and step count it was searched for (stored
         # as sample.sampler and sample.steps); another sampler gets its own discretisation.

@@ -261,7 +261,7 @@ def test_every_readme_command_in_its_plainest_form(tiny_config, tmp_path, monkey
     assert ok.exit_code == 0, ok.output
     from audiodiff.checkpoint import load_checkpoint
 
-    assert len(load_checkpoint("lj-6.pt")["config"]["sample"]["schedule"]) == 2
+    assert len(load_checkpoint("lj-6.pt")["config"]["sample"]["sigmas"]) == 2
 
     _save_like_lmnt(tmp_path / "diffwave-ljspeech.pt", lmnt_state_dict(), _params())
     ok = invoke("import-diffwave", "diffwave-ljspeech.pt", "lj-diffwave.safetensors")

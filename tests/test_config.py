@@ -134,6 +134,7 @@ def _version_1(cfg) -> dict:
     data = to_dict(cfg)
     data["config_version"] = 1
     data["train"]["betas"] = data["train"].pop("adam_betas")
+    data["sample"]["schedule"] = data["sample"].pop("sigmas")
     return data
 
 
@@ -146,10 +147,15 @@ def test_version_1_files_load_with_their_old_spellings(tmp_path):
 
     cfg = ExperimentConfig()
     cfg.train.adam_betas = [0.8, 0.99]
+    cfg.sample.steps, cfg.sample.sigmas = 2, [1.5, 0.1]  # a searched schedule
     old = _version_1(cfg)
     data, notes = migrate(old)
-    assert notes == ["train.betas is now spelt train.adam_betas"]
+    assert notes == [
+        "train.betas is now spelt train.adam_betas",
+        "sample.schedule is now spelt sample.sigmas",
+    ]
     assert data["config_version"] == CONFIG_VERSION == 2 and "betas" not in data["train"]
+    assert data["sample"]["sigmas"] == [1.5, 0.1] and "schedule" not in data["sample"]
     assert from_dict(ExperimentConfig, data) == cfg
     assert old["train"]["betas"] == [0.8, 0.99]  # the input is not modified
     assert inference_from_dict(old) == (cfg, [])  # an old export: no note, nothing ignored

@@ -203,7 +203,7 @@ def test_imported_network_matches_lmnt_forward(tmp_path, fake_lmnt_module):
         1e-4,
         0.05,
     )
-    assert cfg.sample.schedule == []  # lmnt's inference betas are the diffwave-fast preset
+    assert cfg.sample.sigmas == []  # lmnt's inference betas are the diffwave-fast preset
     net = DiffWave.from_config(cfg)
     net.load_state_dict(state)
     audio, mel = _inputs()
@@ -257,7 +257,7 @@ def test_custom_inference_schedule_is_stored(tmp_path):
     _, cfg, _ = load_model_source(import_diffwave(src, tmp_path / "o.safetensors"))
     gamma = np.cumprod(1 - np.array(betas))
     expected = np.sqrt((1 - gamma) / gamma)[::-1]
-    assert cfg.sample.steps == 5 and np.allclose(cfg.sample.schedule, expected, rtol=1e-12)
+    assert cfg.sample.steps == 5 and np.allclose(cfg.sample.sigmas, expected, rtol=1e-12)
 
 
 def test_refusals(tmp_path):

@@ -108,7 +108,7 @@ def test_store_into_checkpoint_and_no_overwrite(tiny_config, tmp_path):
     out = store_schedule(src, sigmas, tmp_path / "tuned.pt")
     assert src.read_bytes() == before
     ckpt = load_checkpoint(out)
-    assert ckpt["config"]["sample"]["schedule"] == list(sigmas)
+    assert ckpt["config"]["sample"]["sigmas"] == list(sigmas)
     assert ckpt["config"]["sample"]["steps"] == 4 and ckpt["step"] == 7
     assert torch.equal(
         ckpt["ema"]["input_projection.weight"],
@@ -128,7 +128,7 @@ def test_store_into_checkpoint_and_no_overwrite(tiny_config, tmp_path):
     with pytest.raises(FileExistsError, match="overwrite"):
         store_schedule(src, sigmas, out)
     store_schedule(src, sigmas[:3], out, overwrite=True)
-    assert load_checkpoint(out)["config"]["sample"]["schedule"] == list(sigmas[:3])
+    assert load_checkpoint(out)["config"]["sample"]["sigmas"] == list(sigmas[:3])
     with pytest.raises(ValueError, match="strictly descend"):
         store_schedule(src, (0.1, 0.5), tmp_path / "x.pt")
     with pytest.raises(ValueError, match="a checkpoint but .* would be an export"):
