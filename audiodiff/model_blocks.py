@@ -6,9 +6,9 @@ samples) and :class:`ResidualBlock` (one gated layer's weights) are the modules
 shapes, :func:`init_weights` is lmnt's initialisation); :class:`Conditioning` is what its
 ``prepare`` makes once per utterance. :func:`project_conditioner` and :func:`prepare_label` are
 the two step-invariant preparations, :func:`check_step_inputs` checks one evaluation's inputs, and
-:func:`eager_stack` is the plain layer-by-layer residual stack (the reference the fused training
-kernel (:mod:`audiodiff.fused_stack`) and the fast inference kernel (:mod:`audiodiff.fast_stack`)
-match). Of ours it imports only the config dataclasses.
+:func:`eager_stack` is the plain layer-by-layer residual stack (backend ``"eager"``: the reference
+the fused training kernel (:mod:`audiodiff.kernels.fused`) and the fast inference kernel
+(:mod:`audiodiff.kernels.fast`) match). Of ours it imports only the config dataclasses.
 """
 
 from __future__ import annotations

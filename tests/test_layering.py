@@ -30,8 +30,7 @@ LAYER = {
     "audio": 1,
     "mel": 1,  # MelConfig profiles -> MelSpectrogram, value ranges, the mel normaliser
     "schedule": 1,
-    "fused_stack": 0,  # torch kernels that import nothing of ours
-    "fast_stack": 0,
+    "kernels": 0,  # CPU backends of the residual stack and the rule picking one; import nothing
     "model_blocks": 0.5,  # DiffWave's blocks, Conditioning, eager stack; imports config only
     "model": 1,
     "subband": 1.5,  # band folding around the shared network
