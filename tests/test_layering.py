@@ -26,6 +26,7 @@ LAYER = {
     "config_rules": 0.2,  # validate, derived values (upsampler strides), resume changes
     "encoding": 0,  # UTF-8 text and file names in it: imports nothing of ours
     "levels": 0,  # the level rule on peaks (NumPy only): audio, data and prepare share it
+    "probe": 1,  # open, decode, measure and classify one audio file: the scan and prepare share it
     "stft": 0.5,  # the profiles' STFT pair: imports nothing of ours, used by mel and domains
     "audio": 1,
     "mel": 1,  # MelConfig profiles -> MelSpectrogram, value ranges, the mel normaliser
