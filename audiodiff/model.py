@@ -54,24 +54,25 @@ import math
 from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from audiodiff import config_rules
 from audiodiff.config import ExperimentConfig, ModelConfig
 from audiodiff.kernels.backend import Backend, resolve_backend
 from audiodiff.kernels.fast import INFERENCE_BLOCK_SAMPLES, denoise_fast
-from audiodiff.kernels.fused import TRAIN_BLOCK_SAMPLES, fused_stack
+from audiodiff.kernels.fused import TRAIN_BLOCK_SAMPLES
 from audiodiff.model_blocks import (
     Conditioning,
     DiffusionEmbedding,
     ResidualBlock,
     SpectrogramUpsampler,
     check_network_shape,
-    check_step_inputs,
-    eager_stack,
     init_weights,
-    prepare_label,
+)
+from audiodiff.model_compute import (
+    check_step_inputs,
+    evaluate_layers,
+    prepare_conditioning,
     project_conditioner,
 )
 
@@ -248,36 +249,7 @@ class DiffWave(nn.Module):
         Raises:
             ValueError: missing or unexpected ``cond``, wrong band count, label out of range.
         """
-        conditioner = None
-        if self.mel_conditioned:
-            if cond is None:
-                raise ValueError(
-                    f"this model is mel-conditioned ({self.n_mels} bands) but cond is None"
-                )
-            if cond.dim() != 3 or cond.shape[1] != self.n_mels or cond.shape[2] < 1:
-                raise ValueError(
-                    f"mel has shape {tuple(cond.shape)} but this model expects "
-                    f"[batch, {self.n_mels}, frames]"
-                )
-            up = self.spectrogram_upsampler
-            mel = cond if up is None else up(cond)  # [B, n_mels, T]
-            if not project_mel:
-                return replace(
-                    prepare_label(
-                        self.label_embedding, self.residual_layers, label, cond, self.null_label
-                    ),
-                    mel=mel,
-                )
-            conditioner = project_conditioner(self.residual_layers, mel)
-        elif cond is not None:
-            raise ValueError(
-                f"this model is unconditional (no mel input) but a cond of shape "
-                f"{tuple(cond.shape)} was given"
-            )
-        return replace(
-            prepare_label(self.label_embedding, self.residual_layers, label, cond, self.null_label),
-            conditioner=conditioner,
-        )
+        return prepare_conditioning(self, cond, label, project_mel=project_mel)
 
     # ------------------------------------------------------------------------------------------
     # Per-step work
@@ -303,7 +275,9 @@ class DiffWave(nn.Module):
         if backend != "cpu-fused":
             return self.denoise_step(x, c_noise, self.prepare(cond, label), backend=backend)
         prepared = self.prepare(cond, label, project_mel=False)
-        return self._evaluate(x, check_step_inputs(self, x, c_noise, prepared), prepared, backend)
+        return evaluate_layers(
+            self, x, check_step_inputs(self, x, c_noise, prepared), prepared, backend
+        )
 
     def denoise_step(
         self,
@@ -349,26 +323,4 @@ class DiffWave(nn.Module):
                     "backend 'cpu-fast' needs gradients off (torch.no_grad/inference_mode)"
                 )
             return denoise_fast(self, x, c_noise, prepared, block_samples)
-        return self._evaluate(x, c_noise, prepared, backend)
-
-    def _evaluate(self, x: Tensor, c_noise: Tensor, prepared: Conditioning, backend: str) -> Tensor:
-        """Input projection, the residual stack (``"eager"``: layer by layer, the reference;
-        ``"cpu-fused"``: one :class:`audiodiff.kernels.fused.FusedResidualStack` call over the
-        unprojected mel), output head."""
-        h = F.relu(self.input_projection(x))
-        step = self.diffusion_embedding(c_noise)  # [B, step_mlp_dim]
-        if backend == "cpu-fused":
-            skip = fused_stack(
-                self.residual_layers,
-                h,
-                step,
-                prepared.label_bias,
-                prepared.mel,
-                channels=self.residual_channels,
-                kernel_size=self.kernel_size,
-                block_samples=self.train_block_samples,
-            )
-        else:
-            skip = eager_stack(self.residual_layers, h, step, prepared, self.residual_channels)
-        h = F.relu(self.skip_projection(skip / math.sqrt(len(self.residual_layers))))
-        return self.output_projection(h)
+        return evaluate_layers(self, x, c_noise, prepared, backend)

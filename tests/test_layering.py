@@ -32,7 +32,8 @@ LAYER = {
     "mel": 1,  # MelConfig profiles -> MelSpectrogram, value ranges, the mel normaliser
     "schedule": 1,
     "kernels": 0,  # CPU backends of the residual stack and the rule picking one; import nothing
-    "model_blocks": 0.5,  # DiffWave's blocks, Conditioning, eager stack; imports config only
+    "model_blocks": 0.5,  # DiffWave's blocks and Conditioning; imports config only
+    "model_compute": 0.7,  # DiffWave's prepare, step checks, eager stack, stack backends dispatch
     "model": 1,
     "subband": 1.5,  # band folding around the shared network
     "dist": 1,

@@ -1,6 +1,6 @@
 """Which backend runs DiffWave's residual stack: the names, and the rule ``"auto"`` follows.
 
-- ``"eager"``: layer by layer with torch ops (:func:`audiodiff.model_blocks.eager_stack`); the
+- ``"eager"``: layer by layer with torch ops (:func:`audiodiff.model_compute.eager_stack`); the
   reference, and the path for GPUs, autocast, ``torch.compile`` and FLOP counting.
 - ``"cpu-fast"``: the in-place blocked inference kernel (:mod:`audiodiff.kernels.fast`); CPU,
   gradients off.

@@ -27,9 +27,9 @@ base model at batch 4 of 15,872 samples).
 Buffers are allocated once per call and reused by every block (no per-block allocation: freshly
 allocated megabyte tensors cost page faults on every block).
 
-Exactness: forward and gradients equal the eager stack (:func:`audiodiff.model_blocks.eager_stack`)
-to float rounding;
-``tests/test_fused_stack.py`` checks them with ``torch.autograd.gradcheck`` in float64.
+Exactness: forward and gradients equal the eager stack (:func:`audiodiff.model_compute.eager_stack`)
+to float rounding; ``tests/test_fused_stack.py`` checks them with ``torch.autograd.gradcheck`` in
+float64.
 """
 
 from __future__ import annotations
