@@ -14,20 +14,26 @@ Decisions (DESIGN.md §6, §11):
 - **Step-invariant work** (mel upsampling, every layer's conditioner projection, the label
   embedding and its per-layer projection) is done once per utterance in :meth:`DiffWave.prepare`;
   :meth:`DiffWave.denoise_step` runs only the step embedding and the residual stack.
-- **Fast per-step path** (:mod:`audiodiff.fast_stack`). Under ``torch.no_grad``/
-  ``inference_mode`` on a CPU, ``denoise_step`` walks the residual stack in cache-sized time
-  blocks, in place and allocation-free; it equals the eager path within float32 rounding. The
-  eager path (:meth:`DiffWave.denoise_step` with ``fast=False``) stays the reference and the GPU
-  path.
-- **Fused CPU training path.** With gradients on, ``forward`` on a CPU runs the residual stack
-  through :class:`audiodiff.fused_stack.FusedResidualStack` (one im2col GEMM per layer and time
-  block for the dilated conv plus the conditioner projection, gating and residual/skip updates in
-  cache, a hand-written blocked backward): 1.6-1.9x faster per training step than the eager stack
-  and a third of its peak memory on the 2-core CPU (benchmarks/train_speed.py); ``fused=False``
-  or ``fused_training = False`` selects the eager stack. The inference path keeps its own kernel:
-  the same im2col kernel without saving, tried for inference, ran 10-20 % slower than the
-  in-place fast path above (its tap copies and ping-pong buffers cost more than the deeper GEMM
-  gains when the conditioner projection is precomputed).
+- **Backends of the residual stack**, named by a ``backend`` argument of :meth:`DiffWave.forward`
+  and :meth:`DiffWave.denoise_step` (:mod:`audiodiff.kernels.backend`; ``"auto"``, the default,
+  is resolved there by one rule from the input's device, the grad mode, autocast and compiling):
+  ``"eager"`` (layer by layer; the reference and the GPU path), ``"cpu-fast"`` and
+  ``"cpu-fused"``.
+- **Fast per-step path** (``"cpu-fast"``, :mod:`audiodiff.kernels.fast`; ``"auto"`` under
+  ``torch.no_grad``/``inference_mode`` on a CPU). ``denoise_step`` walks the residual stack in
+  cache-sized time blocks, in place and allocation-free; it equals the eager path within float32
+  rounding.
+- **Fused CPU training path** (``"cpu-fused"``; ``"auto"`` with gradients on, on a CPU, when
+  ``fused_training`` is True). ``forward`` runs the residual stack through
+  :class:`audiodiff.kernels.fused.FusedResidualStack` (one im2col GEMM per layer and time block
+  of ``train_block_samples`` for the dilated conv plus the conditioner projection, gating and
+  residual/skip updates in cache, a hand-written blocked backward): 1.6-1.9x faster per training
+  step than the eager stack and a third of its peak memory on the 2-core CPU
+  (benchmarks/train_speed.py); ``backend="eager"`` or ``fused_training = False`` selects the
+  eager stack. The inference path keeps its own kernel: the same im2col kernel without saving,
+  tried for inference, ran 10-20 % slower than the in-place fast path above (its tap copies and
+  ping-pong buffers cost more than the deeper GEMM gains when the conditioner projection is
+  precomputed).
 
 Deliberate differences from lmnt-com/diffwave (parameter names are the same, so its state dict maps
 one to one; its ``embedding`` buffer is likewise non-persistent):
@@ -48,23 +54,25 @@ import math
 from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from audiodiff import config_rules
 from audiodiff.config import ExperimentConfig, ModelConfig
-from audiodiff.fast_stack import INFERENCE_BLOCK_SAMPLES, denoise_fast
-from audiodiff.fused_stack import fused_stack
+from audiodiff.kernels.backend import Backend, resolve_backend
+from audiodiff.kernels.fast import INFERENCE_BLOCK_SAMPLES, denoise_fast
+from audiodiff.kernels.fused import TRAIN_BLOCK_SAMPLES
 from audiodiff.model_blocks import (
     Conditioning,
     DiffusionEmbedding,
     ResidualBlock,
     SpectrogramUpsampler,
     check_network_shape,
-    check_step_inputs,
-    eager_stack,
     init_weights,
-    prepare_label,
+)
+from audiodiff.model_compute import (
+    check_step_inputs,
+    evaluate_layers,
+    prepare_conditioning,
     project_conditioner,
 )
 
@@ -130,6 +138,7 @@ class DiffWave(nn.Module):
         # wide, so the eager convolutions already run as large GEMMs (`benchmarks/stft_speed.py
         # --skip-speed --skip-long`: 0.72 s a step eager vs 0.93 s fused, 2 threads).
         self.fused_training = cfg.domain != "stft"
+        self.train_block_samples = TRAIN_BLOCK_SAMPLES  # the fused kernel's time block
 
         self.input_projection = nn.Conv1d(self.in_channels, channels, 1)
         self.diffusion_embedding = DiffusionEmbedding(
@@ -240,36 +249,7 @@ class DiffWave(nn.Module):
         Raises:
             ValueError: missing or unexpected ``cond``, wrong band count, label out of range.
         """
-        conditioner = None
-        if self.mel_conditioned:
-            if cond is None:
-                raise ValueError(
-                    f"this model is mel-conditioned ({self.n_mels} bands) but cond is None"
-                )
-            if cond.dim() != 3 or cond.shape[1] != self.n_mels or cond.shape[2] < 1:
-                raise ValueError(
-                    f"mel has shape {tuple(cond.shape)} but this model expects "
-                    f"[batch, {self.n_mels}, frames]"
-                )
-            up = self.spectrogram_upsampler
-            mel = cond if up is None else up(cond)  # [B, n_mels, T]
-            if not project_mel:
-                return replace(
-                    prepare_label(
-                        self.label_embedding, self.residual_layers, label, cond, self.null_label
-                    ),
-                    mel=mel,
-                )
-            conditioner = project_conditioner(self.residual_layers, mel)
-        elif cond is not None:
-            raise ValueError(
-                f"this model is unconditional (no mel input) but a cond of shape "
-                f"{tuple(cond.shape)} was given"
-            )
-        return replace(
-            prepare_label(self.label_embedding, self.residual_layers, label, cond, self.null_label),
-            conditioner=conditioner,
-        )
+        return prepare_conditioning(self, cond, label, project_mel=project_mel)
 
     # ------------------------------------------------------------------------------------------
     # Per-step work
@@ -282,52 +262,22 @@ class DiffWave(nn.Module):
         cond: Tensor | None = None,
         label: Tensor | None = None,
         *,
-        fused: bool | None = None,
+        backend: Backend = "auto",
     ) -> Tensor:
         """``denoise_step(x, c_noise, prepare(cond, label))``: ``[B, C_in, T]`` -> same shape.
 
         Args:
-            fused: run the residual stack through the fused CPU training kernel
-                (:mod:`audiodiff.fused_stack`); None picks it when ``self.fused_training`` is
-                True (the default), gradients are on, ``x`` is a float32/float64 CPU tensor,
-                CPU autocast is off and nothing is being compiled.
+            backend: the residual stack's backend (:mod:`audiodiff.kernels.backend`); ``"auto"``
+                picks the fused CPU training kernel (``"cpu-fused"``, in time blocks of
+                ``train_block_samples``) with gradients on when ``fused_training`` is True.
         """
-        if fused is None:
-            fused = (
-                self.fused_training
-                and torch.is_grad_enabled()
-                and x.device.type == "cpu"
-                and x.dtype in (torch.float32, torch.float64)
-                and not torch.is_autocast_enabled("cpu")
-                and not torch.compiler.is_compiling()
-            )
-        if fused:
-            return self._forward_fused(x, c_noise, cond, label)
-        return self.denoise_step(x, c_noise, self.prepare(cond, label))
-
-    def _forward_fused(
-        self, x: Tensor, c_noise: Tensor, cond: Tensor | None, label: Tensor | None
-    ) -> Tensor:
-        """:meth:`forward` with the residual stack as one :class:`FusedResidualStack` call."""
+        backend = resolve_backend(backend, x, fused_training=self.fused_training)
+        if backend != "cpu-fused":
+            return self.denoise_step(x, c_noise, self.prepare(cond, label), backend=backend)
         prepared = self.prepare(cond, label, project_mel=False)
-        c_noise = check_step_inputs(self, x, c_noise, prepared)
-        h = F.relu(self.input_projection(x))
-        step = self.diffusion_embedding(c_noise)  # [B, step_mlp_dim]
-        skip = fused_stack(
-            self.residual_layers,
-            h,
-            step,
-            prepared.label_bias,
-            prepared.mel,
-            channels=self.residual_channels,
-            kernel_size=self.kernel_size,
+        return evaluate_layers(
+            self, x, check_step_inputs(self, x, c_noise, prepared), prepared, backend
         )
-        return self._output_head(skip)
-
-    def _output_head(self, skip: Tensor) -> Tensor:
-        """Summed skips ``[B, C, T]`` -> output ``[B, C_in, T]``."""
-        h = F.relu(self.skip_projection(skip / math.sqrt(len(self.residual_layers))))
-        return self.output_projection(h)
 
     def denoise_step(
         self,
@@ -335,7 +285,7 @@ class DiffWave(nn.Module):
         c_noise: Tensor,
         prepared: Conditioning,
         *,
-        fast: bool | None = None,
+        backend: Backend = "auto",
         block_samples: int = INFERENCE_BLOCK_SAMPLES,
     ) -> Tensor:
         """One network evaluation given prepared conditioning.
@@ -345,15 +295,17 @@ class DiffWave(nn.Module):
             c_noise: training step index ``[B]`` (or a scalar), fractional allowed, in
                 ``[0, n_steps - 1]``.
             prepared: from :meth:`prepare`, covering exactly ``T`` samples when conditioned.
-            fast: the blocked in-cache path (see module docstring); None picks it when gradients
-                are off and ``x`` is on a CPU.
-            block_samples: time block of the fast path, in samples.
+            backend: ``"eager"``, ``"cpu-fast"`` (the blocked in-cache path, see the module
+                docstring) or ``"auto"`` (:func:`audiodiff.kernels.backend.resolve_backend`:
+                ``"cpu-fast"`` when gradients are off and ``x`` is on a CPU).
+            block_samples: time block of the ``"cpu-fast"`` path, in samples.
 
         Returns:
             ``[B, in_channels, T]``.
 
         Raises:
-            ValueError: shape, batch, length or step range mismatches; ``fast=True`` with grad on.
+            ValueError: shape, batch, length or step range mismatches; ``"cpu-fast"`` with grad
+                on; ``"cpu-fused"`` (it runs through :meth:`forward` only).
         """
         c_noise = check_step_inputs(self, x, c_noise, prepared)
         if prepared.mel is not None and prepared.conditioner is None:
@@ -362,21 +314,13 @@ class DiffWave(nn.Module):
                 conditioner=project_conditioner(self.residual_layers, prepared.mel),
                 mel=None,
             )
-        if fast is None:
-            fast = (
-                not torch.is_grad_enabled()
-                and x.device.type == "cpu"
-                and not torch.compiler.is_compiling()
-            )
-        if fast:
+        backend = resolve_backend(backend, x, fused_training=False)
+        if backend == "cpu-fused":
+            raise ValueError("backend 'cpu-fused' runs through forward(x, c_noise, cond, label)")
+        if backend == "cpu-fast":
             if torch.is_grad_enabled():
-                raise ValueError("fast=True needs gradients off (torch.no_grad/inference_mode)")
+                raise ValueError(
+                    "backend 'cpu-fast' needs gradients off (torch.no_grad/inference_mode)"
+                )
             return denoise_fast(self, x, c_noise, prepared, block_samples)
-        return self._denoise_eager(x, c_noise, prepared)
-
-    def _denoise_eager(self, x: Tensor, c_noise: Tensor, prepared: Conditioning) -> Tensor:
-        """The plain layer-by-layer evaluation (reference, training, GPU)."""
-        h = F.relu(self.input_projection(x))
-        step = self.diffusion_embedding(c_noise)  # [B, step_mlp_dim]
-        skip = eager_stack(self.residual_layers, h, step, prepared, self.residual_channels)
-        return self._output_head(skip)
+        return evaluate_layers(self, x, c_noise, prepared, backend)

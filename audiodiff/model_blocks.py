@@ -1,14 +1,12 @@
-"""The pieces of the DiffWave network: its blocks, the conditioning they consume, the eager stack.
+"""The pieces of the DiffWave network: its blocks and the conditioning they consume.
 
 :class:`DiffusionEmbedding` (step embedding), :class:`SpectrogramUpsampler` (mel frames to
 samples) and :class:`ResidualBlock` (one gated layer's weights) are the modules
 :class:`audiodiff.model.DiffWave` is built of (:func:`check_network_shape` refuses impossible
 shapes, :func:`init_weights` is lmnt's initialisation); :class:`Conditioning` is what its
-``prepare`` makes once per utterance. :func:`project_conditioner` and :func:`prepare_label` are
-the two step-invariant preparations, :func:`check_step_inputs` checks one evaluation's inputs, and
-:func:`eager_stack` is the plain layer-by-layer residual stack (the reference the fused training
-kernel (:mod:`audiodiff.fused_stack`) and the fast inference kernel (:mod:`audiodiff.fast_stack`)
-match). Of ours it imports only the config dataclasses.
+``prepare`` makes once per utterance. What the network computes with them (the preparation, the
+eager stack and its backends) is :mod:`audiodiff.model_compute`. Of ours it imports only the
+config dataclasses.
 """
 
 from __future__ import annotations
@@ -189,7 +187,8 @@ class SpectrogramUpsampler(nn.Module):
 
 class ResidualBlock(nn.Module):
     """One gated residual layer; the computation lives in :class:`audiodiff.model.DiffWave`
-    (prepare/step split) and the stack functions (:func:`eager_stack`, the fused and fast kernels).
+    (prepare/step split) and the stack functions (:func:`audiodiff.model_compute.eager_stack`, the
+    fused and fast kernels).
 
     Args:
         channels: residual channels ``C``.
@@ -267,114 +266,3 @@ def init_weights(net: nn.Module, generator: torch.Generator | None = None) -> No
             nn.init.uniform_(module.bias, -bound, bound, generator=generator)
     nn.init.zeros_(net.output_projection.weight)
     nn.init.zeros_(net.output_projection.bias)
-
-
-def project_conditioner(layers: nn.ModuleList, mel: Tensor) -> Tensor:
-    """Upsampled mel ``[B, n_mels, T]`` -> every layer's projection ``[B, L, 2C, T]``."""
-    # All layers' 1x1 projections as one [layers * 2C, n_mels] product.
-    weight = torch.cat([layer.conditioner_projection.weight for layer in layers])
-    bias = torch.cat([layer.conditioner_projection.bias for layer in layers])
-    proj = F.conv1d(mel, weight, bias)
-    return proj.view(mel.shape[0], len(layers), -1, mel.shape[-1])
-
-
-def prepare_label(
-    embedding: nn.Embedding | None,
-    layers: nn.ModuleList,
-    label: Tensor | None,
-    cond: Tensor | None,
-    null_label: int,
-) -> Conditioning:
-    """The label part of :meth:`audiodiff.model.DiffWave.prepare` (checked): every layer's
-    projection of the label embedding; ``null_label`` is the class count (the unconditional row)."""
-    label_bias = None
-    if embedding is not None:
-        if label is None:
-            batch = 1 if cond is None else cond.shape[0]
-            device = embedding.weight.device
-            label = torch.full((batch,), null_label, dtype=torch.long, device=device)
-        if label.dim() != 1 or label.is_floating_point():
-            raise ValueError(
-                f"label must be an integer tensor [B], got {label.dtype} {tuple(label.shape)}"
-            )
-        if cond is not None and label.shape[0] != cond.shape[0]:
-            raise ValueError(f"label has batch {label.shape[0]} but cond has batch {cond.shape[0]}")
-        if label.numel() and not 0 <= int(label.min()) <= int(label.max()) <= null_label:
-            raise ValueError(
-                f"label values {label.tolist()} must lie in [0, {null_label}] "
-                f"({null_label} classes, {null_label} = null label)"
-            )
-        emb = embedding(label)  # [B, C]
-        weight = torch.stack([layer.label_projection.weight for layer in layers])
-        bias = torch.stack([layer.label_projection.bias for layer in layers])
-        label_bias = torch.einsum("loc,bc->blo", weight, emb) + bias  # [B, layers, C]
-    elif label is not None:
-        raise ValueError("this model has no labels (n_labels 0) but a label was given")
-    return Conditioning(label_bias=label_bias)
-
-
-def check_step_inputs(net: nn.Module, x: Tensor, c_noise: Tensor, prepared: Conditioning) -> Tensor:
-    """Check one evaluation's inputs against the DiffWave ``net``; return ``c_noise`` as ``[B]``.
-
-    Raises:
-        ValueError: shape, batch, length or step range mismatches.
-    """
-    if x.dim() != 3 or x.shape[1] != net.in_channels:
-        raise ValueError(
-            f"x has shape {tuple(x.shape)} but this model expects [batch, {net.in_channels}, time]"
-        )
-    batch, length = x.shape[0], x.shape[-1]
-    if net.mel_conditioned and prepared.length is None:
-        raise ValueError("this model is mel-conditioned but the prepared conditioning has no mel")
-    if net.label_embedding is not None and prepared.label_bias is None:
-        raise ValueError("this model is label-conditional but the conditioning has no label")
-    if prepared.length is not None and prepared.length != length:
-        raise ValueError(f"x has {length} samples but the conditioning covers {prepared.length}")
-    if prepared.batch_size not in (None, 1, batch):
-        raise ValueError(
-            f"x has batch {batch} but the conditioning has batch {prepared.batch_size}"
-        )
-    c_noise = torch.as_tensor(c_noise, device=x.device)
-    if c_noise.dim() == 0 or c_noise.shape == (1,):
-        c_noise = c_noise.reshape(1).expand(batch)
-    if c_noise.shape != (batch,):
-        raise ValueError(f"c_noise has shape {tuple(c_noise.shape)} but x has batch {batch}")
-    # A traced or compiled graph cannot keep a data-dependent check: it would freeze the
-    # example input's answer into the graph.
-    if not torch.compiler.is_compiling() and not torch.jit.is_tracing():
-        lo, hi = torch.aminmax(c_noise)
-        if lo < 0 or hi > net.n_steps - 1:
-            raise ValueError(
-                f"c_noise must be a training step index in [0, {net.n_steps - 1}], got "
-                f"values from {float(lo)} to {float(hi)}"
-            )
-    return c_noise
-
-
-def eager_stack(
-    layers: nn.ModuleList, h: Tensor, step: Tensor, prepared: Conditioning, channels: int
-) -> Tensor:
-    """The residual stack layer by layer (reference, training, GPU): input projection
-    ``h [B, C, T]`` and step embedding ``[B, step_mlp_dim]`` -> summed skips ``[B, C, T]``."""
-    n_layers = len(layers)
-    skip: Tensor | None = None
-    # Unbind once: indexing conditioner[:, i] per layer makes autograd fill a zero gradient
-    # of the whole [B, layers, 2C, T] tensor for every layer (a third of a training step).
-    conditioners = prepared.conditioner.unbind(1) if prepared.conditioner is not None else None
-    for i, layer in enumerate(layers):
-        bias = layer.diffusion_projection(step)  # [B, C]
-        if prepared.label_bias is not None:
-            bias = bias + prepared.label_bias[:, i]
-        y = layer.dilated_conv(h + bias.unsqueeze(-1))
-        if conditioners is not None:
-            y = y + conditioners[i]
-        gate, filt = y.chunk(2, dim=1)
-        y = torch.sigmoid(gate) * torch.tanh(filt)
-        out = layer.output_projection
-        if i == n_layers - 1:  # the last residual half is never read: project the skip only
-            skip_i = F.conv1d(y, out.weight[channels:], out.bias[channels:])
-        else:
-            residual, skip_i = out(y).chunk(2, dim=1)
-            h = (h + residual) / math.sqrt(2.0)
-        skip = skip_i if skip is None else skip + skip_i
-    return skip

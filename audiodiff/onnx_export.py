@@ -70,7 +70,7 @@ class _DenoiserStep(nn.Module):
     def forward(self, x: Tensor, sigma: Tensor, c_noise: Tensor, mel_up: Tensor) -> Tensor:
         sigma = sigma[:, None, None]
         c_in = torch.rsqrt(1 + sigma * sigma)
-        out = self.net.denoise_step(x * c_in, c_noise, Conditioning(mel=mel_up), fast=False)
+        out = self.net.denoise_step(x * c_in, c_noise, Conditioning(mel=mel_up), backend="eager")
         if self.target == "eps":
             return x - sigma * out
         return (c_in * c_in) * x - (sigma * c_in) * out

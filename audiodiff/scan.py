@@ -8,7 +8,6 @@ writes the result to ``RUN_DIR/data_report.json``.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -21,49 +20,38 @@ import soundfile as sf
 from audiodiff.config import DataConfig
 from audiodiff.dist import DistContext, all_gather_object, broadcast_object
 from audiodiff.encoding import native_path, path_from_text, path_to_text
-from audiodiff.levels import OVER_RANGE_PEAK, level_problem, mono_peak
+from audiodiff.levels import OVER_RANGE_PEAK
 from audiodiff.manifest import read_manifest
+from audiodiff.probe import clip_problem, probe_clip
+
+# How the scan words the problems whose prepare wording (audiodiff.probe.clip_problem) it predates.
+_SCAN_REASONS = {"empty": "empty: 0 frames", "non_finite": "non-finite samples (NaN or inf)"}
 
 
 def check_clip(path: str, *, min_duration_s: float, silence_threshold: float) -> dict[str, Any]:
     """Open a clip, read it once in blocks, and say whether it is usable.
 
-    The level rule is :func:`audiodiff.levels.level_problem` (silent below
-    ``silence_threshold``, over range above +6 dBFS), on the peak of the mono mix the trainer
-    crops (an out-of-phase stereo pair is silent), measured at the file's rate: resampling every
-    file here would double the scan, and the over-range limit's margin covers the resampler's
-    overshoot.
+    The rules are :func:`audiodiff.probe.clip_problem`'s (the level rule on the peak of the mono
+    mix the trainer crops, so an out-of-phase stereo pair is silent), on
+    :func:`audiodiff.probe.probe_clip`'s measurement at the file's rate.
 
     Returns:
         ``{"reason": None | str, "file_rate": Hz, "n_frames": decoded frames, "channels": n}``.
         The decoded frame count is used, not the header's (a truncated file is shorter).
     """
-    try:
-        with sf.SoundFile(native_path(path)) as f:
-            rate, channels = int(f.samplerate), int(f.channels)
-            n_frames, peak, finite = 0, 0.0, True
-            for block in f.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
-                n_frames += block.shape[0]
-                if block.size and finite:
-                    block_peak = mono_peak(block)
-                    finite = math.isfinite(block_peak)
-                    peak = max(peak, block_peak) if finite else peak
-    except Exception as err:  # libsndfile raises LibsndfileError, RuntimeError or OSError
+    probe = probe_clip(path)
+    if probe.error is not None:
+        err = probe.error
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         return {"reason": f"unreadable: {reason}", "file_rate": 0, "n_frames": 0, "channels": 0}
-    info = {"file_rate": rate, "n_frames": n_frames, "channels": channels}
-    duration_s = n_frames / rate if rate else 0.0
-    if n_frames == 0:
-        return {"reason": "empty: 0 frames", **info}
-    if not finite:
-        return {"reason": "non-finite samples (NaN or inf)", **info}
-    if duration_s < min_duration_s:
-        return {"reason": f"too short: {duration_s:.3f} s < {min_duration_s} s", **info}
-    problem = level_problem(peak, silence_threshold=silence_threshold)
-    if problem is not None:
-        kind, detail = problem
-        return {"reason": f"{kind.replace('_', ' ')}: {detail}", **info}
-    return {"reason": None, **info}
+    info = {"file_rate": probe.sample_rate, "n_frames": probe.n_frames, "channels": probe.channels}
+    problem = clip_problem(
+        probe, min_duration_s=min_duration_s, silence_threshold=silence_threshold
+    )
+    if problem is None:
+        return {"reason": None, **info}
+    kind, detail = problem
+    return {"reason": _SCAN_REASONS.get(kind, f"{kind.replace('_', ' ')}: {detail}"), **info}
 
 
 def scan_clips(

@@ -14,7 +14,7 @@ kind, 7.8 s per step, 0.37 audio-s/s, about 25 % of a ~250 GFLOP/s matmul rate.
     python benchmarks/train_speed.py [--threads 2] [--steps 5] [--compile] [--eager] [--block N]
 
 ``--eager`` trains through the eager residual stack (conv1d) instead of the fused CPU kernel
-(audiodiff/fused_stack.py), for the before/after comparison.
+(audiodiff/kernels/fused.py), for the before/after comparison.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import soundfile as sf
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-import audiodiff.fused_stack
 from audiodiff.config import ExperimentConfig
 from audiodiff.config_io import apply_overrides
 from audiodiff.manifest import manifest_from_files
@@ -114,8 +113,8 @@ def main() -> None:
         trainer = Trainer(cfg, Path(tmp) / "run", log=lambda message: None)
         fused = not args.eager
         if args.block:
-            audiodiff.fused_stack.TRAIN_BLOCK_SAMPLES = args.block  # read by fused_stack per call
-        block = audiodiff.fused_stack.TRAIN_BLOCK_SAMPLES
+            trainer.model.train_block_samples = args.block
+        block = trainer.model.train_block_samples
         samples = args.batch * args.frames * cfg.mel.hop_length
         channels = cfg.model.residual_channels
         # The network's dominant products: [2C, C] taps and [2C, C] output projections over

@@ -211,8 +211,8 @@ def test_imported_network_matches_lmnt_forward(tmp_path, fake_lmnt_module):
         with torch.no_grad():
             expected = lmnt_forward(weights, audio, step, mel)
             prepared = net.prepare(mel)
-            eager = net.denoise_step(audio.unsqueeze(1), step, prepared, fast=False)
-            fast = net.denoise_step(audio.unsqueeze(1), step, prepared, fast=True)
+            eager = net.denoise_step(audio.unsqueeze(1), step, prepared, backend="eager")
+            fast = net.denoise_step(audio.unsqueeze(1), step, prepared, backend="cpu-fast")
         assert float((eager - expected).abs().max()) <= 1e-5
         assert float((fast - expected).abs().max()) <= 1e-5
         assert float(expected.abs().max()) > 1e-2  # the comparison is not between zeros

@@ -1,4 +1,4 @@
-"""The fused CPU training kernel of the residual stack (audiodiff/fused_stack.py).
+"""The fused CPU training kernel of the residual stack (audiodiff/kernels/fused.py).
 
 Gradients are checked against finite differences in float64 (``gradcheck``) on tiny stacks whose
 time blocks are shorter than the dilations and do not divide the length, so every tap crosses
@@ -10,9 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from audiodiff import fused_stack
 from audiodiff.config import ModelConfig
-from audiodiff.fused_stack import FusedResidualStack, StackShape, stack_forward
+from audiodiff.kernels.fused import FusedResidualStack, StackShape, stack_forward
 from audiodiff.model import DiffWave
 
 
@@ -85,20 +84,20 @@ def test_diffwave_fused_training_matches_eager(model, monkeypatch):
     c_noise = torch.tensor([0.0, 12.5, 49.0])
     weight = torch.randn(x.shape)
     # A small block so the test crosses block edges like a long crop does.
-    monkeypatch.setattr("audiodiff.fused_stack.TRAIN_BLOCK_SAMPLES", 37)
+    net.train_block_samples = 37
     calls = []
     real_apply = FusedResidualStack.apply
     monkeypatch.setattr(FusedResidualStack, "apply", lambda *a: calls.append(1) or real_apply(*a))
 
-    def grads(fused):
+    def grads(backend):
         net.zero_grad()
-        out = net(x, c_noise, mel, label, fused=fused)
+        out = net(x, c_noise, mel, label, backend=backend)
         (out * weight).sum().backward()
         return out.detach(), {n: p.grad.clone() for n, p in net.named_parameters()}
 
-    out_e, grads_e = grads(False)
+    out_e, grads_e = grads("eager")
     assert not calls
-    out_f, grads_f = grads(None)  # the default on a CPU with gradients on
+    out_f, grads_f = grads("auto")  # the default on a CPU with gradients on
     assert calls == [1]
     torch.testing.assert_close(out_f, out_e, rtol=1e-5, atol=1e-5)
     for name, g in grads_e.items():
@@ -110,7 +109,7 @@ def test_diffwave_fused_training_matches_eager(model, monkeypatch):
 def test_inference_and_opt_out_skip_the_fused_kernel(monkeypatch):
     net = _net()
     x, mel = torch.randn(1, 1, 64), torch.randn(1, 5, 4)
-    monkeypatch.setattr(fused_stack.FusedResidualStack, "apply", None)  # any call would fail
+    monkeypatch.setattr(FusedResidualStack, "apply", None)  # any call would fail
     with torch.no_grad():
         net(x, torch.tensor([3.0]), mel)
     net.fused_training = False

@@ -27,13 +27,14 @@ LAYER = {
     "config_rules": 0.2,  # validate, derived values (upsampler strides), resume changes
     "encoding": 0,  # UTF-8 text and file names in it: imports nothing of ours
     "levels": 0,  # the level rule on peaks (NumPy only): audio, data and prepare share it
+    "probe": 1,  # open, decode, measure and classify one audio file: the scan and prepare share it
     "stft": 0.5,  # the profiles' STFT pair: imports nothing of ours, used by mel and domains
     "audio": 1,
     "mel": 1,  # MelConfig profiles -> MelSpectrogram, value ranges, the mel normaliser
     "schedule": 1,
-    "fused_stack": 0,  # torch kernels that import nothing of ours
-    "fast_stack": 0,
-    "model_blocks": 0.5,  # DiffWave's blocks, Conditioning, eager stack; imports config only
+    "kernels": 0,  # CPU backends of the residual stack and the rule picking one; import nothing
+    "model_blocks": 0.5,  # DiffWave's blocks and Conditioning; imports config only
+    "model_compute": 0.7,  # DiffWave's prepare, step checks, eager stack, stack backends dispatch
     "model": 1,
     "subband": 1.5,  # band folding around the shared network
     "dist": 1,

@@ -149,7 +149,7 @@ def test_prepare_then_denoise_step_equals_forward(kind):
     x = randn(2, channels, 32)
     step = torch.tensor([2.5, 9.0])
     prepared = net.prepare(cond, label)
-    eager = net(x, step, cond, label, fused=False)
+    eager = net(x, step, cond, label, backend="eager")
     assert torch.equal(net.denoise_step(x, step, prepared), eager)
     # With gradients on, forward defaults to the fused CPU kernel: same result to rounding.
     torch.testing.assert_close(net(x, step, cond, label), eager, rtol=1e-5, atol=1e-6)
@@ -160,7 +160,7 @@ def test_prepare_then_denoise_step_equals_forward(kind):
         step,
         None if cond is None else cond[:1].expand(2, -1, -1),
         None if label is None else label[:1].expand(2),
-        fused=False,
+        backend="eager",
     )
     assert torch.allclose(net.denoise_step(x, step, one), expected, atol=1e-6)
 
@@ -216,14 +216,16 @@ def test_fast_path_equals_eager(kind, length, block):
     x = randn(2, net.in_channels, length)
     step = torch.tensor([1.75, 8.0])
     with torch.no_grad():
-        eager = net.denoise_step(x, step, prepared, fast=False)
-        fast = net.denoise_step(x, step, prepared, fast=True, block_samples=block)
+        eager = net.denoise_step(x, step, prepared, backend="eager")
+        fast = net.denoise_step(x, step, prepared, backend="cpu-fast", block_samples=block)
     assert (fast - eager).abs().max() <= 1e-5
     net64 = net.double()
     prepared64 = prepared.to(torch.float64)
     with torch.no_grad():
-        eager64 = net64.denoise_step(x.double(), step, prepared64, fast=False)
-        fast64 = net64.denoise_step(x.double(), step, prepared64, fast=True, block_samples=block)
+        eager64 = net64.denoise_step(x.double(), step, prepared64, backend="eager")
+        fast64 = net64.denoise_step(
+            x.double(), step, prepared64, backend="cpu-fast", block_samples=block
+        )
     assert (fast64 - eager64).abs().max() <= 1e-12
 
 
@@ -233,15 +235,29 @@ def test_fast_path_is_chosen_automatically_only_without_grad():
     prepared = net.prepare(mel)
     with torch.inference_mode():
         auto = net.denoise_step(x, step, prepared)
-        assert torch.equal(auto, net.denoise_step(x, step, prepared, fast=True))
+        assert torch.equal(auto, net.denoise_step(x, step, prepared, backend="cpu-fast"))
     # With gradients on, the eager path (or forward's fused training kernel) runs and trains.
     out = net(x, step, mel)
-    torch.testing.assert_close(out, net.denoise_step(x, step, prepared, fast=False))
+    torch.testing.assert_close(out, net.denoise_step(x, step, prepared, backend="eager"))
     out.square().mean().backward()
     assert net.residual_layers[0].dilated_conv.weight.grad.abs().sum() > 0
     assert net.spectrogram_upsampler.conv1.weight.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="fast=True needs gradients off"):
-        net.denoise_step(x, step, prepared, fast=True)
+    with pytest.raises(ValueError, match="'cpu-fast' needs gradients off"):
+        net.denoise_step(x, step, prepared, backend="cpu-fast")
+
+
+def test_backends_are_named_explicitly():
+    net = tiny()
+    x, step, mel = randn(1, 1, 40), torch.tensor([3.0]), randn(1, 6, 5)
+    with pytest.raises(ValueError, match="backend must be one of auto, eager, cpu-fast, cpu-fused"):
+        net(x, step, mel, backend="fast")
+    with pytest.raises(ValueError, match="'cpu-fused' runs through forward"):
+        net.denoise_step(x, step, net.prepare(mel), backend="cpu-fused")
+    # Named backends run whatever the grad mode: the eager stack under no_grad, the fused one too.
+    with torch.no_grad():
+        eager = net(x, step, mel, backend="eager")
+        fused = net(x, step, mel, backend="cpu-fused")
+    torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-6)
 
 
 def test_bad_inputs_name_both_values():
@@ -358,7 +374,7 @@ def test_matches_lmnt_diffwave_on_the_same_state_dict():
     assert expected.abs().max() > 0.1  # the randomised output layer makes it non-trivial
     assert torch.allclose(net(audio.unsqueeze(1), step, mel), expected, atol=1e-5)
     with torch.no_grad():
-        fast = net.denoise_step(audio.unsqueeze(1), step, net.prepare(mel), fast=True)
+        fast = net.denoise_step(audio.unsqueeze(1), step, net.prepare(mel), backend="cpu-fast")
     assert torch.allclose(fast, expected, atol=1e-5)
 
 

@@ -9,7 +9,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import soundfile as sf
 
 from audiodiff.atomic import atomic_write
@@ -22,10 +21,14 @@ from audiodiff.datasets.layouts import (
     Layout,
     PrepareOptions,
 )
-from audiodiff.encoding import json_text, native_path, path_from_text, path_to_text
-from audiodiff.levels import level_problem, mono_peak
+from audiodiff.encoding import json_text, path_from_text, path_to_text
+from audiodiff.probe import clip_problem, probe_clip
 
 MANIFEST_NAMES = tuple(f"{s}.jsonl" for s in SPLITS) + ("prepare_report.json",)
+
+
+# What makes a file unreadable for prepare; any other exception is a bug and propagates.
+_UNREADABLE = (sf.LibsndfileError, RuntimeError, OSError, ValueError)
 
 
 def probe_audio(
@@ -39,37 +42,28 @@ def probe_audio(
         too_short, silent, over_range. ``full=True`` adds ``"content"``: the sha1 of the
         decoded float32 samples, rate and channel count (equal for a copy, or the same audio in
         another container). ``full=False`` trusts the header and skips the level check and the
-        hash. The level rule is :func:`audiodiff.levels.level_problem` on the peak of the mono
-        mix (what a model gets; the file's rate, as no model rate is known here).
+        hash. The rules are :func:`audiodiff.probe.clip_problem`'s; the level rule is
+        :func:`audiodiff.levels.level_problem` on the peak of the mono mix (what a model gets;
+        the file's rate, as no model rate is known here).
     """
-    try:
-        with sf.SoundFile(native_path(path)) as f:
-            out: dict[str, Any] = {"sample_rate": f.samplerate, "channels": f.channels}
-            n_frames, peak = f.frames, None
-            if full:
-                n_frames, peak = 0, 0.0
-                content = hashlib.sha1(f"{f.samplerate}/{f.channels}/".encode())
-                for block in f.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
-                    n_frames += len(block)
-                    if not np.isfinite(block).all():
-                        return {**out, "n_frames": n_frames, "skip": ("non_finite", "NaN/inf")}
-                    peak = max(peak, mono_peak(block))
-                    content.update(np.ascontiguousarray(block).tobytes())
-                out["content"] = content.hexdigest()
-    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as err:
+    probe = probe_clip(
+        path, decode=full, hash_content=full, stop_at_non_finite=True, errors=_UNREADABLE
+    )
+    if probe.error is not None:
+        err = probe.error
         return {"skip": ("unreadable", str(err).strip() or type(err).__name__)}
-    out["n_frames"] = n_frames
-    rate = out["sample_rate"]
-    if n_frames == 0:
-        out["skip"] = ("empty", "no samples")
-    elif rate not in STANDARD_SAMPLE_RATES:
-        out["skip"] = ("bad_sample_rate", f"{rate} Hz is not an audio rate; header is wrong")
-    elif n_frames / rate < min_duration_s:
-        out["skip"] = ("too_short", f"{n_frames / rate:.3f} s < {min_duration_s} s")
-    elif peak is not None:
-        problem = level_problem(peak, silence_threshold=silence_threshold)
-        if problem is not None:
-            out["skip"] = problem
+    out: dict[str, Any] = {"sample_rate": probe.sample_rate, "channels": probe.channels}
+    if probe.content is not None:
+        out["content"] = probe.content
+    out["n_frames"] = probe.n_frames
+    problem = clip_problem(
+        probe,
+        min_duration_s=min_duration_s,
+        silence_threshold=silence_threshold,
+        sample_rates=STANDARD_SAMPLE_RATES,
+    )
+    if problem is not None:
+        out["skip"] = problem
     return out
 
 

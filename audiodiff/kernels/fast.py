@@ -1,17 +1,18 @@
 """Fast CPU inference path of DiffWave's residual stack: in place, blocked, allocation-free.
 
-Under ``torch.no_grad``/``inference_mode`` on a CPU, ``denoise_step`` walks the residual stack
-layer by layer, and within a layer in time blocks of ``block_samples`` (2048) columns, so the
-conditioner add, the gating, the residual update and the skip accumulation touch each block while
-it is still in cache. It allocates nothing per block: the dilated conv is ``kernel_size`` GEMMs
-accumulating into one buffer that starts as the conditioner plus all biases, and the residual
-update (one GEMM with ``beta = alpha = 1/sqrt(2)``) and the skip GEMM accumulate in place, one
-block behind the conv, so the next block's conv still reads the old values (hence blocks are at
-least the largest dilation halo). Every time-constant term (step and label projections, biases, the
-constant that residual biases leave in the residual stream) is folded into one vector per layer;
-where the dilated conv reads its zero padding the folded constant is subtracted again, so the
-result is exact, not an approximation (it equals the eager path within float32 rounding). The eager
-path (``DiffWave.denoise_step(..., fast=False)``) stays the reference. The blocks need no halo
+Backend ``"cpu-fast"`` (what ``"auto"`` picks under ``torch.no_grad``/``inference_mode`` on a CPU,
+:mod:`audiodiff.kernels.backend`): ``denoise_step`` walks the residual stack layer by layer, and
+within a layer in time blocks of ``block_samples`` (2048) columns, so the conditioner add, the
+gating, the residual update and the skip accumulation touch each block while it is still in cache.
+It allocates nothing per block: the dilated conv is ``kernel_size`` GEMMs accumulating into one
+buffer that starts as the conditioner plus all biases, and the residual update (one GEMM with
+``beta = alpha = 1/sqrt(2)``) and the skip GEMM accumulate in place, one block behind the conv, so
+the next block's conv still reads the old values (hence blocks are at least the largest dilation
+halo). Every time-constant term (step and label projections, biases, the constant that residual
+biases leave in the residual stream) is folded into one vector per layer; where the dilated conv
+reads its zero padding the folded constant is subtracted again, so the result is exact, not an
+approximation (it equals the eager path within float32 rounding). The eager path
+(``DiffWave.denoise_step(..., backend="eager")``) stays the reference. The blocks need no halo
 recomputation because each layer reads its whole input, which is kept with zero margins; long-form
 halo chunking (vocoder.py) is a separate, outer mechanism (DESIGN §11: two mechanisms, since
 per-layer blocks with a whole-network halo would recompute a 6139-sample receptive field around

@@ -1,4 +1,5 @@
-"""CPU training kernel of DiffWave's residual stack: im2col GEMMs in cache-sized time blocks.
+"""CPU training kernel of DiffWave's residual stack (backend ``"cpu-fused"``): im2col GEMMs in
+cache-sized time blocks.
 
 Why it exists (issue 3): on a CPU, ``conv1d`` with a dilation and its backward run at about a
 third of the fp32 matmul rate, and every elementwise op of the eager stack (bias add, conditioner
@@ -26,8 +27,9 @@ base model at batch 4 of 15,872 samples).
 Buffers are allocated once per call and reused by every block (no per-block allocation: freshly
 allocated megabyte tensors cost page faults on every block).
 
-Exactness: forward and gradients equal the eager stack in ``model.py`` to float rounding;
-``tests/test_fused_stack.py`` checks them with ``torch.autograd.gradcheck`` in float64.
+Exactness: forward and gradients equal the eager stack (:func:`audiodiff.model_compute.eager_stack`)
+to float rounding; ``tests/test_fused_stack.py`` checks them with ``torch.autograd.gradcheck`` in
+float64.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ import torch
 from torch import Tensor, nn
 
 INV_SQRT2 = 1 / math.sqrt(2.0)
-TRAIN_BLOCK_SAMPLES = 4096  # [272, 4096] col + [128, 4096] z: ~6 MiB; fewer Python-level ops
+# The default time block: [272, 4096] col + [128, 4096] z: ~6 MiB; fewer Python-level ops.
+TRAIN_BLOCK_SAMPLES = 4096
 
 
 @dataclass(frozen=True)
@@ -307,9 +310,10 @@ def fused_stack(
     *,
     channels: int,
     kernel_size: int,
+    block_samples: int = TRAIN_BLOCK_SAMPLES,
 ) -> Tensor:
     """DiffWave's residual layers (:class:`audiodiff.model_blocks.ResidualBlock`) as one
-    :class:`FusedResidualStack` call, in blocks of :data:`TRAIN_BLOCK_SAMPLES`.
+    :class:`FusedResidualStack` call, in time blocks of ``block_samples``.
 
     Args:
         layers: the residual blocks (their ``dilated_conv``, ``diffusion_projection``,
@@ -320,6 +324,7 @@ def fused_stack(
         mel: the upsampled mel ``[B or 1, n_mels, T]``, or None (unconditional).
         channels: residual channels ``C``.
         kernel_size: the dilated convolutions' kernel size.
+        block_samples: time block of the kernel, in samples.
 
     Returns:
         The summed skips ``[B, C, T]``.
@@ -347,7 +352,7 @@ def fused_stack(
     )
     return FusedResidualStack.apply(
         shape,
-        TRAIN_BLOCK_SAMPLES,
+        block_samples,
         h.contiguous(),
         layer_bias.expand(batch, -1, -1).contiguous(),
         mel,
