@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import random
-import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -24,22 +23,11 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from audiodiff.audio import resample
 from audiodiff.encoding import native_path
+from audiodiff.seeds import derived_seed
 
 # Extra source samples read on both sides of a crop that must be resampled, so the soxr filter
 # sees real signal instead of an edge; soxr_hq's kernel is well under this.
 RESAMPLE_MARGIN = 256
-
-
-def derived_seed(purpose: str, *keys: int) -> int:
-    """A 63-bit generator seed that depends only on ``purpose`` and the non-negative ``keys``.
-
-    ``SeedSequence`` hashes its entropy, so nearby keys give unrelated streams. The purpose
-    ("crop", "order", "noise", ...) keeps the streams of different uses apart, and the key count
-    is mixed in because ``SeedSequence`` zero-pads short entropy ((a, b) would equal (a, b, 0)).
-    """
-    entropy = [zlib.crc32(purpose.encode()), len(keys), *keys]
-    state = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
 
 
 def label_index(rows: Sequence[dict[str, Any]]) -> dict[str, int]:

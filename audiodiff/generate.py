@@ -22,12 +22,12 @@ from audiodiff.mel import mel_value_range
 from audiodiff.model import DiffWave
 from audiodiff.pretrained import load_network
 from audiodiff.schedule import NoiseSchedule
+from audiodiff.seeds import resolve_seed
 from audiodiff.synthesis import (
     DEFAULT_CHUNK_S,
     SamplingSpec,
     chunk_count,
     make_sampling_spec,
-    resolve_seed,
     synthesize,
 )
 from audiodiff.vocoder import Vocoder, profile_difference

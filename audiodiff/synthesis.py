@@ -24,7 +24,6 @@ layer by layer with much smaller halos.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,44 +37,13 @@ from audiodiff.domains import Domain
 from audiodiff.model_blocks import Conditioning
 from audiodiff.samplers import SAMPLERS, sample
 from audiodiff.schedule import NoiseSchedule, stored_sigmas
+from audiodiff.seeds import noise_block_seed, noise_row_key
 
 # Noise is drawn in blocks of this many samples (frames for mel-domain models) per stream.
 NOISE_BLOCK = 4096
 # Default long-form chunk, in seconds of output audio: bounds peak memory (the prepared
 # conditioning holds 2C floats per layer per sample) while keeping the halo overhead small.
 DEFAULT_CHUNK_S = 6.0
-_MASK64 = (1 << 64) - 1
-
-
-def _splitmix64(value: int) -> int:
-    """One round of SplitMix64 (Steele et al. 2014): decorrelates nearby integer seeds."""
-    value = (value + 0x9E3779B97F4A7C15) & _MASK64
-    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    value = ((value ^ (value >> 31)) * 0x94D049BB133111EB) & _MASK64
-    return value ^ (value >> 31)
-
-
-def _rotate32(value: int) -> int:
-    """Swap the 32-bit halves of a 64-bit key (``key << 32`` for keys below 2**32)."""
-    return ((value << 32) | (value >> 32)) & _MASK64
-
-
-def item_key(item: torch.Tensor) -> int:
-    """A 63-bit noise key of one item, from its exact float32 values and shape.
-
-    The same mel gives the same key (hence the same noise and the same audio) in any batch and at
-    any position; a mel that differs in any bit (e.g. computed on another device) gets another.
-    """
-    data = item.detach().to("cpu", torch.float32).contiguous()
-    digest = hashlib.sha256(str(tuple(data.shape)).encode("utf-8"))
-    digest.update(data.numpy().tobytes())
-    return int.from_bytes(digest.digest()[:8], "little") >> 1
-
-
-def item_seed(seed: int, key: int) -> int:
-    """A 63-bit generator seed for one item (``key``, e.g. :func:`item_key`) under ``seed``: for
-    draws that are not positional (Griffin-Lim's initial phase), so they are per item too."""
-    return _splitmix64(_splitmix64(seed & _MASK64) ^ _rotate32(key)) >> 1
 
 
 def positional_noise(
@@ -113,10 +81,10 @@ def positional_noise(
     rows = []
     # Keyed by the item, not its batch row, so a clip's noise does not depend on its batch.
     for key in keys:
-        row_key = _splitmix64(_splitmix64(_splitmix64(seed) ^ stream) ^ _rotate32(key))
+        row_key = noise_row_key(seed, stream, key)
         pieces = []
         for block in range(first, last + 1):
-            gen = torch.Generator().manual_seed(_splitmix64(row_key ^ block) >> 1)
+            gen = torch.Generator().manual_seed(noise_block_seed(row_key, block))
             pieces.append(torch.randn(channels, NOISE_BLOCK, generator=gen))
         rows.append(torch.cat(pieces, dim=-1))
     noise = torch.stack(rows)
@@ -314,15 +282,6 @@ def synthesize(
 def chunk_count(n_samples: int, chunk_samples: int) -> int:
     """How many chunks :func:`synthesize` runs for ``n_samples`` (both in the same unit)."""
     return max(1, math.ceil(n_samples / max(1, chunk_samples)))
-
-
-def resolve_seed(generator: torch.Generator | None, seed: int | None) -> int:
-    if seed is not None:
-        return int(seed)
-    if generator is None:
-        generator = torch.Generator()
-        generator.seed()
-    return int(torch.randint(0, 2**62, (1,), generator=generator))
 
 
 def vocode_mel(

@@ -43,7 +43,6 @@ from audiodiff.checkpoint import (
 )
 from audiodiff.config import ExperimentConfig, TrainConfig
 from audiodiff.config_rules import validate
-from audiodiff.data import derived_seed
 from audiodiff.diffusion import training_loss
 from audiodiff.domains import build_domain
 from audiodiff.mel import MelSpectrogram
@@ -54,6 +53,7 @@ from audiodiff.run_dir import (
     write_config,
 )
 from audiodiff.schedule import NoiseSchedule
+from audiodiff.seeds import derived_seed
 from audiodiff.subband import build_network
 from audiodiff.train_data import (
     class_names,

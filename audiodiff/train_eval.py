@@ -14,11 +14,11 @@ from typing import Any
 import torch
 
 from audiodiff.config import ExperimentConfig
-from audiodiff.data import derived_seed
 from audiodiff.diffusion import Denoiser, training_loss
 from audiodiff.mel import MelSpectrogram
 from audiodiff.perceptual import PerceptualScorer
 from audiodiff.schedule import NoiseSchedule
+from audiodiff.seeds import derived_seed
 from audiodiff.synthesis import make_sampling_spec, vocode_mel
 
 # Copy synthesis during validation: clips and length (seconds) per clip.

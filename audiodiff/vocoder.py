@@ -21,14 +21,8 @@ from audiodiff.mel import MelSpectrogram, mel_value_range
 from audiodiff.model import DiffWave
 from audiodiff.pretrained import load_network
 from audiodiff.schedule import NoiseSchedule
-from audiodiff.synthesis import (
-    halo_units,
-    item_key,
-    make_sampling_spec,
-    mel_chunk_count,
-    resolve_seed,
-    vocode_mel,
-)
+from audiodiff.seeds import item_key, resolve_seed
+from audiodiff.synthesis import halo_units, make_sampling_spec, mel_chunk_count, vocode_mel
 
 
 def _as_mel_tensor(mel: Any) -> torch.Tensor:

@@ -12,10 +12,10 @@ import torch
 
 from audiodiff.checkpoint import load_checkpoint
 from audiodiff.config_io import load_config
-from audiodiff.data import derived_seed
 from audiodiff.dist import env_ranks, init, resolve_device, teardown
 from audiodiff.manifest import manifest_from_files
 from audiodiff.model import DiffWave
+from audiodiff.seeds import derived_seed
 from audiodiff.train import Trainer
 
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "smoke" / "vocoder.yaml"

@@ -20,7 +20,8 @@ from audiodiff.config import mel_profile
 from audiodiff.config_io import apply_overrides
 from audiodiff.files import read_mel_file, save_mel
 from audiodiff.generate import GenerativeModel, check_same_profile
-from audiodiff.synthesis import batches_by_length, item_key, positional_noise
+from audiodiff.seeds import item_key
+from audiodiff.synthesis import batches_by_length, positional_noise
 from audiodiff.vocoder import Vocoder, check_mel
 
 from .conftest import chirp_plus_noise, manifest_overrides, random_export

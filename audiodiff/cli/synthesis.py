@@ -136,7 +136,8 @@ def vocode_command(
     from audiodiff.audio import save_audio
     from audiodiff.files import is_mel_file, plan_outputs, read_mel_file
     from audiodiff.griffin_lim import griffin_lim
-    from audiodiff.synthesis import batches_by_length, item_key, item_seed, make_sampling_spec
+    from audiodiff.seeds import item_key, item_seed
+    from audiodiff.synthesis import batches_by_length, make_sampling_spec
     from audiodiff.vocoder import Vocoder, check_mel
 
     if batch_size < 1:
