@@ -70,6 +70,29 @@ def _noise(
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
+def _denoise(
+    denoiser: DenoiserFn,
+    x: Tensor,
+    sigmas: Tensor,
+    i: int,
+    extra: dict[str, Any],
+    callback: Callback | None,
+) -> Tensor:
+    """Step ``i``'s one denoiser call, reported to ``callback`` (the common contract)."""
+    denoised = denoiser(x, sigmas[i], **extra)
+    if callback is not None:
+        callback(
+            {
+                "i": i,
+                "x": x,
+                "sigma": float(sigmas[i]),
+                "sigma_next": float(sigmas[i + 1]),
+                "denoised": denoised,
+            }
+        )
+    return denoised
+
+
 def ddim_step_scales(sigma: float, sigma_next: float, eta: float) -> tuple[float, float]:
     """``(sigma_down, sigma_up)`` of one DDIM step from ``sigma`` to ``sigma_next > 0``.
 
@@ -111,11 +134,7 @@ def sample_ddim(
     extra = {} if extra is None else extra
     for i in range(len(values) - 1):
         sigma, sigma_next = values[i], values[i + 1]
-        denoised = denoiser(x, sigmas[i], **extra)
-        if callback is not None:
-            callback(
-                {"i": i, "x": x, "sigma": sigma, "sigma_next": sigma_next, "denoised": denoised}
-            )
+        denoised = _denoise(denoiser, x, sigmas, i, extra, callback)
         if sigma_next == 0:
             x = denoised
             continue
@@ -180,11 +199,7 @@ def sample_dpmpp_2m(
     h_previous = 0.0
     for i in range(len(values) - 1):
         sigma, sigma_next = values[i], values[i + 1]
-        denoised = denoiser(x, sigmas[i], **extra)
-        if callback is not None:
-            callback(
-                {"i": i, "x": x, "sigma": sigma, "sigma_next": sigma_next, "denoised": denoised}
-            )
+        denoised = _denoise(denoiser, x, sigmas, i, extra, callback)
         if sigma_next == 0:
             x = denoised
             break
