@@ -224,7 +224,6 @@ class SampleConfig:
     eta: float = 0.0
     guidance: float = 0.0
     sigmas: list[float] = field(default_factory=list)
-    chunk_frames: int = 0
 
 
 @dataclass

@@ -8,7 +8,8 @@ Version history:
 * 2: ``train.betas`` (Adam's, not the noise schedule's) is ``train.adam_betas``, and
   ``sample.schedule`` (a searched list of sigmas, not a noise schedule) is ``sample.sigmas``;
   "schedule" now names the training noise table alone (``diffusion.schedule``,
-  :class:`~audiodiff.schedule.NoiseSchedule`) and the search for sigmas. Exports store
+  :class:`~audiodiff.schedule.NoiseSchedule`) and the search for sigmas. ``sample.chunk_frames``,
+  which nothing read, is gone. Exports store
   only the model config (mel, model, diffusion, sample, labels): no device, worker count or
   training manifest paths; checkpoints store the model config under ``config`` and the run
   config (data, train) under ``run_config``.
@@ -28,6 +29,8 @@ from audiodiff.config import CONFIG_VERSION, TRAINING_SECTIONS
 
 # (section, old key, new key, version that renamed it).
 RENAMED_KEYS = (("train", "betas", "adam_betas", 2), ("sample", "schedule", "sigmas", 2))
+# (section, key, version that removed it): keys that never did anything, dropped from old files.
+REMOVED_KEYS = (("sample", "chunk_frames", 2),)
 
 
 def renamed_key(section: str, key: str) -> str:
@@ -81,6 +84,11 @@ def migrate(data: dict[str, Any], *, allow_newer: bool = False) -> tuple[dict[st
             continue  # a file of that version already means something else by the old name
         block[new] = block.pop(old)
         notes.append(f"{section}.{old} is now spelt {section}.{new}")
+    for section, key, removed_in in REMOVED_KEYS:
+        block = out.get(section)
+        if isinstance(block, dict) and key in block and version < removed_in:
+            del block[key]
+            notes.append(f"{section}.{key} was never used and is dropped")
     if "config_version" in out:
         out["config_version"] = CONFIG_VERSION
     return out, notes

@@ -18,6 +18,7 @@ import torch
 from audiodiff.config import ExperimentConfig
 from audiodiff.diffusion import Denoiser, GuidedDenoiser
 from audiodiff.dist import resolve_device
+from audiodiff.domains import build_domain
 from audiodiff.mel import mel_value_range
 from audiodiff.model import DiffWave
 from audiodiff.pretrained import load_network
@@ -238,7 +239,7 @@ class GenerativeModel:
             # Back to the profile's scale, then into the range real audio can produce (values
             # beyond it are sampling overshoot that no waveform in [-1, 1] has).
             lo, hi = mel_value_range(cfg.mel)
-            out = self.net.denormalize_output(out).clamp(lo, hi)
+            out = build_domain(cfg, self.net).from_model(out).clamp(lo, hi)
         return out
 
 

@@ -30,8 +30,6 @@ from audiodiff.config import MelConfig
 from audiodiff.mel import MelSpectrogram
 from audiodiff.stft import pad_left, profile_istft, profile_stft, profile_window, signal_length
 
-# Floor of the ln compression (DESIGN.md §5); values at the floor carry no information.
-LN_FLOOR = 1e-5
 # Tiny value that keeps divisions finite where a magnitude or a window overlap is exactly zero.
 _TINY = 1e-12
 

@@ -203,19 +203,6 @@ class DiffWave(nn.Module):
         self.data_mean.copy_(mean)
         self.data_std.copy_(std)
 
-    def normalize_input(self, data: Tensor) -> Tensor:
-        """``[B, C_in, T]`` data -> the unit-scale signal the network models (identity for
-        waveform models)."""
-        if self.domain != "mel":
-            return data
-        return (data - self.data_mean[:, None]) / self.data_std[:, None]
-
-    def denormalize_output(self, x: Tensor) -> Tensor:
-        """Inverse of :meth:`normalize_input`: a sampled signal back to data scale."""
-        if self.domain != "mel":
-            return x
-        return x * self.data_std[:, None].to(x.device) + self.data_mean[:, None].to(x.device)
-
     def receptive_field(self) -> int:
         """Input samples that one output sample depends on, per network evaluation."""
         return 1 + (self.kernel_size - 1) * sum(layer.dilation for layer in self.residual_layers)

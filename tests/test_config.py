@@ -135,6 +135,7 @@ def _version_1(cfg) -> dict:
     data["config_version"] = 1
     data["train"]["betas"] = data["train"].pop("adam_betas")
     data["sample"]["schedule"] = data["sample"].pop("sigmas")
+    data["sample"]["chunk_frames"] = 0  # a key version 1 had and never read
     return data
 
 
@@ -153,6 +154,7 @@ def test_version_1_files_load_with_their_old_spellings(tmp_path):
     assert notes == [
         "train.betas is now spelt train.adam_betas",
         "sample.schedule is now spelt sample.sigmas",
+        "sample.chunk_frames was never used and is dropped",
     ]
     assert data["config_version"] == CONFIG_VERSION == 2 and "betas" not in data["train"]
     assert data["sample"]["sigmas"] == [1.5, 0.1] and "schedule" not in data["sample"]
