@@ -267,11 +267,18 @@ def plan_output(
 
 
 def plan_outputs(
-    out_dir: str | Path, names: list[str], *, overwrite: bool, inputs: Iterable[str | Path] = ()
+    out_dir: str | Path,
+    names: list[str],
+    *,
+    overwrite: bool,
+    inputs: Iterable[str | Path] = (),
+    create: bool = True,
 ) -> list[Path]:
     """Output paths ``out_dir/name``; refuses duplicates, outputs that are inputs of the run (even
     with ``overwrite``), (without ``overwrite``) existing files, and a folder that cannot be
-    created or written. The folder is created.
+    created or written. The folders are created unless ``create`` is false: a command that still
+    has inputs to check calls :func:`make_output_dirs` once they passed, so a refusal leaves no
+    empty folder behind.
 
     Raises:
         ValueError: two inputs would write the same file, an output is one of ``inputs``, or the
@@ -294,11 +301,22 @@ def plan_outputs(
         if existing:
             more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
             raise FileExistsError(f"{existing[0]} exists{more}; pass --overwrite to replace")
-    ensure_writable_dir(out)
-    for path in paths:  # outputs in subfolders (the demo's original/, diffusion/ ...)
-        if path.parent != out:
-            ensure_writable_dir(path.parent)
+    for folder in dict.fromkeys([out, *(p.parent for p in paths)]):
+        check_writable_dir(folder)
+    if create:
+        make_output_dirs(paths)
     return paths
+
+
+def make_output_dirs(paths: list[Path]) -> None:
+    """Create the folders of planned outputs (:func:`plan_outputs`), e.g. the demo's
+    ``original/``, ``diffusion/`` ...
+
+    Raises:
+        ValueError: the OS refuses to create one (its reason named).
+    """
+    for folder in dict.fromkeys(p.parent for p in paths):
+        ensure_writable_dir(folder)
 
 
 def save_mel(

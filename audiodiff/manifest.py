@@ -17,6 +17,29 @@ from audiodiff.audio import AudioError, audio_info
 from audiodiff.encoding import json_text, path_from_text, path_to_text
 
 
+def check_manifests(**manifests: str) -> None:
+    """Refuse a named manifest that does not exist, before a run creates anything.
+
+    Args:
+        manifests: config key -> path, e.g. ``train_manifest="data/lj/train.jsonl"``; empty
+            paths are skipped (an optional val set).
+
+    Raises:
+        ValueError: naming the key, the path, and for a relative path the folder it was taken
+            from, with the two ways out.
+    """
+    for key, value in manifests.items():
+        if not value or Path(value).is_file():
+            continue
+        where = (
+            "" if Path(value).is_absolute() else f" (relative to the current folder {Path.cwd()})"
+        )
+        raise ValueError(
+            f"data.{key} {value} does not exist{where}; run from the folder you ran prepare in, "
+            f"or pass --set data.{key}=PATH"
+        )
+
+
 def read_manifest(path: str | Path) -> list[dict[str, Any]]:
     """Read a JSONL manifest (UTF-8, whatever the locale); relative ``path`` fields are resolved
     against its folder. Paths come back as this process spells file names

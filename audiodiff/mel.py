@@ -123,8 +123,9 @@ class MelSpectrogram(torch.nn.Module):
             raise ValueError(f"audio must be a float tensor in [-1, 1], got dtype {audio.dtype}")
         if audio.shape[-1] < self.min_samples():
             raise ValueError(
-                f"audio has {audio.shape[-1]} samples but the {cfg.name!r} mel needs at least "
-                f"{self.min_samples()}"
+                f"audio has {audio.shape[-1]} samples ({audio.shape[-1] / cfg.sample_rate:.4f} s "
+                f"at {cfg.sample_rate} Hz) but the {cfg.name!r} mel needs at least "
+                f"{self.min_samples()} ({self.min_samples() / cfg.sample_rate:.4f} s)"
             )
         dtype = audio.dtype if audio.dtype in (torch.float32, torch.float64) else torch.float32
         with torch.autocast(device_type=audio.device.type, enabled=False):

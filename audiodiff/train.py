@@ -45,6 +45,7 @@ from audiodiff.config import ExperimentConfig, TrainConfig
 from audiodiff.config_rules import validate
 from audiodiff.diffusion import training_loss
 from audiodiff.domains import build_domain
+from audiodiff.manifest import check_manifests
 from audiodiff.mel import MelSpectrogram
 from audiodiff.run_dir import (
     open_run_dir,
@@ -101,6 +102,8 @@ class Trainer:
     ) -> None:
         self.cfg = cfg
         check_sampling(cfg)
+        # Before the run directory exists: a refusal leaves nothing behind.
+        check_manifests(train_manifest=cfg.data.train_manifest, val_manifest=cfg.data.val_manifest)
         self.run_dir = Path(run_dir)
         self.ctx = ctx if ctx is not None else dist.init(cfg.train.device)
         self.device = self.ctx.device

@@ -245,7 +245,10 @@ class Vocoder:
         """``[1, n_mels, frames]`` mel of an audio file (any rate; resampled), level-checked on
         the mixed-down, resampled signal (:func:`audiodiff.audio.load_model_audio`)."""
         audio, rate = load_model_audio(path, self.sample_rate)
-        return self.mel(audio, rate, check=False)
+        try:
+            return self.mel(audio, rate, check=False)
+        except ValueError as err:  # e.g. shorter than one analysis window: name the file
+            raise ValueError(f"{path}: {err}") from None
 
     def halo_samples(self, steps: int) -> int:
         """Exactness halo of chunked synthesis, in the domain's time steps (samples for waveform

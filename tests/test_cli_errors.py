@@ -383,3 +383,39 @@ def test_library_writers_refuse_their_own_source(tiny_config, tmp_path):
     with pytest.raises(ValueError, match="is an input of this run"):
         import_diffwave(src, src, overwrite=True)
     assert step.read_bytes() == before and src.read_bytes() == weights
+
+
+def test_a_bad_later_input_leaves_no_output_folder(model, speech, tmp_path, monkeypatch):
+    """vocode and mel read and check every input before they create anything (was: the output
+    folder was made, then the second input refused)."""
+    short = tmp_path / "short.wav"
+    sf.write(short, chirp_plus_noise(22050, 0.004), 22050)  # 88 samples: under one window
+    for command in (
+        ("vocode", model, speech, short, "-o", tmp_path / "voc"),
+        ("mel", speech, short, "--profile", "hifigan", "-o", tmp_path / "mels"),
+    ):
+        result = invoke(*command)
+        _one_line_exit_2(result, f"{short}: audio has 88 samples (0.0040 s at 22050 Hz) but the")
+        assert "needs at least 385 (0.0175 s)" in result.output
+    assert not (tmp_path / "voc").exists() and not (tmp_path / "mels").exists()
+    # A missing manifest is refused before the run directory exists, naming the folder that a
+    # relative path was taken from.
+    from .test_train import RECIPE
+
+    monkeypatch.chdir(tmp_path)
+    result = invoke("train", RECIPE, "--run-dir", tmp_path / "run", "--set",
+                    "data.train_manifest=data/lj/train.jsonl")  # fmt: skip
+    _one_line_exit_2(
+        result,
+        f"data.train_manifest data/lj/train.jsonl does not exist (relative to the current folder "
+        f"{tmp_path}); run from the folder you ran prepare in, or pass --set "
+        "data.train_manifest=PATH",
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_griffin_lim_refuses_diffusion_settings(model, speech, tmp_path):
+    result = invoke("vocode", model, speech, "-o", tmp_path / "gl", "--method", "griffin-lim",
+                    "--steps", "3")  # fmt: skip
+    _one_line_exit_2(result, "--steps and --sampler are for --method diffusion, not griffin-lim")
+    assert not (tmp_path / "gl").exists()

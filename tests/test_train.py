@@ -303,9 +303,10 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, manifests):
     assert "unknown key train.speed" in run(
         str(RECIPE), "--run-dir", str(tmp_path / "r"), "--set", "train.speed=3"
     )
-    assert "cannot read manifest" in run(
+    assert "data.train_manifest nope.jsonl does not exist" in run(
         str(RECIPE), "--run-dir", str(tmp_path / "r"), "--set", "data.train_manifest=nope.jsonl"
     )
+    assert not (tmp_path / "r").exists()
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")

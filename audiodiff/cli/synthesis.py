@@ -32,7 +32,11 @@ def _sampling_options(fn: F) -> F:
         help="Sampler (default: the model's, diffwave-fast).",
     )(fn)
     return click.option(
-        "--steps", type=int, default=None, help="Network evaluations (default: the model's, 6)."
+        "--steps",
+        type=int,
+        default=None,
+        help="Network evaluations (default: the model's, 6; diffwave-fast takes 6 only, "
+        "ddim and dpmpp-2m any count).",
     )(fn)
 
 
@@ -60,7 +64,7 @@ def mel_command(
 
     from audiodiff.audio import load_model_audio
     from audiodiff.config import mel_profile
-    from audiodiff.files import plan_outputs, save_mel
+    from audiodiff.files import make_output_dirs, plan_outputs, save_mel
     from audiodiff.mel import MelSpectrogram
     from audiodiff.plot import spectrogram_png
 
@@ -80,11 +84,20 @@ def mel_command(
         raise FileNotFoundError(f"{missing[0]} does not exist{more}")
     stems = [Path(p).stem for p in audio]
     names = [f"{s}.npz" for s in stems] + ([f"{s}.png" for s in stems] if plot else [])
-    paths = plan_outputs(out_dir, names, overwrite=overwrite, inputs=[*audio, from_model])
+    paths = plan_outputs(
+        out_dir, names, overwrite=overwrite, inputs=[*audio, from_model], create=False
+    )
     mel_fn = MelSpectrogram(cfg)
-    for i, path in enumerate(audio):
+    # Every input is read and checked before the first file is written (mels are small).
+    mels = []
+    for path in audio:
         wave, _ = load_model_audio(path, cfg.sample_rate)  # level-checked at the model's rate
-        mel = mel_fn(wave)[0]
+        try:
+            mels.append(mel_fn(wave)[0])
+        except ValueError as err:  # e.g. shorter than one analysis window
+            raise ValueError(f"{path}: {err}") from None
+    make_output_dirs(paths)
+    for i, (path, mel) in enumerate(zip(audio, mels, strict=True)):
         save_mel(paths[i], mel, overwrite=overwrite, profile=cfg)
         if plot:
             spectrogram_png(
@@ -134,7 +147,7 @@ def vocode_command(
     from tqdm import tqdm
 
     from audiodiff.audio import save_audio
-    from audiodiff.files import is_mel_file, plan_outputs, read_mel_file
+    from audiodiff.files import is_mel_file, make_output_dirs, plan_outputs, read_mel_file
     from audiodiff.griffin_lim import griffin_lim
     from audiodiff.seeds import item_key, item_seed
     from audiodiff.synthesis import batches_by_length, make_sampling_spec
@@ -143,6 +156,8 @@ def vocode_command(
     if batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
     vocoder = Vocoder.from_pretrained(checkpoint, device=_resolve_device(device))
+    if method == "griffin-lim" and (steps is not None or sampler is not None):
+        raise ValueError("--steps and --sampler are for --method diffusion, not griffin-lim")
     if method == "diffusion":  # --sampler/--steps refused before any input is read
         make_sampling_spec(vocoder.config, vocoder.schedule, sampler=sampler, steps=steps)
     paths = plan_outputs(
@@ -150,6 +165,7 @@ def vocode_command(
         [f"{Path(p).stem}.wav" for p in inputs],
         overwrite=overwrite,
         inputs=[*inputs, checkpoint],
+        create=False,
     )
     # Read and check every input first: a bad file stops the run before any work is done.
     mels = []
@@ -159,6 +175,7 @@ def vocode_command(
             mels.append(check_mel(mel, vocoder.mel_config, recorded))
         except ValueError as err:
             raise ValueError(f"{p}: {err}") from None
+    make_output_dirs(paths)  # every input passed: only now is anything created
     # Each item's noise (and Griffin-Lim phase) is keyed by its own mel, and batches hold only
     # mels of one length: a file's output does not depend on the files run with it.
     keys = [item_key(mel) for mel in mels]
