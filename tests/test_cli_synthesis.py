@@ -209,6 +209,12 @@ def test_every_readme_command_in_its_plainest_form(tiny_config, tmp_path, monkey
     ok = invoke("train", recipe, "--run-dir", "runs/lj", *sets)
     assert ok.exit_code == 0, ok.output
     assert "trained to step 2" in ok.output
+    # Resume with the run's own settings: its config.yaml as the recipe (no --set repeated).
+    ok = invoke(
+        "train", "runs/lj/config.yaml", "--run-dir", "runs/lj", "--set", "train.max_steps=3"
+    )
+    assert ok.exit_code == 0, ok.output
+    assert "trained to step 3" in ok.output
 
     sf.write("speech.wav", chirp_plus_noise(22050, 0.3), 22050)
     ok = invoke("mel", "speech.wav", "--profile", "hifigan", "-o", "mels/", "--plot")
@@ -254,7 +260,7 @@ def test_every_readme_command_in_its_plainest_form(tiny_config, tmp_path, monkey
 
     ok = invoke("export", "runs/lj", "lj.safetensors")
     assert ok.exit_code == 0, ok.output
-    assert load_export("lj.safetensors")[2]["step"] == "2"
+    assert load_export("lj.safetensors")[2]["step"] == "3"  # after the resume above
 
     ok = invoke("search-schedule", "runs/lj", "--steps", "2", "--manifest",
                 "data/ljspeech/val.jsonl", "-o", "lj-6.pt", "--max-clips", "1")  # fmt: skip
