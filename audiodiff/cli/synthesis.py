@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from audiodiff.cli import F, main, require_plotting, threads_option, user_errors
+from audiodiff.config import mel_profile_names
 
 
 def _device_option(fn: F) -> F:
@@ -43,7 +44,11 @@ def _sampling_options(fn: F) -> F:
 @main.command("mel")
 @click.argument("audio", nargs=-1, required=True)
 @click.option("-o", "--out-dir", required=True, help="Folder for <stem>.npz (and <stem>.png).")
-@click.option("--profile", default=None, help="Mel profile name (hifigan, bigvgan-24k, ...).")
+@click.option(
+    "--profile",
+    default=None,
+    help="Mel profile name: " + ", ".join(mel_profile_names()) + " (this or --from is required).",
+)
 @click.option("--from", "from_model", default=None, help="Use this checkpoint's mel profile.")
 @click.option("--plot", is_flag=True, help="Also write a spectrogram PNG per file.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")

@@ -77,7 +77,7 @@ PREPARE_LAYOUTS = ("ljspeech", "vctk", "libritts", "sc09", "maestro", "gtzan", "
 
 
 @main.command()
-@click.argument("layout", metavar="RECIPE", type=click.Choice(PREPARE_LAYOUTS))
+@click.argument("layout", type=click.Choice(PREPARE_LAYOUTS))
 @click.argument("data_dir", type=click.Path(file_okay=False))
 @click.option(
     "--out",
@@ -127,7 +127,8 @@ PREPARE_LAYOUTS = ("ljspeech", "vctk", "libritts", "sc09", "maestro", "gtzan", "
 def prepare(
     layout: str, data_dir: str, out_dir: str, holdout: str | None, overwrite: bool, **options: Any
 ) -> None:
-    """Read DATA_DIR in RECIPE's published layout and write deterministic manifests to --out.
+    """Read DATA_DIR in a dataset's published layout (the first argument) and write deterministic
+    manifests to --out.
 
     The dataset folder is only read. Missing, unlisted, unreadable, empty, silent and too-short
     files are listed in prepare_report.json; a short summary is printed here.

@@ -331,13 +331,15 @@ def format_summary(report: dict[str, Any]) -> str:
             + (f"  {speakers} speakers" if speakers else "")
         )
     lines.append(f"  sample rates {report['sample_rates']}  channels {report['channels']}")
-    problems = [
-        f"{len(report['missing_files'])} metadata rows without a file",
-        f"{len(report['unlisted_files'])} files without a metadata row",
-    ] + [f"{len(v)} {k}" for k, v in report["skipped"].items()]
-    refused = report.get("refused_links", [])
-    problems += [f"{len(refused)} links not followed"] if refused else []
-    lines.append("  " + "; ".join(problems))
+    # Only what happened: a folder without metadata has no "rows without a file" to speak of.
+    counts = [
+        (len(report["missing_files"]), "metadata rows without a file"),
+        (len(report["unlisted_files"]), "files without a metadata row"),
+        *((len(v), k) for k, v in report["skipped"].items()),
+        (len(report.get("refused_links", [])), "links not followed"),
+    ]
+    problems = [f"{n} {what}" for n, what in counts if n]
+    lines.append("  " + ("; ".join(problems) if problems else "no file skipped"))
     duplicates = report.get("duplicates")
     if duplicates:
         moved = sum(len(d["moved"]) for d in duplicates)
@@ -347,6 +349,7 @@ def format_summary(report: dict[str, Any]) -> str:
             + (f" ({moved} moved from their layout's split)" if moved else "")
             + "; listed under duplicates in prepare_report.json"
         )
+    refused = report.get("refused_links", [])
     lines += [f"  link not followed: {path_from_text(r['path'])}: {r['reason']}" for r in refused]
     lines += [f"  note: {n}" for n in report["notes"]]
     return "\n".join(lines)
