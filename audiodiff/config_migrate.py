@@ -86,7 +86,8 @@ def migrate(data: dict[str, Any], *, allow_newer: bool = False) -> tuple[dict[st
         notes.append(f"{section}.{old} is now spelt {section}.{new}")
     for section, key, removed_in in REMOVED_KEYS:
         block = out.get(section)
-        if isinstance(block, dict) and key in block and version < removed_in:
+        unversioned = "config_version" not in data  # a hand-written recipe: any version's keys
+        if isinstance(block, dict) and key in block and (version < removed_in or unversioned):
             del block[key]
             notes.append(f"{section}.{key} was never used and is dropped")
     if "config_version" in out:

@@ -296,6 +296,9 @@ def plan_outputs(
         seen[path] = i
     # Before the existence check, so the refusal of an input never suggests --overwrite.
     check_not_inputs(paths, inputs)
+    folders = [p for p in paths if p.is_dir()]
+    if folders:
+        raise ValueError(f"output {folders[0]} is a directory; move it or choose another -o")
     if not overwrite:
         existing = [p for p in paths if p.exists()]
         if existing:

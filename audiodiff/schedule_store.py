@@ -15,7 +15,8 @@ import torch
 
 from audiodiff.atomic import atomic_write
 from audiodiff.checkpoint import export_safetensors, load_checkpoint, load_export
-from audiodiff.pretrained import config_from_dict
+from audiodiff.config_migrate import migrate
+from audiodiff.pretrained import config_from_dict, resolve_source
 
 
 def _check_sigmas(sigmas: Sequence[float]) -> tuple[float, ...]:
@@ -28,13 +29,13 @@ def _check_sigmas(sigmas: Sequence[float]) -> tuple[float, ...]:
 
 
 def check_store_target(source: str | Path, out_path: str | Path) -> bool:
-    """Whether ``source`` is an export; refuses an ``out_path`` of the other kind. Cheap, so the
-    CLI calls it before the search rather than after.
+    """Whether ``source`` (any model source: a file, run directory or shipped name) is an export;
+    refuses an ``out_path`` of the other kind. Cheap, so the CLI calls it before the search.
 
     Raises:
         ValueError: a checkpoint stored as ``.safetensors``, or an export as anything else.
     """
-    source, out = Path(source), Path(out_path)
+    source, out = resolve_source(source), Path(out_path)
     is_export = source.is_file() and source.suffix == ".safetensors"
     if is_export != (out.suffix == ".safetensors"):
         raise ValueError(
@@ -61,7 +62,8 @@ def store_schedule(
     other metadata unchanged); the source is only read.
 
     Args:
-        source_path: training checkpoint, run directory or ``.safetensors`` export.
+        source_path: training checkpoint, run directory, ``.safetensors`` export or shipped
+            model name.
         sigmas: the N noise levels, strictly descending, positive (no final 0).
         out_path: destination; ``.safetensors`` exactly when the source is an export.
         sampler: the sampler the schedule was searched for.
@@ -75,13 +77,15 @@ def store_schedule(
         FileExistsError: ``out_path`` exists and ``overwrite`` is false.
         ValueError: bad sigmas, an unreadable source, or an output suffix of the other kind.
     """
-    source, out = Path(source_path), Path(out_path)
+    source, out = resolve_source(source_path), Path(out_path)
     values = _check_sigmas(sigmas)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     is_export = check_store_target(source, out)
 
     def with_schedule(config: dict[str, Any]) -> dict[str, Any]:
+        # In this version's spelling first: an older file's sample.schedule is sample.sigmas.
+        config = migrate(config, allow_newer=True)[0]
         sample = {**config.get("sample", {}), "sigmas": list(values), "steps": len(values)}
         if sampler is not None:
             sample["sampler"] = sampler

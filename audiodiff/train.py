@@ -104,6 +104,7 @@ class Trainer:
         check_sampling(cfg)
         # Before the run directory exists: a refusal leaves nothing behind.
         check_manifests(train_manifest=cfg.data.train_manifest, val_manifest=cfg.data.val_manifest)
+        self.perceptual = perceptual_scorer(cfg)  # a missing extra, also before the run dir
         self.run_dir = Path(run_dir)
         self.ctx = ctx if ctx is not None else dist.init(cfg.train.device)
         self.device = self.ctx.device
@@ -117,7 +118,6 @@ class Trainer:
         # Run directory: refuse a foreign one, write the resolved config.yaml first, and load the
         # checkpoint to resume (once; rank 0 decides and tells the others).
         self.last_checkpoint, resume = open_run_dir(cfg, self.run_dir, self.ctx, self.log)
-        self.perceptual = perceptual_scorer(cfg)
 
         # Data: usable clips only (broken ones reported), hop-aligned crops, resumable sampler.
         self.train_set, self.val_set = load_datasets(cfg, self.run_dir, self.ctx, self.log)

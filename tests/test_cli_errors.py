@@ -419,3 +419,36 @@ def test_griffin_lim_refuses_diffusion_settings(model, speech, tmp_path):
                     "--steps", "3")  # fmt: skip
     _one_line_exit_2(result, "--steps and --sampler are for --method diffusion, not griffin-lim")
     assert not (tmp_path / "gl").exists()
+
+
+def test_a_report_in_a_scored_folder_can_be_replaced(tmp_path):
+    """evaluate --json into the generated folder refuses the audio it scores, not an earlier
+    report (was: the second run refused its own report as an input, even with --overwrite)."""
+    for folder in ("ref", "gen"):
+        (tmp_path / folder).mkdir()
+        sf.write(tmp_path / folder / "a.wav", chirp_plus_noise(22050, 0.3), 22050)
+    report = tmp_path / "gen" / "report.json"
+    args = ("evaluate", tmp_path / "ref", tmp_path / "gen", "--json", report, "--no-pesq")
+    assert invoke(*args).exit_code == 0
+    again = invoke(*args, "--overwrite")
+    assert again.exit_code == 0, again.output
+    _one_line_exit_2(
+        invoke(
+            "evaluate",
+            tmp_path / "ref",
+            tmp_path / "gen",
+            "--json",
+            tmp_path / "gen" / "a.wav",
+            "--overwrite",
+            "--no-pesq",
+        ),  # fmt: skip
+        "is an input of this run",
+    )
+
+
+def test_an_output_that_is_a_folder_is_refused_before_work(tmp_path):
+    from audiodiff.files import plan_outputs
+
+    (tmp_path / "o" / "a.wav").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"output .*a\.wav is a directory"):
+        plan_outputs(tmp_path / "o", ["a.wav"], overwrite=True)

@@ -229,3 +229,11 @@ def test_checkpoints_keep_the_run_config_apart_and_version_1_ones_resume(tiny_co
     assert from_dict(ExperimentConfig, migrate(stored_config(split))[0]) == tiny_config
     old = {"config": _version_1(tiny_config)}  # version 1: one dict under "config"
     assert from_dict(ExperimentConfig, migrate(stored_config(old))[0]) == tiny_config
+
+
+def test_a_recipe_without_version_takes_removed_keys_as_it_takes_renamed_ones(tmp_path):
+    (tmp_path / "r.yaml").write_text(
+        "train:\n  betas: [0.8, 0.99]\nsample:\n  chunk_frames: 0\n", encoding="utf-8"
+    )
+    cfg = load_config(tmp_path / "r.yaml")
+    assert cfg.train.adam_betas == [0.8, 0.99] and cfg.sample == ExperimentConfig().sample

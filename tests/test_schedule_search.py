@@ -185,3 +185,16 @@ def test_fixed_step_sampler_compares_against_uniform_rows(export_path, clips):
     assert result.sampler == "diffwave-fast" and result.score <= result.default_score
     with pytest.raises(ValueError, match="unknown sampler 'euler'"):
         search_schedule(vocoder, clips, steps=2, sampler="euler", log=lambda _: None)
+
+
+def test_a_shipped_model_name_is_a_source_to_store_from(tmp_path):
+    """store_schedule and check_store_target resolve model names as every loader does (was: the
+    CLI's early check passed for `-o x.safetensors`, then the store, given the bare name, took it
+    for a checkpoint and failed after the whole search)."""
+    from audiodiff.schedule_store import check_store_target
+
+    assert check_store_target("small-speech", tmp_path / "x.safetensors") is True
+    with pytest.raises(ValueError, match="is an export but .*x.pt would be a checkpoint"):
+        check_store_target("small-speech", tmp_path / "x.pt")
+    out = store_schedule("small-speech", [2.0, 0.5, 0.05], tmp_path / "x.safetensors")
+    assert Vocoder.from_pretrained(out).config.sample.sigmas == [2.0, 0.5, 0.05]

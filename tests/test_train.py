@@ -326,3 +326,4 @@ def test_perceptual_validation_without_the_extra_is_refused_at_start(
     with pytest.raises(ValueError, match=r"train.eval_perceptual: .*missing: no_such_mos_package"):
         Trainer(cfg, tmp_path / "run", log=lambda _: None)
     assert not (tmp_path / "run" / "data_report.json").exists()  # refused before any data work
+    assert not (tmp_path / "run").exists()  # and before the run directory is made

@@ -316,3 +316,24 @@ def test_threads_option(command, target, model, tmp_path, monkeypatch):
         assert "--threads" in invoke(command[0], "--help").output
     finally:
         torch.set_num_threads(before)
+
+
+def test_cli_and_api_give_the_same_audio_for_one_mel_and_seed(model, tmp_path, monkeypatch):
+    """The CLI keys a file's noise exactly as Vocoder.__call__ keys the same mel (was: the CLI
+    hashed [1, n_mels, F], the API [n_mels, F], so the two gave different audio)."""
+    import audiodiff.audio
+
+    mel = _mel(12, 0)
+    np.save(tmp_path / "x.npy", mel)
+    written = []
+    real_save = audiodiff.audio.save_audio
+
+    def record(path, audio, rate, **kw):
+        written.append(torch.as_tensor(audio))
+        return real_save(path, audio, rate, **kw)
+
+    monkeypatch.setattr(audiodiff.audio, "save_audio", record)
+    result = invoke("vocode", model, tmp_path / "x.npy", "-o", tmp_path / "out", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    api = Vocoder.from_pretrained(model)(mel, seed=3)
+    assert torch.equal(written[0], api[0])

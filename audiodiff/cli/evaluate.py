@@ -84,9 +84,13 @@ def evaluate(
 
 
 def _files_under(directory: str, path: Any) -> list[Any]:
-    """``[path]`` when it is an existing file inside ``directory`` (after realpath), else []."""
+    """``[path]`` when it is an audio file the pairing reads inside ``directory`` (after realpath),
+    else [] (an earlier report in a scored folder is no input: it may be replaced)."""
     import os
+
+    from audiodiff.evaluation import AUDIO_SUFFIXES
 
     root, target = os.path.realpath(directory), os.path.realpath(path)
     inside = os.path.isdir(root) and os.path.commonpath([root, target]) == root
-    return [path] if inside and os.path.isfile(target) else []
+    audio = os.path.splitext(path)[1].lower() in AUDIO_SUFFIXES
+    return [path] if inside and audio and os.path.isfile(target) else []

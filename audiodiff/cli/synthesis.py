@@ -183,7 +183,7 @@ def vocode_command(
     make_output_dirs(paths)  # every input passed: only now is anything created
     # Each item's noise (and Griffin-Lim phase) is keyed by its own mel, and batches hold only
     # mels of one length: a file's output does not depend on the files run with it.
-    keys = [item_key(mel) for mel in mels]
+    keys = [item_key(mel[0]) for mel in mels]  # a row, as Vocoder.__call__ keys it
     batches = batches_by_length([mel.shape[-1] for mel in mels], batch_size)
     compute_s = audio_s = 0.0
     if method == "griffin-lim":
