@@ -40,7 +40,7 @@ from torch import Tensor
 
 from audiodiff.config import ExperimentConfig
 from audiodiff.config_rules import model_channels
-from audiodiff.mel import MelSpectrogram
+from audiodiff.mel import MelSpectrogram, decompress_mel
 from audiodiff.stft import (
     mel_to_linear_envelope,
     profile_istft,
@@ -191,7 +191,8 @@ class StftDomain(Domain):
         if mel is None:
             raise ValueError("the stft domain's mel-shaped prior needs the conditioning mel")
         dtype = mel.dtype if mel.dtype == torch.float64 else torch.float32
-        envelope = mel_to_linear_envelope(mel.to(dtype).exp(), self._mel_basis)
+        magnitude = decompress_mel(mel.to(dtype), self.config.mel)
+        envelope = mel_to_linear_envelope(magnitude, self._mel_basis)
         std = envelope.clamp_min(ENVELOPE_FLOOR).pow(self.exponent) / math.sqrt(2.0)
         return torch.cat([std, std], dim=1)
 

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from audiodiff.config import MelConfig
-from audiodiff.mel import MelSpectrogram
+from audiodiff.mel import MelSpectrogram, decompress_mel
 from audiodiff.stft import pad_left, profile_istft, profile_stft, profile_window, signal_length
 
 # Tiny value that keeps divisions finite where a magnitude or a window overlap is exactly zero.
@@ -50,20 +50,6 @@ def _stft_scale(cfg: MelConfig) -> float:
 def output_length(cfg: MelConfig, frames: int) -> int:
     """Samples of the waveform that ``frames`` mel frames of this profile describe."""
     return signal_length(frames, cfg.hop_length, cfg.padding)
-
-
-def decompress_mel(mel: Tensor, cfg: MelConfig) -> Tensor:
-    """Undo the profile's compression: the linear mel ``fb @ |STFT|**power``, same shape.
-
-    Args:
-        mel: compressed mel ``[..., n_mels, frames]``.
-        cfg: its profile.
-    """
-    if cfg.compression == "ln":
-        return mel.exp()
-    # diffwave-db: mel = clamp((20 log10(max(M, 1e-5)) - 20 + 100) / 100, 0, 1), so
-    # 20 log10(M) = 100 mel - 100 + 20 wherever the clamp did not bite.
-    return torch.pow(10.0, (mel * 100.0 - 80.0) / 20.0)
 
 
 def mel_to_linear(mel_linear: Tensor, cfg: MelConfig, *, nnls_iters: int = 200) -> Tensor:

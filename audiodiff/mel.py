@@ -61,6 +61,27 @@ def _compress(mel: torch.Tensor, compression: Literal["ln", "diffwave-db"]) -> t
     raise ValueError(f"unknown mel compression {compression!r}; expected 'ln' or 'diffwave-db'")
 
 
+def decompress_mel(mel: torch.Tensor, cfg: MelConfig) -> torch.Tensor:
+    """Undo the profile's compression: the linear mel ``fb @ |STFT|**power``, same shape.
+
+    Args:
+        mel: compressed mel ``[..., n_mels, frames]``.
+        cfg: its profile.
+
+    Raises:
+        ValueError: an unknown compression.
+    """
+    if cfg.compression == "ln":
+        return mel.exp()
+    if cfg.compression != "diffwave-db":
+        raise ValueError(
+            f"unknown mel compression {cfg.compression!r}; expected 'ln' or 'diffwave-db'"
+        )
+    # diffwave-db: mel = clamp((20 log10(max(M, 1e-5)) - 20 + 100) / 100, 0, 1), so
+    # 20 log10(M) = 100 mel - 100 + 20 wherever the clamp did not bite.
+    return torch.pow(10.0, (mel * 100.0 - 80.0) / 20.0)
+
+
 class MelSpectrogram(torch.nn.Module):
     """Mel spectrogram exactly as a :class:`MelConfig` defines it (DESIGN.md §5).
 

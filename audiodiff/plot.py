@@ -8,14 +8,16 @@ Used by ``audiodiff demo`` (original / diffusion / Griffin-Lim), ``audiodiff mel
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
+from typing import Any
 
 import librosa
 import numpy as np
+import torch
 
 from audiodiff.atomic import atomic_write
 from audiodiff.config import MelConfig
+from audiodiff.mel import decompress_mel
 
 # Screen-sized: 10 inches at 120 dpi is 1200 px wide; each panel adds 2.6 inches (312 px).
 FIG_WIDTH_IN = 10.0
@@ -42,12 +44,9 @@ def mel_to_db(mel: np.ndarray, cfg: MelConfig) -> np.ndarray:
     Raises:
         ValueError: an unknown compression.
     """
-    mel = np.asarray(mel, dtype=np.float64)
-    if cfg.compression == "ln":
-        return mel * (20.0 / math.log(10.0))
-    if cfg.compression == "diffwave-db":
-        return mel * 100.0 - 100.0 + 20.0
-    raise ValueError(f"unknown mel compression {cfg.compression!r}; expected 'ln' or 'diffwave-db'")
+    magnitude = decompress_mel(torch.from_numpy(np.asarray(mel, dtype=np.float64)), cfg)
+    with np.errstate(divide="ignore"):  # a zero magnitude is -inf dB, drawn blank
+        return 20.0 * np.log10(magnitude.numpy())
 
 
 def mel_bin_hz(cfg: MelConfig) -> np.ndarray:
@@ -80,41 +79,13 @@ def check_plotting_available() -> None:
     _import_matplotlib()
 
 
-def spectrogram_png(
-    path: str | Path,
-    panels: list[tuple[str, np.ndarray]],
-    cfg: MelConfig,
-    *,
-    overwrite: bool = False,
-) -> Path:
-    """Draw mel spectrograms as titled panels, top to bottom, into one PNG.
-
-    Each panel shows time in seconds (frames x ``hop_length / sample_rate``) against the mel bins
-    labelled with their frequencies in Hz (low frequencies at the bottom). All panels share one
-    colour scale in dB, from the loudest value of any panel down ``DYNAMIC_RANGE_DB`` (NaN and
-    inf are drawn blank), with one colour bar. The figure is ``FIG_WIDTH_IN`` x
-    ``PANEL_HEIGHT_IN`` per panel at ``DPI``.
-
-    Args:
-        path: output ``.png``; parent folders are created. Written atomically
-            (:func:`~audiodiff.atomic.atomic_write`): a reader never sees half a picture.
-        panels: ``(title, log-mel [n_mels, frames])`` pairs in ``cfg``'s compression, top first.
-        cfg: the mel profile of every panel (axes and the dB conversion come from it).
-        overwrite: replace an existing file; otherwise an existing file is an error.
-
-    Returns:
-        The path written.
+def spectrogram_figure(panels: list[tuple[str, np.ndarray]], cfg: MelConfig) -> Any:
+    """The matplotlib ``Figure`` that :func:`spectrogram_png` saves (layout in its docstring).
 
     Raises:
-        FileExistsError: ``path`` exists and ``overwrite`` is false.
         ValueError: no panels, or a panel that is not a non-empty ``[cfg.n_mels, frames]`` array.
         ModuleNotFoundError: matplotlib is missing.
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(
-            f"{path} exists; pass overwrite=True (--overwrite on the CLI) to replace it"
-        )
     if not panels:
         raise ValueError("spectrogram_png needs at least one panel")
     arrays = []
@@ -160,6 +131,44 @@ def spectrogram_png(
         ax.set_yticks(tick_pos, [f"{f:g}" for f in ticks])
     axes[-1].set_xlabel("time (s)")
     fig.colorbar(image, ax=list(axes), label="level (dB)", pad=0.01)
+    return fig
 
+
+def spectrogram_png(
+    path: str | Path,
+    panels: list[tuple[str, np.ndarray]],
+    cfg: MelConfig,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Draw mel spectrograms as titled panels, top to bottom, into one PNG.
+
+    Each panel shows time in seconds (frames x ``hop_length / sample_rate``) against the mel bins
+    labelled with their frequencies in Hz (low frequencies at the bottom). All panels share one
+    colour scale in dB, from the loudest value of any panel down ``DYNAMIC_RANGE_DB`` (NaN and
+    inf are drawn blank), with one colour bar. The figure is ``FIG_WIDTH_IN`` x
+    ``PANEL_HEIGHT_IN`` per panel at ``DPI``.
+
+    Args:
+        path: output ``.png``; parent folders are created. Written atomically
+            (:func:`~audiodiff.atomic.atomic_write`): a reader never sees half a picture.
+        panels: ``(title, log-mel [n_mels, frames])`` pairs in ``cfg``'s compression, top first.
+        cfg: the mel profile of every panel (axes and the dB conversion come from it).
+        overwrite: replace an existing file; otherwise an existing file is an error.
+
+    Returns:
+        The path written.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is false.
+        ValueError: no panels, or a panel that is not a non-empty ``[cfg.n_mels, frames]`` array.
+        ModuleNotFoundError: matplotlib is missing.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"{path} exists; pass overwrite=True (--overwrite on the CLI) to replace it"
+        )
+    fig = spectrogram_figure(panels, cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write(path, lambda f: fig.savefig(f, format="png"))

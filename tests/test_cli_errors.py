@@ -239,7 +239,9 @@ def test_search_schedule_refuses_the_output_kind_before_searching(tiny_config, t
     assert "x.safetensors would be an export" in result.output
     assert not (tmp_path / "x.safetensors").exists()
     _one_line_exit_2(
-        invoke("search-schedule", run, "--steps", "0", "--manifest", manifest, "-o", "y.pt"),
+        invoke(
+            "search-schedule", run, "--steps", "0", "--manifest", manifest, "-o", tmp_path / "y.pt"
+        ),
         "--steps and --max-clips must be at least 1, got 0 and 4",
     )
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from audiodiff.config import mel_profile
-from audiodiff.griffin_lim import decompress_mel, griffin_lim, mel_basis, mel_to_linear
-from audiodiff.mel import MelSpectrogram
+from audiodiff.griffin_lim import griffin_lim, mel_basis, mel_to_linear
+from audiodiff.mel import MelSpectrogram, decompress_mel
 from audiodiff.metrics import log_mel_l1, mr_stft_distance
 
 

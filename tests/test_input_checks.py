@@ -74,7 +74,7 @@ def test_mel_command_refuses_over_range_and_silence(tmp_path):
     loud = _write(tmp_path / "loud.wav", 4.0 * x / np.abs(x).max())
     result = invoke("mel", loud, "--profile", "hifigan", "-o", tmp_path / "mels")
     assert result.exit_code == 2 and "peak 4.00 (+12.0 dBFS)" in result.output
-    assert not (tmp_path / "mels" / "loud.npy").exists()
+    assert not (tmp_path / "mels").exists()  # refused before the output folder is made
     # Stereo in opposite phase mixes down to silence: checked after the mix-down.
     anti = _write(tmp_path / "anti.wav", np.stack([x, -x], axis=1), subtype="PCM_16")
     result = invoke("mel", anti, "--profile", "hifigan", "-o", tmp_path / "mels")

@@ -39,7 +39,7 @@ LAYER = {
     "model": 1,
     "subband": 1.5,  # band folding around the shared network
     "dist": 1,
-    "plot": 1,
+    "plot": 1.5,  # draws mels: above mel (1), which undoes their compression
     "files": 1,
     "diffusion": 2,
     "domains": 2,

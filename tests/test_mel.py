@@ -83,7 +83,8 @@ def test_profile_matches_float64_reference(
     floor_60db = np.log(1e3) if cfg.compression == "ln" else 0.6
     loud = expected >= expected.max(axis=0, keepdims=True) - floor_60db
     assert float(diff[loud].max()) <= 1e-4
-    assert err <= 1e-3
+    # Everywhere: 1e-4, but bigvgan-44k's single-bin rows (measured up to 1.7e-4 over seeds 0-3).
+    assert err <= (3e-4 if name == "bigvgan-44k" else 1e-4)
 
 
 @pytest.mark.parametrize("name", PROFILES)

@@ -21,6 +21,7 @@ from audiodiff.plot import (
     check_plotting_available,
     mel_bin_hz,
     mel_to_db,
+    spectrogram_figure,
     spectrogram_png,
 )
 
@@ -75,6 +76,23 @@ def test_panels_make_one_screen_sized_png(tmp_path: Path, make_audio) -> None:
     path = spectrogram_png(tmp_path / "figs" / "m.png", [("loud", mel), ("quiet", quiet)], cfg)
     assert png_size(path) == (round(FIG_WIDTH_IN * DPI), round(2 * PANEL_HEIGHT_IN * DPI))
     assert [p.name for p in path.parent.iterdir()] == ["m.png"]  # no temp file left behind
+
+
+def test_panels_share_one_db_scale_low_bins_down_with_hz_labels(make_audio) -> None:
+    cfg = mel_profile("hifigan")
+    mel = MelSpectrogram(cfg)(torch.from_numpy(make_audio(duration_s=0.5))[None])[0].numpy()
+    fig = spectrogram_figure([("loud", mel), ("quiet", mel - 3.0)], cfg)
+    images = [ax for ax in fig.axes if ax.images]  # the panels (the colour bar has none)
+    assert [ax.get_title() for ax in images] == ["loud", "quiet"]
+    top = float(mel_to_db(mel, cfg).max())
+    for ax in images:
+        image = ax.images[0]
+        assert image.origin == "lower"  # low frequencies at the bottom
+        assert image.get_clim() == pytest.approx((top - 80.0, top))  # the loud panel's scale
+        labels = [t.get_text() for t in ax.get_yticklabels()]
+        assert labels == ["250", "500", "1000", "2000", "4000"]  # inside 0..8 kHz's bin centres
+    assert images[1].images[0].get_array().max() == pytest.approx(top - 3.0 * 20 / math.log(10))
+    assert fig.axes[-1].get_ylabel() == "level (dB)" and images[-1].get_xlabel() == "time (s)"
 
 
 def test_no_overwrite_and_bad_panels(tmp_path: Path) -> None:
