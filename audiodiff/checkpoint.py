@@ -102,6 +102,14 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def model_files(source: str | Path) -> list[Path]:
+    """The files a model source may be read from, without reading them: every step checkpoint
+    of a run directory (any of them may be the one it resumes from), else ``source`` itself. For
+    "an output never replaces an input" checks, which need no checkpoint loaded."""
+    source = Path(source)
+    return list_checkpoints(source) if source.is_dir() else [source]
+
+
 def load_latest(
     run_dir: str | Path, map_location: Any = "cpu"
 ) -> tuple[Path, dict[str, Any]] | None:
@@ -227,8 +235,7 @@ def export_safetensors(
 
     out_path = Path(out_path)
     if not isinstance(ckpt, dict):  # the source file is never the destination, even overwriting
-        source = latest_checkpoint(ckpt) if Path(ckpt).is_dir() else ckpt
-        check_not_inputs([out_path], [ckpt, source])
+        check_not_inputs([out_path], [ckpt, *model_files(ckpt)])
     if out_path.exists() and not overwrite:
         raise FileExistsError(f"{out_path} exists; pass overwrite=True (--overwrite) to replace it")
     if not isinstance(ckpt, dict):

@@ -235,3 +235,45 @@ def test_cli_evaluate_table_json_and_refusals(tmp_path, clip):
     assert missing.output.strip().splitlines() == [
         f"audiodiff: error: reference directory {tmp_path / 'nope'} does not exist"
     ]
+
+
+class _CountingScorer:
+    """Stands in for the MOS predictors (the eval extra CI does not install): a score that depends
+    on the audio, and a count of the clips scored."""
+
+    calls = 0
+
+    def score(self, audio, sample_rate):
+        type(self).calls += 1
+        from audiodiff.perceptual import PERCEPTUAL_KEYS
+
+        return {k: float(np.abs(np.asarray(audio)).mean()) for k in PERCEPTUAL_KEYS}
+
+
+def test_reference_mos_cache_is_keyed_on_the_file_not_its_name(tmp_path, monkeypatch):
+    """Issue 11 kind 4, without the eval extra: each reference is scored once per cache, and
+    another folder's file of the same name is scored, not looked up (the cache was keyed on the
+    name and gave the first folder's MOS)."""
+    from .conftest import chirp_plus_noise
+
+    monkeypatch.setattr(evaluation, "PerceptualScorer", _CountingScorer)
+    _CountingScorer.calls = 0
+    x = chirp_plus_noise(22050, 0.5)
+    for side, audio in (("ref", x), ("gen", 0.5 * x), ("ref2", 0.1 * x)):
+        (tmp_path / side).mkdir()
+        sf.write(tmp_path / side / "a.wav", audio, 22050, subtype="FLOAT")
+    cache: dict = {}
+
+    def run(ref):
+        return evaluate_dirs(tmp_path / ref, tmp_path / "gen", pesq=False, perceptual=True,
+                             ref_mos=cache)["files"][0]  # fmt: skip
+
+    first = run("ref")
+    assert _CountingScorer.calls == 2 and len(cache) == 1  # the generated file and its reference
+    assert [*cache][0].startswith(f"{(tmp_path / 'ref' / 'a.wav').resolve()}|")
+    second = run("ref")
+    assert _CountingScorer.calls == 3  # only the generated file again
+    third = run("ref2")
+    assert _CountingScorer.calls == 5 and len(cache) == 2
+    key = [k for k in first if k.startswith("ref_")][0]
+    assert second[key] == first[key] != third[key]

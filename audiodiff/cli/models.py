@@ -41,20 +41,20 @@ def export_command(
     sampling schedule) for onnxruntime."""
     from pathlib import Path
 
-    from audiodiff.checkpoint import latest_checkpoint
+    from audiodiff.checkpoint import model_files
     from audiodiff.files import plan_output
 
     fmt = fmt or {".safetensors": "safetensors", ".onnx": "onnx"}.get(Path(out_path).suffix)
     if fmt is None:
         raise ValueError(f"export path must end in .safetensors or .onnx, got {out_path}")
-    source = latest_checkpoint(checkpoint) if Path(checkpoint).is_dir() else checkpoint
+    sources = [checkpoint, *model_files(checkpoint)]  # no checkpoint loaded just to compare paths
     if fmt == "onnx":
         from audiodiff.onnx_export import export_onnx, onnx_paths
 
         if steps is not None and steps < 1:
             raise ValueError(f"--steps must be at least 1, got {steps}")
         for path in onnx_paths(out_path):
-            plan_output(path, overwrite=overwrite, inputs=[checkpoint, source])
+            plan_output(path, overwrite=overwrite, inputs=sources)
         try:
             paths = export_onnx(
                 checkpoint, out_path, steps=steps, sampler=sampler, overwrite=overwrite
@@ -67,7 +67,7 @@ def export_command(
 
     if steps is not None or sampler is not None:
         raise ValueError("--steps and --sampler are for --format onnx")
-    plan_output(out_path, overwrite=overwrite, inputs=[checkpoint, source], suffix=".safetensors")
+    plan_output(out_path, overwrite=overwrite, inputs=sources, suffix=".safetensors")
     ckpt = load_checkpoint(checkpoint)
     path = export_safetensors(ckpt, out_path, overwrite=overwrite)
     click.echo(
@@ -121,7 +121,7 @@ def search_schedule_command(
 
     from pathlib import Path
 
-    from audiodiff.checkpoint import latest_checkpoint
+    from audiodiff.checkpoint import latest_checkpoint, model_files
     from audiodiff.files import plan_output
     from audiodiff.pretrained import resolve_source
     from audiodiff.schedule_search import load_clips_from_manifest, search_schedule
@@ -149,8 +149,9 @@ def search_schedule_command(
     else:
         # Everything about the output is refused before the search, not after it.
         source = resolve_source(checkpoint)
-        read = latest_checkpoint(source) if source.is_dir() else source
-        plan_output(target, overwrite=overwrite, inputs=[checkpoint, source, read, manifest])
+        plan_output(
+            target, overwrite=overwrite, inputs=[checkpoint, *model_files(source), manifest]
+        )
         check_store_target(source, target)
     vocoder = Vocoder.from_pretrained(checkpoint)
     clips = load_clips_from_manifest(
