@@ -35,19 +35,17 @@ import torch
 
 from audiodiff.checkpoint import export_safetensors
 from audiodiff.config import (
-    DataConfig,
     DiffusionConfig,
     ExperimentConfig,
     ModelConfig,
     SampleConfig,
-    TrainConfig,
     mel_profile,
 )
 from audiodiff.config_io import to_dict
 from audiodiff.config_rules import validate
 from audiodiff.diffwave_reader import read_diffwave_checkpoint
 from audiodiff.encoding import one_line
-from audiodiff.files import check_not_inputs
+from audiodiff.files import plan_output
 from audiodiff.model import DiffWave
 from audiodiff.model_blocks import DiffusionEmbedding
 from audiodiff.schedule import NoiseSchedule, sigmas_from_betas
@@ -176,20 +174,11 @@ def diffwave_config(weights: dict[str, torch.Tensor], params: dict[str, Any]) ->
         step_mlp_dim=int(mlp_dim),
         upsample_factors=factors,
     )
-    data, train = DataConfig(), TrainConfig()
-    if isinstance(params.get("crop_mel_frames"), int):
-        data = dataclasses.replace(data, segment_frames=params["crop_mel_frames"])
-    if isinstance(params.get("batch_size"), int):
-        data = dataclasses.replace(data, batch_size=params["batch_size"])
-    if isinstance(params.get("learning_rate"), float):
-        train = dataclasses.replace(train, lr=params["learning_rate"])
     cfg = ExperimentConfig(
         name="diffwave-import",
         mel=mel,
         model=model,
         diffusion=diffusion,
-        data=data,
-        train=train,
         sample=_sample_config(params, diffusion),
     )
     return validate(cfg)
@@ -229,12 +218,10 @@ def import_diffwave(
         ValueError: ``out_path`` is ``weights_path``, unsafe or unreadable file, unsupported
             hyper-parameters, or weights that do not fit the network they describe.
     """
-    out_path = Path(out_path)
-    if out_path.suffix != ".safetensors":
-        raise ValueError(f"the output must be a .safetensors file, got {out_path}")
-    check_not_inputs([out_path], [weights_path])  # even with overwrite
-    if out_path.exists() and not overwrite:
-        raise FileExistsError(f"{out_path} exists; pass overwrite=True (--overwrite) to replace it")
+    # The suffix, never the weights file itself (even with overwrite), no existing file: first.
+    out_path = plan_output(
+        out_path, overwrite=overwrite, inputs=[weights_path], suffix=".safetensors"
+    )
     weights, params, step = read_diffwave_checkpoint(weights_path)
     cfg = diffwave_config(weights, params)
     _checked_table(weights, cfg)

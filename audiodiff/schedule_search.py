@@ -113,9 +113,7 @@ def family_sigmas(steps: int, sigma_min: float, sigma_max: float, p: float) -> t
 def _baseline(vocoder: Vocoder, sampler: str, steps: int) -> tuple[tuple[float, ...], str]:
     try:
         spec = make_sampling_spec(vocoder.config, vocoder.schedule, sampler=sampler, steps=steps)
-        sample = vocoder.config.sample
-        stored = len(sample.sigmas) == steps and sampler == sample.sampler  # as the spec's rule
-        return tuple(float(s) for s in spec.sigmas[:-1]), "stored" if stored else "default"
+        return tuple(float(s) for s in spec.sigmas[:-1]), "stored" if spec.stored else "default"
     except ValueError:
         # diffwave-fast has a fixed 6-step schedule: compare against evenly spaced training rows.
         table = vocoder.schedule

@@ -116,12 +116,14 @@ def batches_by_length(lengths: Sequence[int], batch_size: int) -> list[list[int]
 
 @dataclass(frozen=True)
 class SamplingSpec:
-    """What one sampling run does: sampler name, its sigmas, its eta and its t_mapping."""
+    """What one sampling run does: sampler name, its sigmas, its eta and its t_mapping;
+    ``stored`` says whether the sigmas are the model's searched schedule."""
 
     sampler: str
     sigmas: torch.Tensor
     eta: float
     t_mapping: str
+    stored: bool = False
 
     @property
     def steps(self) -> int:
@@ -183,7 +185,7 @@ def make_sampling_spec(
     resolved_eta = SAMPLERS[name].eta  # fixed by the sampler, or the caller's (ddim)
     if resolved_eta is None:
         resolved_eta = cfg.sample.eta if eta is None else eta
-    return SamplingSpec(name, sigmas, float(resolved_eta), t_mapping)
+    return SamplingSpec(name, sigmas, float(resolved_eta), t_mapping, stored=stored is not None)
 
 
 def synthesize(

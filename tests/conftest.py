@@ -134,3 +134,22 @@ def tiny_diffwave(generator: torch.Generator, *, output_std: float, **model: obj
     net = DiffWave(cfg, n_mels=80, hop_length=256, n_steps=50, generator=generator)
     nn.init.normal_(net.output_projection.weight, std=output_std, generator=generator)
     return net
+
+
+def invoke(*args):
+    """Run the ``audiodiff`` CLI in-process with ``args`` (paths welcome); click's Result."""
+    from click.testing import CliRunner
+
+    from audiodiff.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def one_line_exit_2(result, *texts: str) -> None:
+    """The CLI's refusal contract: exit code 2 and one line ``audiodiff: error: ...`` holding every
+    one of ``texts``."""
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("audiodiff: error:"), result.output
+    for text in texts:
+        assert text in lines[0], lines[0]

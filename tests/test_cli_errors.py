@@ -16,8 +16,8 @@ import torch
 
 from audiodiff.config_io import apply_overrides
 
-from .conftest import chirp_plus_noise, random_export
-from .test_cli_synthesis import _one_line_exit_2, _run_dir, invoke
+from .conftest import chirp_plus_noise, invoke, one_line_exit_2, random_export
+from .test_cli_synthesis import _run_dir
 
 
 @pytest.fixture
@@ -60,13 +60,13 @@ def test_vocode_into_the_inputs_folder_never_replaces_the_input(model, speech, t
     before = speech.read_bytes()
     for extra in ([], ["--overwrite"]):
         result = invoke("vocode", model, speech, "-o", speech.parent, *extra)
-        _one_line_exit_2(result, f"output {speech} is an input of this run")
+        one_line_exit_2(result, f"output {speech} is an input of this run")
         _no_suggestion(result)
     # Another spelling of the same folder (a symlink) is the same file after realpath.
     link = tmp_path / "link"
     link.symlink_to(speech.parent)
     result = invoke("vocode", model, speech, "-o", link, "--overwrite")
-    _one_line_exit_2(result, "is an input of this run")
+    one_line_exit_2(result, "is an input of this run")
     assert speech.read_bytes() == before
     assert sf.info(speech).subtype == "PCM_24"
     assert sorted(p.name for p in speech.parent.iterdir()) == ["speech.wav"]
@@ -79,7 +79,7 @@ def test_mel_never_replaces_its_input(tmp_path):
     sf.write(odd, chirp_plus_noise(22050, 0.3), 22050, format="WAV", subtype="PCM_24")
     before = odd.read_bytes()
     result = invoke("mel", odd, "--profile", "hifigan", "-o", odd.parent, "--overwrite")
-    _one_line_exit_2(result, f"output {odd} is an input of this run")
+    one_line_exit_2(result, f"output {odd} is an input of this run")
     _no_suggestion(result)
     assert odd.read_bytes() == before
 
@@ -93,20 +93,20 @@ def test_single_output_commands_never_replace_their_input(model, tmp_path, speec
     manifest.write_text(f'{{"path": "{speech}", "duration_s": 0.3}}\n', encoding="utf-8")
     result = invoke("search-schedule", model, "--steps", "2", "--manifest", manifest, "-o", model,
                     "--overwrite")  # fmt: skip
-    _one_line_exit_2(result, f"output {model} is an input of this run")
+    one_line_exit_2(result, f"output {model} is an input of this run")
     _no_suggestion(result)
     assert model.read_bytes() == before
     # search-schedule -o MANIFEST
     text = manifest.read_bytes()
     result = invoke("search-schedule", model, "--steps", "2", "--manifest", manifest,
                     "-o", manifest, "--overwrite")  # fmt: skip
-    _one_line_exit_2(result, "is an input of this run")
+    one_line_exit_2(result, "is an input of this run")
     assert manifest.read_bytes() == text
     # import-diffwave W W
     src = _save_like_lmnt(tmp_path / "w.safetensors", lmnt_state_dict(), _params())
     weights = src.read_bytes()
     result = invoke("import-diffwave", src, src, "--overwrite")
-    _one_line_exit_2(result, f"output {src} is an input of this run")
+    one_line_exit_2(result, f"output {src} is an input of this run")
     assert src.read_bytes() == weights
     # evaluate --json onto one of the scored files
     refs, gens = tmp_path / "refs", tmp_path / "gens"
@@ -115,7 +115,7 @@ def test_single_output_commands_never_replace_their_input(model, tmp_path, speec
         sf.write(d / "a.wav", chirp_plus_noise(22050, 0.3), 22050)
     audio = (gens / "a.wav").read_bytes()
     result = invoke("evaluate", refs, gens, "--json", gens / "a.wav", "--overwrite", "--no-pesq")
-    _one_line_exit_2(result, "is an input of this run")
+    one_line_exit_2(result, "is an input of this run")
     assert (gens / "a.wav").read_bytes() == audio
 
 
@@ -126,7 +126,7 @@ def test_demo_clip_is_not_an_output(model, tmp_path):
     sf.write(clip, chirp_plus_noise(22050, 0.3), 22050, subtype="PCM_24")
     before = clip.read_bytes()
     result = invoke("demo", "-o", out, "--model", model, "--clip", clip, "--overwrite")
-    _one_line_exit_2(result, f"output {clip} is an input of this run")
+    one_line_exit_2(result, f"output {clip} is an input of this run")
     assert clip.read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == ["original"]
 
@@ -141,7 +141,7 @@ def test_train_refuses_a_manifest_the_run_would_overwrite(tiny_config, tmp_path,
     before = moved.read_bytes()
     result = invoke("train", RECIPE, "--run-dir", run, "--set", f"data.train_manifest={moved}",
                     "--set", "train.max_steps=1")  # fmt: skip
-    _one_line_exit_2(result, f"output {moved} is an input of this run")
+    one_line_exit_2(result, f"output {moved} is an input of this run")
     assert moved.read_bytes() == before and os.listdir(run) == ["metrics.jsonl"]
 
 
@@ -153,22 +153,22 @@ def test_output_folder_below_a_file_is_refused_first(model, speech, generator, t
     blocker.write_text("x", encoding="utf-8")
     below = blocker / "sub"
     why = f"output directory {below} cannot be created: {blocker} is a file"
-    _one_line_exit_2(invoke("vocode", model, speech, "-o", below), why)
-    _one_line_exit_2(invoke("mel", speech, "--profile", "hifigan", "-o", below), why)
-    _one_line_exit_2(invoke("generate", generator, "-n", "1", "-o", below), why)
-    _one_line_exit_2(invoke("demo", "-o", below, "--model", model), why)
+    one_line_exit_2(invoke("vocode", model, speech, "-o", below), why)
+    one_line_exit_2(invoke("mel", speech, "--profile", "hifigan", "-o", below), why)
+    one_line_exit_2(invoke("generate", generator, "-n", "1", "-o", below), why)
+    one_line_exit_2(invoke("demo", "-o", below, "--model", model), why)
     single = f"output directory {below} cannot be created: {blocker} is a file"
-    _one_line_exit_2(invoke("export", model, below / "x.safetensors"), single)
-    _one_line_exit_2(invoke("evaluate", tmp_path, tmp_path, "--json", below / "s.json"), single)
-    _one_line_exit_2(invoke("prepare", "folder", speech.parent, "--out", below), single)
-    _one_line_exit_2(
+    one_line_exit_2(invoke("export", model, below / "x.safetensors"), single)
+    one_line_exit_2(invoke("evaluate", tmp_path, tmp_path, "--json", below / "s.json"), single)
+    one_line_exit_2(invoke("prepare", "folder", speech.parent, "--out", below), single)
+    one_line_exit_2(
         invoke("search-schedule", model, "--steps", "2", "--manifest", "m.jsonl",
                "-o", below / "x.safetensors"),
         single,
     )  # fmt: skip
     from .test_train import RECIPE
 
-    _one_line_exit_2(invoke("train", RECIPE, "--run-dir", below), single)
+    one_line_exit_2(invoke("train", RECIPE, "--run-dir", below), single)
     assert blocker.read_text(encoding="utf-8") == "x"
 
 
@@ -184,9 +184,9 @@ def test_unwritable_output_folder_is_refused_first(model, speech, tmp_path, monk
         )
     try:
         result = invoke("vocode", model, speech, "-o", locked)
-        _one_line_exit_2(result, f"output directory {locked} is not writable")
+        one_line_exit_2(result, f"output directory {locked} is not writable")
         result = invoke("vocode", model, speech, "-o", locked / "new")
-        _one_line_exit_2(result, f"output directory {locked / 'new'} cannot be created: {locked}")
+        one_line_exit_2(result, f"output directory {locked / 'new'} cannot be created: {locked}")
         assert os.listdir(locked) == []
     finally:
         locked.chmod(0o755)
@@ -209,21 +209,21 @@ def test_bad_device_is_refused_before_anything_loads(device, text, tmp_path, spe
     missing = tmp_path / "no-model.safetensors"  # the device is refused before the model is read
     out = tmp_path / "out"
     for cmd in (["vocode", missing, speech], ["generate", missing]):
-        _one_line_exit_2(invoke(*cmd, "-o", out, "--device", device), text)
+        one_line_exit_2(invoke(*cmd, "-o", out, "--device", device), text)
     assert not out.exists()
 
 
 def test_text_file_as_checkpoint_is_one_line(text_checkpoint, speech, tmp_path):
     why = "IndexError: pop from empty list"
     out = tmp_path / "out"
-    _one_line_exit_2(invoke("vocode", text_checkpoint, speech, "-o", out), why)
-    _one_line_exit_2(invoke("generate", text_checkpoint, "-o", out), why)
-    _one_line_exit_2(invoke("export", text_checkpoint, tmp_path / "x.safetensors"), why)
+    one_line_exit_2(invoke("vocode", text_checkpoint, speech, "-o", out), why)
+    one_line_exit_2(invoke("generate", text_checkpoint, "-o", out), why)
+    one_line_exit_2(invoke("export", text_checkpoint, tmp_path / "x.safetensors"), why)
     result = invoke("import-diffwave", text_checkpoint, tmp_path / "y.safetensors")
-    _one_line_exit_2(result, f"{text_checkpoint} is not a loadable torch checkpoint: {why}")
+    one_line_exit_2(result, f"{text_checkpoint} is not a loadable torch checkpoint: {why}")
     keyerror = tmp_path / "hello.pt"
     keyerror.write_text("hello\n", encoding="utf-8")
-    _one_line_exit_2(invoke("vocode", keyerror, speech, "-o", out), "KeyError")
+    one_line_exit_2(invoke("vocode", keyerror, speech, "-o", out), "KeyError")
     assert not out.exists() and not (tmp_path / "x.safetensors").exists()
     assert not (tmp_path / "y.safetensors").exists()
 
@@ -235,10 +235,10 @@ def test_search_schedule_refuses_the_output_kind_before_searching(tiny_config, t
     result = invoke("search-schedule", run, "--steps", "2", "--manifest", manifest,
                     "-o", tmp_path / "x.safetensors")  # fmt: skip
     # One line: not a single candidate was scored (the search logs one row per candidate).
-    _one_line_exit_2(result, "is a checkpoint but")
+    one_line_exit_2(result, "is a checkpoint but")
     assert "x.safetensors would be an export" in result.output
     assert not (tmp_path / "x.safetensors").exists()
-    _one_line_exit_2(
+    one_line_exit_2(
         invoke(
             "search-schedule", run, "--steps", "0", "--manifest", manifest, "-o", tmp_path / "y.pt"
         ),
@@ -265,7 +265,7 @@ def test_search_schedule_refuses_the_output_kind_before_searching(tiny_config, t
 )  # fmt: skip
 def test_generate_refuses_lengths_counts_and_settings_first(generator, tmp_path, args, text):
     out = tmp_path / "out"
-    _one_line_exit_2(invoke("generate", generator, "-o", out, *args), text)
+    one_line_exit_2(invoke("generate", generator, "-o", out, *args), text)
     assert not out.exists()
 
 
@@ -276,20 +276,20 @@ def test_generate_mel_model_refuses_a_length_under_one_frame(tiny_config, model,
     )
     out = tmp_path / "out"
     result = invoke("generate", mel, "--vocoder", model, "--seconds", "0.005", "-o", out)
-    _one_line_exit_2(result, "--seconds 0.005 is 110 samples at 22050 Hz; the shortest output")
+    one_line_exit_2(result, "--seconds 0.005 is 110 samples at 22050 Hz; the shortest output")
     assert not out.exists()
 
 
 def test_vocode_refuses_sampler_settings_before_reading_inputs(model, tmp_path):
     out = tmp_path / "out"
     missing = tmp_path / "never-read.wav"
-    _one_line_exit_2(invoke("vocode", model, missing, "-o", out, "--steps", "4"), "fixed 6-step")
+    one_line_exit_2(invoke("vocode", model, missing, "-o", out, "--steps", "4"), "fixed 6-step")
     assert not out.exists()
 
 
 def test_demo_refuses_steps_before_writing(model, tmp_path):
     out = tmp_path / "demo"
-    _one_line_exit_2(invoke("demo", "-o", out, "--model", model, "--steps", "4"), "fixed 6-step")
+    one_line_exit_2(invoke("demo", "-o", out, "--model", model, "--steps", "4"), "fixed 6-step")
     assert not out.exists()
 
 
@@ -304,7 +304,7 @@ def test_strict_load_error_keeps_the_unexpected_key(tiny_config, tmp_path, speec
     metadata = load_export(path)[2]
     save_file(tensors, str(tmp_path / "extra.safetensors"), metadata=metadata)
     result = invoke("vocode", tmp_path / "extra.safetensors", speech, "-o", tmp_path / "out")
-    _one_line_exit_2(result, "weights do not fit the stored config")
+    one_line_exit_2(result, "weights do not fit the stored config")
     assert '"extra_head.weight"' in result.output  # after the first line of torch's message
 
 
@@ -331,7 +331,7 @@ def test_bad_yaml_names_line_and_column(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: [unclosed\n", encoding="utf-8")
     result = invoke("train", bad, "--run-dir", tmp_path / "r")
-    _one_line_exit_2(result, "not valid YAML")
+    one_line_exit_2(result, "not valid YAML")
     assert "line 2, column 1" in result.output
 
 
@@ -350,21 +350,21 @@ def test_search_schedule_in_place_refuses_run_dirs_and_shipped_models(tiny_confi
     manifest = tmp_path / "val.jsonl"
     manifest.write_text("", encoding="utf-8")
     result = invoke("search-schedule", run, "--steps", "2", "--manifest", manifest, "--in-place")
-    _one_line_exit_2(result, f"not the run directory {run}; give {run / 'step_00000003.pt'}")
+    one_line_exit_2(result, f"not the run directory {run}; give {run / 'step_00000003.pt'}")
     from audiodiff.pretrained import SHIPPED_DIR
 
     shipped = SHIPPED_DIR / "small-speech.safetensors"
     before = shipped.stat().st_mtime_ns
     result = invoke("search-schedule", "small-speech", "--steps", "2", "--manifest", manifest,
                     "--in-place")  # fmt: skip
-    _one_line_exit_2(result, "--in-place would rewrite the shipped model")
+    one_line_exit_2(result, "--in-place would rewrite the shipped model")
     assert shipped.stat().st_mtime_ns == before
 
 
 def test_mel_refuses_a_missing_input_before_writing_any(speech, tmp_path):
     out = tmp_path / "mels"
     result = invoke("mel", speech, tmp_path / "gone.wav", "--profile", "hifigan", "-o", out)
-    _one_line_exit_2(result, f"{tmp_path / 'gone.wav'} does not exist")
+    one_line_exit_2(result, f"{tmp_path / 'gone.wav'} does not exist")
     assert not out.exists()  # (speech.npy used to be written before the refusal)
 
 
@@ -397,7 +397,7 @@ def test_a_bad_later_input_leaves_no_output_folder(model, speech, tmp_path, monk
         ("mel", speech, short, "--profile", "hifigan", "-o", tmp_path / "mels"),
     ):
         result = invoke(*command)
-        _one_line_exit_2(result, f"{short}: audio has 88 samples (0.0040 s at 22050 Hz) but the")
+        one_line_exit_2(result, f"{short}: audio has 88 samples (0.0040 s at 22050 Hz) but the")
         assert "needs at least 385 (0.0175 s)" in result.output
     assert not (tmp_path / "voc").exists() and not (tmp_path / "mels").exists()
     # A missing manifest is refused before the run directory exists, naming the folder that a
@@ -407,7 +407,7 @@ def test_a_bad_later_input_leaves_no_output_folder(model, speech, tmp_path, monk
     monkeypatch.chdir(tmp_path)
     result = invoke("train", RECIPE, "--run-dir", tmp_path / "run", "--set",
                     "data.train_manifest=data/lj/train.jsonl")  # fmt: skip
-    _one_line_exit_2(
+    one_line_exit_2(
         result,
         f"data.train_manifest data/lj/train.jsonl does not exist (relative to the current folder "
         f"{tmp_path}); run from the folder you ran prepare in, or pass --set "
@@ -419,7 +419,7 @@ def test_a_bad_later_input_leaves_no_output_folder(model, speech, tmp_path, monk
 def test_griffin_lim_refuses_diffusion_settings(model, speech, tmp_path):
     result = invoke("vocode", model, speech, "-o", tmp_path / "gl", "--method", "griffin-lim",
                     "--steps", "3")  # fmt: skip
-    _one_line_exit_2(result, "--steps and --sampler are for --method diffusion, not griffin-lim")
+    one_line_exit_2(result, "--steps and --sampler are for --method diffusion, not griffin-lim")
     assert not (tmp_path / "gl").exists()
 
 
@@ -434,7 +434,7 @@ def test_a_report_in_a_scored_folder_can_be_replaced(tmp_path):
     assert invoke(*args).exit_code == 0
     again = invoke(*args, "--overwrite")
     assert again.exit_code == 0, again.output
-    _one_line_exit_2(
+    one_line_exit_2(
         invoke(
             "evaluate",
             tmp_path / "ref",

@@ -14,15 +14,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from click.testing import CliRunner
 
 from audiodiff.checkpoint import load_export
-from audiodiff.cli import main
 from audiodiff.config_io import apply_overrides, to_dict
 from audiodiff.config_migrate import model_config
 from audiodiff.model import DiffWave
 
-from .conftest import chirp_plus_noise, random_export
+from .conftest import chirp_plus_noise, invoke, one_line_exit_2, random_export
 
 
 def _export(cfg, path):
@@ -40,16 +38,6 @@ def speech(tmp_path):
     path.parent.mkdir()
     sf.write(path, chirp_plus_noise(44100, 0.4), 44100)  # another rate: resampled on load
     return path
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def _one_line_exit_2(result, text):
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("audiodiff: error:") and text in lines[0]
 
 
 def test_mel_then_vocode_mel_and_audio(model, speech, tmp_path):
@@ -88,23 +76,23 @@ def test_vocode_batches_inputs_of_different_lengths(model, tmp_path):
 
 def test_bad_inputs_are_one_line_with_exit_2(model, speech, tmp_path):
     out = tmp_path / "out"
-    _one_line_exit_2(invoke("vocode", tmp_path / "nope.pt", speech, "-o", out), "nope.pt")
+    one_line_exit_2(invoke("vocode", tmp_path / "nope.pt", speech, "-o", out), "nope.pt")
     text = tmp_path / "text.wav"
     text.write_text("not audio")
-    _one_line_exit_2(invoke("vocode", model, text, "-o", out), "text.wav")
+    one_line_exit_2(invoke("vocode", model, text, "-o", out), "text.wav")
     wrong = tmp_path / "wrong.npy"
     np.save(wrong, np.zeros((100, 10), dtype=np.float32))
-    _one_line_exit_2(
+    one_line_exit_2(
         invoke("vocode", model, wrong, "-o", out), "100 bins but this vocoder expects 80"
     )
     pickle = tmp_path / "evil.npy"
     np.save(pickle, np.array([object()], dtype=object), allow_pickle=True)
-    _one_line_exit_2(invoke("vocode", model, pickle, "-o", out), "not a readable mel file")
-    _one_line_exit_2(invoke("vocode", model, speech, "-o", out, "--steps", "4"), "fixed 6-step")
-    _one_line_exit_2(invoke("mel", speech, "-o", out), "exactly one of --profile")
-    _one_line_exit_2(invoke("mel", speech, "--profile", "nope", "-o", out), "unknown mel profile")
-    _one_line_exit_2(invoke("generate", model, "-o", out), "mel-conditioned vocoder")
-    _one_line_exit_2(
+    one_line_exit_2(invoke("vocode", model, pickle, "-o", out), "not a readable mel file")
+    one_line_exit_2(invoke("vocode", model, speech, "-o", out, "--steps", "4"), "fixed 6-step")
+    one_line_exit_2(invoke("mel", speech, "-o", out), "exactly one of --profile")
+    one_line_exit_2(invoke("mel", speech, "--profile", "nope", "-o", out), "unknown mel profile")
+    one_line_exit_2(invoke("generate", model, "-o", out), "mel-conditioned vocoder")
+    one_line_exit_2(
         invoke("export", model, tmp_path / "x.safetensors"), "not an audiodiff checkpoint"
     )
     assert not out.exists() or not any(out.iterdir())  # nothing half-written
@@ -114,7 +102,7 @@ def test_no_overwrite_without_flag(model, speech, tmp_path):
     out = tmp_path / "out"
     assert invoke("vocode", model, speech, "-o", out).exit_code == 0
     before = (out / "speech.wav").read_bytes()
-    _one_line_exit_2(invoke("vocode", model, speech, "-o", out, "--seed", "1"), "exists")
+    one_line_exit_2(invoke("vocode", model, speech, "-o", out, "--seed", "1"), "exists")
     assert (out / "speech.wav").read_bytes() == before
     again = invoke("vocode", model, speech, "-o", out, "--seed", "1", "--overwrite")
     assert again.exit_code == 0 and (out / "speech.wav").read_bytes() != before
@@ -132,7 +120,7 @@ def test_generate_unconditional_and_labelled(tiny_config, tmp_path):
     for i in range(2):
         audio, rate = sf.read(out / f"label-1_00{i}.wav")
         assert rate == 22050 and audio.shape == (round(0.05 * 22050),)
-    _one_line_exit_2(invoke("generate", path, "--label", "9", "-o", out), "unknown label '9'")
+    one_line_exit_2(invoke("generate", path, "--label", "9", "-o", out), "unknown label '9'")
 
 
 def test_export_round_trip_is_bit_identical(tiny_config, tmp_path, speech):
@@ -155,7 +143,7 @@ def test_export_round_trip_is_bit_identical(tiny_config, tmp_path, speech):
     a = Vocoder.from_pretrained(ckpt)(mel, seed=5)
     b = Vocoder.from_pretrained(out)(mel, seed=5)
     assert torch.equal(a, b)
-    _one_line_exit_2(invoke("export", tmp_path / "run", out), "exists")
+    one_line_exit_2(invoke("export", tmp_path / "run", out), "exists")
 
 
 def test_real_subprocess_vocode(model, speech, tmp_path):

@@ -12,10 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from click.testing import CliRunner
 
 from audiodiff.audio import AudioError, check_level, load_model_audio
-from audiodiff.cli import main
 from audiodiff.config import mel_profile
 from audiodiff.config_io import apply_overrides, to_dict
 from audiodiff.datasets.prepare import probe_audio
@@ -24,13 +22,9 @@ from audiodiff.mel import MelSpectrogram
 from audiodiff.scan import check_clip
 from audiodiff.vocoder import Vocoder, check_mel, mel_range_tolerance
 
-from .conftest import chirp_plus_noise, manifest_overrides, random_export
+from .conftest import chirp_plus_noise, invoke, manifest_overrides, random_export
 
 SR = 22050
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def _write(path, x, sample_rate=SR, subtype="FLOAT"):

@@ -19,7 +19,7 @@ from audiodiff.samplers import sample
 from audiodiff.synthesis import make_sampling_spec
 from audiodiff.vocoder import Vocoder
 
-from .conftest import random_export
+from .conftest import one_line_exit_2, random_export
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -141,38 +141,32 @@ def test_readme_loop_reproduces_the_pytorch_sampler(exported, monkeypatch):
     np.testing.assert_allclose(audio, want[0, 0].numpy(), atol=1e-4, rtol=0)
 
 
-def _one_line_exit_2(result, text):
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and text in lines[0], result.output
-
-
 def test_refusals_come_before_any_work(exported, tiny_config, tmp_path):
     model, tmp = exported
     invoke = CliRunner().invoke
     before = (tmp / "voc.onnx").read_bytes()
-    _one_line_exit_2(
+    one_line_exit_2(
         invoke(main, ["export", str(model), str(tmp / "voc.onnx")]),
         "voc.onnx exists; pass --overwrite",
     )
     assert (tmp / "voc.onnx").read_bytes() == before
-    _one_line_exit_2(
+    one_line_exit_2(
         invoke(main, ["export", str(model), str(tmp_path / "v.bin")]),
         "must end in .safetensors or .onnx, got",
     )
-    _one_line_exit_2(
+    one_line_exit_2(
         invoke(main, ["export", str(model), str(tmp_path / "v.onnx"), "--steps", "0"]),
         "--steps must be at least 1, got 0",
     )
     stft_cfg = apply_overrides(tiny_config, ["model.domain=stft", "model.residual_channels=8"])
     stft = random_export(stft_cfg, tmp_path / "stft.safetensors")
-    _one_line_exit_2(
+    one_line_exit_2(
         invoke(main, ["export", str(stft), str(tmp_path / "s.onnx")]),
         "ONNX export covers mel-conditioned waveform vocoders; this model's domain is stft",
     )
     dpm_cfg = apply_overrides(tiny_config, ["sample.sampler=dpmpp-2m"])
     dpm = random_export(dpm_cfg, tmp_path / "dpm.safetensors")
-    _one_line_exit_2(
+    one_line_exit_2(
         invoke(main, ["export", str(dpm), str(tmp_path / "d.onnx")]),
         "dpmpp-2m is multistep: pass --sampler ddim",
     )

@@ -13,9 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from click.testing import CliRunner
 
-from audiodiff.cli import main
 from audiodiff.config import mel_profile
 from audiodiff.config_io import apply_overrides
 from audiodiff.files import read_mel_file, save_mel
@@ -24,24 +22,12 @@ from audiodiff.seeds import item_key
 from audiodiff.synthesis import batches_by_length, positional_noise
 from audiodiff.vocoder import Vocoder, check_mel
 
-from .conftest import chirp_plus_noise, manifest_overrides, random_export
+from .conftest import chirp_plus_noise, invoke, manifest_overrides, one_line_exit_2, random_export
 
 
 @pytest.fixture
 def model(tiny_config, tmp_path):
     return random_export(tiny_config, tmp_path / "tiny.safetensors", output_std=0.2)
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def _one_line_exit_2(result, *texts):
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("audiodiff: error:"), result.output
-    for text in texts:
-        assert text in lines[0], lines[0]
 
 
 def _mel(frames: int, seed: int) -> np.ndarray:
@@ -161,7 +147,7 @@ def test_mel_file_records_its_profile_and_vocode_refuses_another(model, tmp_path
     mel, profile = read_mel_file(tmp_path / "m16" / "x.npz")
     assert profile == mel_profile("16k") and mel.shape == (1, 80, mel.shape[-1])
     out = tmp_path / "out"
-    _one_line_exit_2(
+    one_line_exit_2(
         invoke("vocode", model, tmp_path / "m16" / "x.npz", "-o", out),
         "mel profile '16k'",
         "uses 'hifigan'",
@@ -190,7 +176,7 @@ def test_profiles_are_compared_by_parameters_not_names(model, tmp_path):
     loaded, profile = read_mel_file(renamed)
     assert torch.equal(loaded[0], mel) and profile.name == "my-tts"
     assert invoke("vocode", model, renamed, "-o", tmp_path / "a").exit_code == 0
-    _one_line_exit_2(
+    one_line_exit_2(
         invoke("vocode", model, changed, "-o", tmp_path / "b"),
         "profile 'hifigan' but this vocoder uses 'hifigan'",
         "f_max: 7600.0 vs 8000.0",
@@ -218,10 +204,10 @@ def test_api_checks_an_optional_profile(model):
 
 def test_unreadable_npz_is_one_line(model, tmp_path):
     np.savez(tmp_path / "two.npz", a=np.zeros((80, 4), np.float32), b=np.zeros(3, np.float32))
-    _one_line_exit_2(invoke("vocode", model, tmp_path / "two.npz", "-o", tmp_path / "o"),
+    one_line_exit_2(invoke("vocode", model, tmp_path / "two.npz", "-o", tmp_path / "o"),
                      "not a readable mel file", "expected an array named 'mel'")  # fmt: skip
     np.savez(tmp_path / "future.npz", mel=_mel(4, 0), profile=np.array('{"warp": 2}'))
-    _one_line_exit_2(invoke("vocode", model, tmp_path / "future.npz", "-o", tmp_path / "o"),
+    one_line_exit_2(invoke("vocode", model, tmp_path / "future.npz", "-o", tmp_path / "o"),
                      "records a mel profile this version cannot read")  # fmt: skip
 
 
@@ -306,7 +292,7 @@ def test_threads_option(command, target, model, tmp_path, monkeypatch):
     before = torch.get_num_threads()
     torch.set_num_threads(3)
     try:
-        _one_line_exit_2(invoke(*command, "--threads", "1"), "stopped by the test")
+        one_line_exit_2(invoke(*command, "--threads", "1"), "stopped by the test")
         assert seen == [1] and torch.get_num_threads() == 3  # set for the command, then restored
         for bad in ("0", "-2"):
             result = invoke(*command, "--threads", bad)

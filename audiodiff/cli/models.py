@@ -85,9 +85,7 @@ def import_diffwave_command(weights: str, out_path: str, overwrite: bool) -> Non
     """Convert a checkpoint of the reference implementation (lmnt-com/diffwave: its `model` state
     dict and `params`) to an audiodiff .safetensors export with the `diffwave` mel profile."""
     from audiodiff.diffwave_import import import_diffwave
-    from audiodiff.files import plan_output
 
-    plan_output(out_path, overwrite=overwrite, inputs=[weights], suffix=".safetensors")
     path = import_diffwave(weights, out_path, overwrite=overwrite)
     click.echo(f"imported {weights} -> {path}")
 

@@ -13,13 +13,14 @@
 
 from __future__ import annotations
 
+import typing
 from typing import Literal
 
 import torch
 from torch import Tensor
 
 Backend = Literal["auto", "eager", "cpu-fast", "cpu-fused"]
-BACKENDS: tuple[str, ...] = ("auto", "eager", "cpu-fast", "cpu-fused")
+BACKENDS: tuple[str, ...] = typing.get_args(Backend)
 
 
 def resolve_backend(
