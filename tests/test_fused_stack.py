@@ -79,10 +79,19 @@ def test_diffwave_fused_training_matches_eager(model, monkeypatch):
     net = _net(**model)
     batch, frames = 3, 9
     x = torch.randn(batch, net.in_channels, frames * 16, generator=torch.Generator().manual_seed(1))
-    mel = torch.randn(batch, 5, frames) if net.spectrogram_upsampler is not None else None
+    # Seeded inputs: the two paths round differently (~1e-7), so an unlucky draw puts a ReLU
+    # pre-activation within rounding of 0 and its gradient flips between them (measured: 1 draw in
+    # 40 moved some gradients by up to 9% of their scale, outputs still within 6e-7). Unseeded,
+    # this test failed now and then (CI, 2026-11-30).
+    draw = torch.Generator().manual_seed(2)
+    mel = (
+        torch.randn(batch, 5, frames, generator=draw)
+        if net.spectrogram_upsampler is not None
+        else None
+    )
     label = torch.tensor([0, 3, 2]) if net.n_labels else None
     c_noise = torch.tensor([0.0, 12.5, 49.0])
-    weight = torch.randn(x.shape)
+    weight = torch.randn(x.shape, generator=draw)
     # A small block so the test crosses block edges like a long crop does.
     net.train_block_samples = 37
     calls = []
