@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 CONFIG_VERSION = 2  # history and migrations: audiodiff/config_migrate.py
+# (n_fft, hop_length, win_length) of Parallel WaveGAN's / HiFi-GAN's multi-resolution STFT loss:
+# the metric's resolutions and train.spectral_loss's (audiodiff.spectral_loss).
+MR_STFT_RESOLUTIONS = ((512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -197,6 +200,11 @@ class TrainConfig:
     # Unlike cosine it does not depend on max_steps, so it can be added to a running run.
     lr_milestones: list[int] = field(default_factory=list)
     lr_gamma: float = 0.1
+    # Weight of the auxiliary multi-resolution STFT loss (audiodiff.spectral_loss) between the
+    # audio decoded from the network's clean estimate and the clean audio; 0 = off. Waveform and
+    # stft domains. It is phase-blind where the diffusion loss's conditional mean is not. The
+    # logged loss includes it; the validation loss (val_loss) does not, so runs stay comparable.
+    spectral_loss: float = 0.0
     grad_clip: float = 1.0
     grad_accum: int = 1
     ema_decay: float = 0.999

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import math
 
-from audiodiff.config import ARCHITECTURE_SECTIONS, CONFIG_VERSION, ExperimentConfig
+from audiodiff.config import (
+    ARCHITECTURE_SECTIONS,
+    CONFIG_VERSION,
+    MR_STFT_RESOLUTIONS,
+    ExperimentConfig,
+)
 from audiodiff.config_io import to_dict
 
 # Largest stride of one transposed-convolution stage of the conditioner upsampler. Its kernel is
@@ -201,6 +206,19 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         )
     if not 0 <= d.label_dropout < 1:
         raise ValueError(f"diffusion.label_dropout must be in [0, 1), got {d.label_dropout}")
+    if tr.spectral_loss < 0:
+        raise ValueError(f"train.spectral_loss must be >= 0, got {tr.spectral_loss}")
+    if tr.spectral_loss > 0 and mo.domain == "mel":
+        raise ValueError(
+            "train.spectral_loss compares decoded audio, but a mel-domain model produces mels"
+        )
+    longest_fft = max(n_fft for n_fft, _, _ in MR_STFT_RESOLUTIONS)
+    if tr.spectral_loss > 0 and da.segment_frames * m.hop_length <= longest_fft // 2:
+        raise ValueError(
+            f"train.spectral_loss needs crops longer than {longest_fft // 2} samples (its "
+            f"longest STFT), but data.segment_frames {da.segment_frames} x hop {m.hop_length} "
+            f"is {da.segment_frames * m.hop_length}"
+        )
     if cfg.labels and len(cfg.labels) != mo.n_labels:
         raise ValueError(
             f"labels names {len(cfg.labels)} classes ({', '.join(cfg.labels)}) but "

@@ -28,6 +28,7 @@ The sampler's start: DiffWave draws ``x_vp ~ N(0, I)`` at its noisiest step; in 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -86,6 +87,7 @@ def training_loss(
     loss: LossKind = "l1",
     generator: torch.Generator | None = None,
     label_dropout: float = 0.0,
+    x0_loss: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """Per-example DiffWave training loss (Kong et al. 2021, Algorithm 1), unreduced.
 
@@ -103,9 +105,14 @@ def training_loss(
         target: ``"eps"`` or ``"v"``.
         loss: ``"l1"`` (lmnt-com/diffwave) or ``"l2"`` (the paper).
         label_dropout: probability of replacing a label by the null label.
+        x0_loss: an auxiliary loss of the network's clean estimate, ``x0_hat [B, C, L] -> [B]``,
+            added to the diffusion loss (the trainer's ``train.spectral_loss``). ``x0_hat`` is
+            the prediction turned into the clean signal it implies: ``sqrt(ab) x - sqrt(1 - ab) v``
+            (v), ``(x - sqrt(1 - ab) eps) / sqrt(ab)`` (eps; it amplifies the error by
+            ``1 / sqrt(ab)`` at the noisiest steps, which is why v suits such losses better).
 
     Returns:
-        ``[B]`` mean absolute / squared error of each example.
+        ``[B]`` mean absolute / squared error of each example (plus ``x0_loss``).
     """
     if loss not in ("l1", "l2"):
         raise ValueError(f"unknown loss {loss!r}; expected 'l1' or 'l2'")
@@ -122,7 +129,21 @@ def training_loss(
     prediction = net(x, t.to(x0.dtype), cond=cond, label=label)
     error = prediction - training_target(x0, eps, alpha_bar_t, target)
     error = error.abs() if loss == "l1" else error.square()
-    return error.reshape(batch, -1).mean(dim=1)
+    per_example = error.reshape(batch, -1).mean(dim=1)
+    if x0_loss is None:
+        return per_example
+    return per_example + x0_loss(clean_estimate(x, prediction, alpha_bar_t, target))
+
+
+def clean_estimate(x: Tensor, prediction: Tensor, alpha_bar_t: Tensor, target: Target) -> Tensor:
+    """The clean signal a prediction implies, from the VP noisy ``x`` (both ``[B, ...]``):
+    ``sqrt(ab) x - sqrt(1 - ab) v`` or ``(x - sqrt(1 - ab) eps) / sqrt(ab)``."""
+    ab = _per_example(alpha_bar_t.to(device=x.device, dtype=torch.float64), x)
+    if target == "v":
+        return ab.sqrt().to(x.dtype) * x - (1 - ab).sqrt().to(x.dtype) * prediction
+    if target == "eps":
+        return (x - (1 - ab).sqrt().to(x.dtype) * prediction) * ab.rsqrt().to(x.dtype)
+    raise ValueError(f"unknown target {target!r}; expected 'eps' or 'v'")
 
 
 def prior_std(sigma_max: float | Tensor) -> float | Tensor:

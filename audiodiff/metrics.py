@@ -28,11 +28,8 @@ from torch import Tensor
 
 from audiodiff.audio import resample
 from audiodiff.mel import MelSpectrogram
+from audiodiff.spectral_loss import DEFAULT_RESOLUTIONS, mr_stft_terms, stft_magnitude
 
-# (n_fft, hop_length, win_length) of Parallel WaveGAN's / HiFi-GAN's auxiliary STFT losses.
-DEFAULT_RESOLUTIONS = ((512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))
-# Floor of |X|^2 before the square root and log: Parallel WaveGAN's value.
-STFT_POWER_FLOOR = 1e-7
 # Floor of the mel amplitude before the log of mel-cepstral distortion (HiFi-GAN's clip value).
 MCD_MEL_FLOOR = 1e-5
 # MCD = MCD_DB_PER_NEPER * sqrt(2 * sum of squared cepstral differences).
@@ -91,25 +88,15 @@ def align_pair(ref: Tensor, gen: Tensor, hop_length: int) -> tuple[Tensor, Tenso
     return ref[..., :n], gen[..., :n], abs(n_ref - n_gen)
 
 
-def _magnitude(x: Tensor, n_fft: int, hop_length: int, win_length: int) -> Tensor:
-    window = torch.hann_window(win_length, dtype=x.dtype)
-    spec = torch.stft(x, n_fft, hop_length, win_length, window, center=True, return_complex=True)
-    return (spec.real**2 + spec.imag**2).clamp_min(STFT_POWER_FLOOR).sqrt()
-
-
 def mr_stft_distance(
     ref: Tensor | np.ndarray,
     gen: Tensor | np.ndarray,
     *,
     resolutions: tuple[tuple[int, int, int], ...] = DEFAULT_RESOLUTIONS,
 ) -> Tensor:
-    """Multi-resolution STFT distance (Yamamoto et al. 2020, Parallel WaveGAN, eq. 4-6).
-
-    For each resolution ``(n_fft, hop_length, win_length)`` with a periodic Hann window and
-    ``center=True`` STFT, magnitudes ``|X| = sqrt(max(re^2 + im^2, 1e-7))``:
-    spectral convergence ``SC = ||X_ref| - |X_gen||_F / ||X_ref||_F`` plus log-magnitude
-    ``LM = mean |ln|X_ref| - ln|X_gen||``; the distance is the mean of ``SC + LM`` over resolutions.
-    0 for identical inputs; unitless.
+    """Multi-resolution STFT distance (Yamamoto et al. 2020, Parallel WaveGAN, eq. 4-6), measured
+    in float64 without gradients: :func:`audiodiff.spectral_loss.mr_stft_terms` defines it (the
+    trainer's auxiliary loss is the same computation). 0 for identical inputs; unitless.
 
     Args:
         ref: reference ``[T]`` or ``[B, T]``.
@@ -120,18 +107,7 @@ def mr_stft_distance(
         ``[]`` for ``[T]`` inputs, ``[B]`` otherwise (float64).
     """
     r, g = _pair(ref, gen)
-    longest = max(n_fft for n_fft, _, _ in resolutions)
-    if r.shape[-1] <= longest // 2:
-        raise ValueError(
-            f"signals of {r.shape[-1]} samples are too short for an STFT of n_fft {longest}"
-        )
-    total = torch.zeros(r.shape[0], dtype=torch.float64)
-    for n_fft, hop, win in resolutions:
-        mag_r, mag_g = _magnitude(r, n_fft, hop, win), _magnitude(g, n_fft, hop, win)
-        sc = (mag_r - mag_g).flatten(1).norm(dim=1) / mag_r.flatten(1).norm(dim=1)
-        lm = (mag_r.log() - mag_g.log()).abs().flatten(1).mean(dim=1)
-        total += sc + lm
-    out = total / len(resolutions)
+    out = mr_stft_terms(r, g, resolutions=resolutions)
     return out[0] if np.ndim(ref) == 1 else out
 
 
@@ -158,7 +134,7 @@ def mel_cepstrum(x: Tensor, sample_rate: int, *, n_cepstra: int = 13, n_mels: in
     ``L_n = c_0 + 2 sum_k c_k cos(...)``, the real-cepstrum convention the MCD constant assumes.
     """
     n_fft = 2 ** round(math.log2(0.046 * sample_rate))
-    mag = _magnitude(x, n_fft, n_fft // 4, n_fft).clamp_min(0)
+    mag = stft_magnitude(x, n_fft, n_fft // 4, n_fft)
     fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, dtype=np.float64)
     log_mel = (torch.from_numpy(fb) @ mag).clamp_min(MCD_MEL_FLOOR).log()  # [B, n_mels, frames]
     k = torch.arange(1, n_cepstra + 1, dtype=torch.float64)[:, None]

@@ -55,6 +55,7 @@ from audiodiff.run_dir import (
 )
 from audiodiff.schedule import NoiseSchedule
 from audiodiff.seeds import derived_seed
+from audiodiff.spectral_loss import mr_stft_terms
 from audiodiff.subband import build_network
 from audiodiff.train_data import (
     class_names,
@@ -284,7 +285,26 @@ class Trainer:
             loss=d.loss,
             generator=self.noise_gen,
             label_dropout=d.label_dropout,
+            x0_loss=self.spectral_loss(x0, cond),
         )
+
+    def spectral_loss(
+        self, x0: torch.Tensor, cond: torch.Tensor | None
+    ) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """``train.spectral_loss`` times the multi-resolution STFT distance between the audio
+        decoded from a clean estimate and from ``x0`` (:mod:`audiodiff.spectral_loss`), or None
+        when the weight is 0."""
+        weight = self.cfg.train.spectral_loss
+        if weight == 0:
+            return None
+        with torch.no_grad():
+            ref = self.domain.from_model(x0, cond)[:, 0].float()
+
+        def loss(x0_hat: torch.Tensor) -> torch.Tensor:
+            gen = self.domain.from_model(x0_hat, cond)[:, 0].float()
+            return weight * mr_stft_terms(ref, gen).to(x0_hat.dtype)
+
+        return loss
 
     @torch.no_grad()
     def update_ema(self) -> None:
