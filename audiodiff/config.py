@@ -131,11 +131,13 @@ class ModelConfig:
     ``n_labels > 0``) generator. ``upsample_factors`` is derived from the mel hop when left empty
     (see :func:`upsample_factors`); frame-rate domains have no upsampler.
 
+    ``prior`` (vocoders): ``"mel"`` whitens the diffused variable by a scale the conditioning
+    mel implies: in the stft domain its linear-frequency envelope (the mel-shaped prior), in the
+    waveform domain each frame's RMS (PriorGrad, Lee et al. 2022); ``"standard"`` by a constant.
+
     STFT domain only: ``stft_compression`` is the exponent ``a`` of ``|X|^a e^{i angle X}``
-    (SGMSE+, Richter et al. 2023, use 0.5); ``prior`` ``"mel"`` whitens the variable by the
-    envelope the conditioning mel implies (the mel-shaped prior), ``"standard"`` by a constant;
-    ``bands > 1`` splits the spectrum into that many bands of bins run through one shared network
-    (:mod:`audiodiff.subband`, as RFWave does).
+    (SGMSE+, Richter et al. 2023, use 0.5); ``bands > 1`` splits the spectrum into that many
+    bands of bins run through one shared network (:mod:`audiodiff.subband`, as RFWave does).
     """
 
     domain: Literal["waveform", "mel", "stft"] = "waveform"

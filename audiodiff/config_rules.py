@@ -186,10 +186,11 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
             raise ValueError(f"model.stft_compression must be in (0, 1], got {mo.stft_compression}")
     elif mo.bands != 1:
         raise ValueError(f"model.bands {mo.bands} is only for model.domain 'stft'")
-    elif mo.prior != "standard":
+    elif mo.prior != "standard" and (mo.domain != "waveform" or mo.conditioning != "mel"):
         raise ValueError(
-            f"model.prior {mo.prior!r} is only implemented for model.domain 'stft', not "
-            f"{mo.domain!r}"
+            f"model.prior {mo.prior!r} needs the conditioning mel: it is for vocoders in the "
+            f"stft or waveform domain, not a {mo.domain!r} model with conditioning "
+            f"{mo.conditioning!r}"
         )
     if mo.domain == "waveform" and mo.conditioning == "mel":
         factors = resolved_upsample_factors(cfg)

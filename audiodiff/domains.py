@@ -42,6 +42,7 @@ from audiodiff.config import ExperimentConfig
 from audiodiff.config_rules import model_channels
 from audiodiff.mel import MelSpectrogram, decompress_mel
 from audiodiff.stft import (
+    mel_frame_rms,
     mel_to_linear_envelope,
     profile_istft,
     profile_istft_window,
@@ -54,6 +55,10 @@ from audiodiff.stft import (
 # this loud. It is the ln-mel floor (1e-5) divided by a band's weight sum (~0.05 at 22.05 kHz),
 # rounded up, so the prior never asks the network to produce exact digital silence.
 ENVELOPE_FLOOR = 1e-3
+# Smallest per-sample scale of the waveform domain's PriorGrad prior, in full-scale units (-40
+# dBFS, 20 dB under ordinary speech): PriorGrad floors its normalised std at 0.1 of the loudest
+# frame for the same reason, so near-silent frames do not ask for exact silence.
+WAVEFORM_PRIOR_FLOOR = 1e-2
 # Scale of the stft domain's "standard" prior: the RMS of the compressed real/imaginary parts of
 # klettres speech at 22.05 kHz (measured 0.31 over 10 French clips), so the whitened variable has
 # roughly unit variance overall (0.4 in the low bins, 0.003 above 8 kHz: what the mel prior fixes).
@@ -109,9 +114,64 @@ class Domain:
 
 
 class WaveformDomain(Domain):
-    """``x0`` = the waveform ``[B, 1, T]``; standard normal prior."""
+    """``x0`` = the waveform ``[B, 1, T]``, divided by the prior's scale.
+
+    ``model.prior: standard``: scale 1 (DiffWave). ``mel``: PriorGrad's data-dependent prior (Lee
+    et al. 2022, the vocoder of its section 4): each sample's scale is the RMS its mel frame
+    implies (:func:`audiodiff.stft.mel_frame_rms`), held over the frame's ``hop_length``
+    samples, floored at :data:`WAVEFORM_PRIOR_FLOOR`. PriorGrad min-max normalises the frame
+    energy over the training set instead; an absolute scale needs no dataset statistics stored
+    beside the weights, and makes the whitened variable roughly unit variance as its paper asks.
+    """
 
     name = "waveform"
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        super().__init__(cfg)
+        self.prior = cfg.model.prior
+        if self.prior == "mel":
+            self._mel_basis = MelSpectrogram(cfg.mel).mel_basis
+
+    def prior_std(self, mel: Tensor | None) -> Tensor | float:
+        """1 (standard prior), or ``[B, 1, frames * hop_length]`` (mel prior).
+
+        Raises:
+            ValueError: a mel prior without a mel.
+        """
+        if self.prior == "standard":
+            return 1.0
+        if mel is None:
+            raise ValueError("the waveform domain's PriorGrad prior needs the conditioning mel")
+        m = self.config.mel
+        dtype = mel.dtype if mel.dtype == torch.float64 else torch.float32
+        magnitude = decompress_mel(mel.to(dtype), m)
+        rms = mel_frame_rms(
+            magnitude, self._mel_basis, n_fft=m.n_fft, win_length=m.win_length,
+            normalized=m.normalized, power=m.power,
+        )  # fmt: skip
+        std = rms.clamp_min(WAVEFORM_PRIOR_FLOOR).repeat_interleave(self.hop_length, dim=1)
+        return std.unsqueeze(1)
+
+    def _scale(self, x: Tensor, mel: Tensor | None) -> Tensor | float:
+        """The prior's scale cut to ``x``'s length (a ``center`` profile's mel has one frame
+        more than its audio's ``T / hop``)."""
+        std = self.prior_std(mel)
+        if isinstance(std, float):
+            return std
+        if std.shape[-1] < x.shape[-1]:
+            raise ValueError(
+                f"a mel of {mel.shape[-1]} frames covers {std.shape[-1]} samples, fewer than "
+                f"the {x.shape[-1]} given"
+            )
+        return std[..., : x.shape[-1]].to(x)
+
+    def to_model(self, audio: Tensor, mel: Tensor | None) -> Tensor:
+        """``[B, 1, T]`` audio -> ``audio / prior_std``."""
+        return audio / self._scale(audio, mel)
+
+    def from_model(self, x0: Tensor, mel: Tensor | None) -> Tensor:
+        """Whitened ``[B, 1, T]`` -> audio."""
+        return x0 * self._scale(x0, mel)
 
 
 class MelDomain(Domain):
@@ -192,7 +252,7 @@ class StftDomain(Domain):
             raise ValueError("the stft domain's mel-shaped prior needs the conditioning mel")
         dtype = mel.dtype if mel.dtype == torch.float64 else torch.float32
         magnitude = decompress_mel(mel.to(dtype), self.config.mel)
-        envelope = mel_to_linear_envelope(magnitude, self._mel_basis)
+        envelope = mel_to_linear_envelope(magnitude, self._mel_basis, power=self.config.mel.power)
         std = envelope.clamp_min(ENVELOPE_FLOOR).pow(self.exponent) / math.sqrt(2.0)
         return torch.cat([std, std], dim=1)
 

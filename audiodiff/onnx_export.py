@@ -160,6 +160,13 @@ def export_onnx(
             f"ONNX export covers mel-conditioned waveform vocoders; this model's domain is "
             f"{vocoder.config.model.domain}"
         )
+    if vocoder.config.model.prior != "standard":
+        # The runtime's loop would return the whitened waveform: the per-sample prior scale
+        # (PriorGrad) is not part of the exported graphs.
+        raise ValueError(
+            f"ONNX export covers vocoders with the standard prior; this model's prior is "
+            f"{vocoder.config.model.prior!r} (PriorGrad)"
+        )
     schedule = onnx_schedule(vocoder, steps=steps, sampler=sampler)
     net.eval()
     n_mels, hop = vocoder.n_mels, vocoder.hop_length

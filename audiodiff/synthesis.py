@@ -342,7 +342,7 @@ def vocode_mel(
                 x.cpu(), mel_cpu[..., e0:e1], first=e0, total=frames, start=s0, stop=s1
             )
 
-    return synthesize(
+    out = synthesize(
         denoiser,
         spec,
         n_samples=n_units,
@@ -359,6 +359,8 @@ def vocode_mel(
         decode_halo=domain.decode_halo,
         decoded_shape=(mel.shape[0], 1, domain.audio_length(frames)) if decode else None,
     )
+    # Waveform models sample the whitened waveform; undo a PriorGrad prior's per-sample scale.
+    return out if decode else domain.from_model(out, mel.cpu())
 
 
 def _mel_units(domain: Domain, frames: int, chunk_samples: int | None) -> tuple[int, int]:

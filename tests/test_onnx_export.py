@@ -164,6 +164,12 @@ def test_refusals_come_before_any_work(exported, tiny_config, tmp_path):
         invoke(main, ["export", str(stft), str(tmp_path / "s.onnx")]),
         "ONNX export covers mel-conditioned waveform vocoders; this model's domain is stft",
     )
+    prior_cfg = apply_overrides(tiny_config, ["model.prior=mel"])
+    prior = random_export(prior_cfg, tmp_path / "prior.safetensors")
+    one_line_exit_2(
+        invoke(main, ["export", str(prior), str(tmp_path / "p.onnx")]),
+        "covers vocoders with the standard prior; this model's prior is 'mel' (PriorGrad)",
+    )
     dpm_cfg = apply_overrides(tiny_config, ["sample.sampler=dpmpp-2m"])
     dpm = random_export(dpm_cfg, tmp_path / "dpm.safetensors")
     one_line_exit_2(
