@@ -135,6 +135,10 @@ class ModelConfig:
     mel implies: in the stft domain its linear-frequency envelope (the mel-shaped prior), in the
     waveform domain each frame's RMS (PriorGrad, Lee et al. 2022); ``"standard"`` by a constant.
 
+    ``architecture``: ``"diffwave"`` (the dilated residual stack) or, stft domain only,
+    ``"convnext"`` (:mod:`audiodiff.convnext`, Vocos's block stack: ``residual_channels`` is its
+    width, ``residual_layers`` its blocks, ``kernel_size`` its depthwise kernel).
+
     STFT domain only: ``stft_compression`` is the exponent ``a`` of ``|X|^a e^{i angle X}``
     (SGMSE+, Richter et al. 2023, use 0.5); ``bands > 1`` splits the spectrum into that many
     bands of bins run through one shared network (:mod:`audiodiff.subband`, as RFWave does).
@@ -142,6 +146,7 @@ class ModelConfig:
 
     domain: Literal["waveform", "mel", "stft"] = "waveform"
     conditioning: Literal["mel", "none"] = "mel"
+    architecture: Literal["diffwave", "convnext"] = "diffwave"
     residual_channels: int = 64
     residual_layers: int = 30
     dilation_cycle: int = 10

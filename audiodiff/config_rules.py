@@ -184,6 +184,16 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
             raise ValueError("a sub-band stft model (model.bands > 1) takes no class labels")
         if not 0 < mo.stft_compression <= 1:
             raise ValueError(f"model.stft_compression must be in (0, 1], got {mo.stft_compression}")
+        if mo.architecture == "convnext" and (mo.bands != 1 or mo.n_labels != 0):
+            raise ValueError(
+                "model.architecture 'convnext' takes neither sub-bands nor labels (model.bands "
+                f"{mo.bands}, model.n_labels {mo.n_labels})"
+            )
+    elif mo.architecture != "diffwave":
+        raise ValueError(
+            f"model.architecture {mo.architecture!r} is only for model.domain 'stft', not "
+            f"{mo.domain!r}"
+        )
     elif mo.bands != 1:
         raise ValueError(f"model.bands {mo.bands} is only for model.domain 'stft'")
     elif mo.prior != "standard" and (mo.domain != "waveform" or mo.conditioning != "mel"):

@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from audiodiff.checkpoint import label_names, load_checkpoint, load_export
 from audiodiff.config import ExperimentConfig
 from audiodiff.config_io import inference_from_dict
 from audiodiff.config_rules import validate
 from audiodiff.encoding import one_line
-from audiodiff.model import DiffWave
-from audiodiff.subband import SubbandDiffWave, build_network
+from audiodiff.subband import build_network
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "pretrained_models"
 
@@ -107,7 +107,7 @@ def load_model_source(
 
 def load_network(
     source: str | Path,
-) -> tuple[DiffWave | SubbandDiffWave, ExperimentConfig, dict[str, Any]]:
+) -> tuple[nn.Module, ExperimentConfig, dict[str, Any]]:
     """The network of any model source, rebuilt from its stored config with its (EMA) weights.
 
     Raises:

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from audiodiff.config import ExperimentConfig
 from audiodiff.config_rules import model_channels
+from audiodiff.convnext import ConvNeXtDenoiser
 from audiodiff.model import DiffWave
 from audiodiff.model_blocks import Conditioning
 
@@ -140,9 +141,12 @@ class SubbandDiffWave(nn.Module):
 
 def build_network(
     cfg: ExperimentConfig, *, generator: torch.Generator | None = None
-) -> DiffWave | SubbandDiffWave:
-    """The network an experiment config describes: a :class:`DiffWave`, or a
-    :class:`SubbandDiffWave` for an stft model with ``model.bands > 1``."""
+) -> DiffWave | SubbandDiffWave | ConvNeXtDenoiser:
+    """The network an experiment config describes: a :class:`DiffWave`, a
+    :class:`SubbandDiffWave` for an stft model with ``model.bands > 1``, or a
+    :class:`~audiodiff.convnext.ConvNeXtDenoiser` for ``model.architecture: convnext``."""
+    if cfg.model.architecture == "convnext":
+        return ConvNeXtDenoiser(cfg, generator=generator)
     if cfg.model.domain == "stft" and cfg.model.bands > 1:
         return SubbandDiffWave(cfg, generator=generator)
     return DiffWave.from_config(cfg, generator=generator)

@@ -38,6 +38,7 @@ LAYER = {
     "model_blocks": 0.5,  # DiffWave's blocks and Conditioning; imports config only
     "model_compute": 0.7,  # DiffWave's prepare, step checks, eager stack, stack backends dispatch
     "model": 1,
+    "convnext": 1,  # the ConvNeXt stack (Vocos) beside DiffWave's; build_network picks
     "subband": 1.5,  # band folding around the shared network
     "dist": 1,
     "plot": 1.5,  # draws mels: above mel (1), which undoes their compression
