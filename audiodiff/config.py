@@ -212,6 +212,9 @@ class TrainConfig:
     # stft domains. It is phase-blind where the diffusion loss's conditional mean is not. The
     # logged loss includes it; the validation loss (val_loss) does not, so runs stay comparable.
     spectral_loss: float = 0.0
+    # Weight of HiFi-GAN's mel loss on the same decoded audio: mean |mel(audio) - mel(clean)| in
+    # the profile's compressed mel (the metric log_mel_l1); 0 = off. Domains as spectral_loss.
+    mel_loss: float = 0.0
     grad_clip: float = 1.0
     grad_accum: int = 1
     ema_decay: float = 0.999

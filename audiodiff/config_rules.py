@@ -217,12 +217,13 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         )
     if not 0 <= d.label_dropout < 1:
         raise ValueError(f"diffusion.label_dropout must be in [0, 1), got {d.label_dropout}")
-    if tr.spectral_loss < 0:
-        raise ValueError(f"train.spectral_loss must be >= 0, got {tr.spectral_loss}")
-    if tr.spectral_loss > 0 and mo.domain == "mel":
-        raise ValueError(
-            "train.spectral_loss compares decoded audio, but a mel-domain model produces mels"
-        )
+    for name, weight in (("spectral_loss", tr.spectral_loss), ("mel_loss", tr.mel_loss)):
+        if weight < 0:
+            raise ValueError(f"train.{name} must be >= 0, got {weight}")
+        if weight > 0 and mo.domain == "mel":
+            raise ValueError(
+                f"train.{name} compares decoded audio, but a mel-domain model produces mels"
+            )
     longest_fft = max(n_fft for n_fft, _, _ in MR_STFT_RESOLUTIONS)
     if tr.spectral_loss > 0 and da.segment_frames * m.hop_length <= longest_fft // 2:
         raise ValueError(

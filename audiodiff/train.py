@@ -291,18 +291,27 @@ class Trainer:
     def spectral_loss(
         self, x0: torch.Tensor, cond: torch.Tensor | None
     ) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        """``train.spectral_loss`` times the multi-resolution STFT distance between the audio
-        decoded from a clean estimate and from ``x0`` (:mod:`audiodiff.spectral_loss`), or None
-        when the weight is 0."""
-        weight = self.cfg.train.spectral_loss
-        if weight == 0:
+        """The auxiliary losses on the audio decoded from a clean estimate, or None when both
+        weights are 0: ``train.spectral_loss`` times the multi-resolution STFT distance to the
+        audio of ``x0`` (:mod:`audiodiff.spectral_loss`) plus ``train.mel_loss`` times the mean
+        absolute difference of its compressed mel from that of ``x0`` (HiFi-GAN's mel loss,
+        Kong et al. 2020, in the profile's own mel; for a vocoder that mel is ``cond``)."""
+        tr = self.cfg.train
+        if tr.spectral_loss == 0 and tr.mel_loss == 0:
             return None
         with torch.no_grad():
             ref = self.domain.from_model(x0, cond)[:, 0].float()
+            ref_mel = self.mel(ref) if tr.mel_loss else None
 
         def loss(x0_hat: torch.Tensor) -> torch.Tensor:
             gen = self.domain.from_model(x0_hat, cond)[:, 0].float()
-            return weight * mr_stft_terms(ref, gen).to(x0_hat.dtype)
+            total = torch.zeros(gen.shape[0], device=gen.device)
+            if tr.spectral_loss:
+                total = total + tr.spectral_loss * mr_stft_terms(ref, gen)
+            if tr.mel_loss:
+                mel_error = (self.mel(gen) - ref_mel).abs().flatten(1).mean(dim=1)
+                total = total + tr.mel_loss * mel_error
+            return total.to(x0_hat.dtype)
 
         return loss
 

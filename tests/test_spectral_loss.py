@@ -93,27 +93,35 @@ def test_training_loss_adds_the_x0_loss_of_the_prediction():
 
 
 @pytest.mark.parametrize("domain", ["waveform", "stft"])
-def test_trainer_adds_the_weighted_spectral_loss(tmp_path, tiny_config, manifests, domain):
-    """Same batch, same noise: the loss grows by weight x the MR-STFT distance, linearly."""
+def test_trainer_adds_the_weighted_auxiliary_losses(tmp_path, tiny_config, manifests, domain):
+    """Same batch, same noise: each auxiliary loss adds weight x its distance, linearly, and the
+    two add up."""
     from audiodiff.train import Trainer
 
     base = list(manifest_overrides(manifests)) + (STFT_TINY if domain == "stft" else [])
     losses = {}
-    for weight in (0.0, 1.0, 2.0):
-        cfg = validate(apply_overrides(tiny_config, [*base, f"train.spectral_loss={weight}"]))
-        trainer = Trainer(cfg, tmp_path / f"run{weight}", log=lambda _: None)
+    for spectral, mel in ((0, 0), (1, 0), (2, 0), (0, 1), (0, 2), (1, 1)):
+        overrides = [*base, f"train.spectral_loss={spectral}", f"train.mel_loss={mel}"]
+        cfg = validate(apply_overrides(tiny_config, overrides))
+        trainer = Trainer(cfg, tmp_path / f"run{spectral}{mel}", log=lambda _: None)
         x0, cond, label = trainer.model_inputs(next(trainer.batches()))
         trainer.noise_gen.manual_seed(7)
-        losses[weight] = trainer.loss(x0, cond, label).detach()
-    added = losses[1.0] - losses[0.0]
-    assert (added > 0.05).all()  # an untrained network's audio is far from the clip's
-    torch.testing.assert_close(losses[2.0] - losses[0.0], 2 * added, rtol=1e-4, atol=1e-6)
+        losses[spectral, mel] = trainer.loss(x0, cond, label).detach()
+    base_loss = losses[0, 0]
+    spectral, mel = losses[1, 0] - base_loss, losses[0, 1] - base_loss
+    assert (spectral > 0.05).all() and (mel > 0.05).all()  # untrained audio is far off
+    close = {"rtol": 1e-4, "atol": 1e-5}
+    torch.testing.assert_close(losses[2, 0] - base_loss, 2 * spectral, **close)
+    torch.testing.assert_close(losses[0, 2] - base_loss, 2 * mel, **close)
+    torch.testing.assert_close(losses[1, 1] - base_loss, spectral + mel, **close)
 
 
 @pytest.mark.parametrize(
     "overrides,message",
     [
         (["train.spectral_loss=-1"], "must be >= 0"),
+        (["train.mel_loss=-0.5"], "train.mel_loss must be >= 0"),
+        (["train.mel_loss=1", "model.domain=mel", "model.conditioning=none"], "produces mels"),
         (["train.spectral_loss=1", "model.domain=mel", "model.conditioning=none"], "produces mels"),
         (["train.spectral_loss=1", "data.segment_frames=4"], "crops longer than 1024"),
     ],
