@@ -62,6 +62,18 @@ def write_wav(tmp_path: Path) -> Callable[..., Path]:
     return _write
 
 
+# Overrides of TINY_OVERRIDES for a tiny stft-domain vocoder (mel prior, v on a zero-terminal-SNR
+# table, DPM-Solver++ 2M: the stft recipes' choices).
+STFT_TINY = [
+    "model.domain=stft",
+    "model.prior=mel",
+    "model.residual_channels=16",
+    "diffusion.target=v",
+    "diffusion.schedule=linear-zsnr",
+    "sample.sampler=dpmpp-2m",
+]
+
+
 TINY_OVERRIDES = [
     "model.residual_channels=8",
     "model.residual_layers=4",

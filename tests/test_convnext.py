@@ -16,18 +16,13 @@ from audiodiff.convnext import ConvNeXtDenoiser
 from audiodiff.subband import build_network
 from audiodiff.vocoder import Vocoder
 
-from .conftest import chirp_plus_noise, manifest_overrides, random_export
+from .conftest import STFT_TINY, chirp_plus_noise, manifest_overrides, random_export
 
 CONVNEXT_TINY = [
-    "model.domain=stft",
+    *STFT_TINY,
     "model.architecture=convnext",
-    "model.prior=mel",
-    "model.residual_channels=16",
     "model.residual_layers=3",
     "model.kernel_size=5",
-    "diffusion.target=v",
-    "diffusion.schedule=linear-zsnr",
-    "sample.sampler=dpmpp-2m",
 ]
 
 

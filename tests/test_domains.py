@@ -20,16 +20,7 @@ from audiodiff.model import DiffWave
 from audiodiff.stft import mel_to_linear_envelope, profile_istft, profile_stft
 from audiodiff.vocoder import Vocoder
 
-from .conftest import chirp_plus_noise, manifest_overrides, random_export
-
-STFT_TINY = [
-    "model.domain=stft",
-    "model.prior=mel",
-    "model.residual_channels=16",
-    "diffusion.target=v",
-    "diffusion.schedule=linear-zsnr",
-    "sample.sampler=dpmpp-2m",
-]
+from .conftest import STFT_TINY, chirp_plus_noise, manifest_overrides, random_export
 
 
 def _stft_cfg(tiny_config, *extra: str):

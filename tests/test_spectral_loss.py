@@ -15,16 +15,7 @@ from audiodiff.metrics import mr_stft_distance
 from audiodiff.schedule import NoiseSchedule
 from audiodiff.spectral_loss import mr_stft_terms
 
-from .conftest import chirp_plus_noise, manifest_overrides, tiny_diffwave
-
-STFT_TINY = [
-    "model.domain=stft",
-    "model.prior=mel",
-    "model.residual_channels=16",
-    "diffusion.target=v",
-    "diffusion.schedule=linear-zsnr",
-    "sample.sampler=dpmpp-2m",
-]
+from .conftest import STFT_TINY, chirp_plus_noise, manifest_overrides, tiny_diffwave
 
 
 def _pair(seed: int = 0, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
