@@ -73,7 +73,7 @@ def run(
     *,
     checkpoints: list[str] | None = None,
     profile: str = "hifigan",
-    steps: int = 6,
+    steps: int | None = None,
     gl_iters: int = 64,
     limit: int = 0,
     seed: int = 0,
@@ -91,6 +91,7 @@ def run(
     dev = torch.device(device)
     cfg: MelConfig = mel_profile(profile)
     methods: dict[str, Any] = {}
+    model_steps: dict[str, int] = {}  # each model's steps: ``steps``, else its own sample.steps
     for checkpoint in checkpoints or []:
         from audiodiff.vocoder import Vocoder  # only needed with a model
 
@@ -102,6 +103,7 @@ def run(
             )
         cfg = voc.mel_config  # the model's own profile decides the mels of every method
         # Clamped to full scale as the trainer's evaluation does: PESQ refuses samples beyond it.
+        model_steps[Path(checkpoint).stem] = steps or voc.config.sample.steps
         methods[Path(checkpoint).stem] = lambda mel, voc=voc: voc(mel, steps=steps, seed=seed)[
             0, 0
         ].clamp(-1, 1)
@@ -150,7 +152,7 @@ def run(
         "audio_s": audio_s,
         "device": str(dev),
         "threads": torch.get_num_threads(),
-        "steps": steps,
+        "steps": model_steps,
         "gl_iters": gl_iters,
         "rows": rows,
     }
@@ -179,7 +181,7 @@ def format_rows(result: dict[str, Any]) -> str:
     lines.append(
         f"profile {result['profile']}, {result['audio_s']:.1f} s of audio, "
         f"device {result['device']}, {result['threads']} CPU threads, "
-        f"model steps {result['steps']}, "
+        f"model steps {', '.join(f'{k} {v}' for k, v in result['steps'].items()) or '-'}, "
         f"Griffin-Lim iterations {result['gl_iters']}; rtf = synthesis seconds per audio second"
     )
     for row in result["rows"]:
@@ -197,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         help="checkpoint, run dir, export or shipped model name (repeatable)",
     )
     parser.add_argument("--profile", default="hifigan", help="mel profile without --checkpoint")
-    parser.add_argument("--steps", type=int, default=6, help="model sampling steps")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="model sampling steps (default: each model's own)"
+    )
     parser.add_argument("--gl-iters", type=int, default=64, help="Griffin-Lim iterations")
     parser.add_argument("--limit", type=int, default=0, help="first N clips only (0: all)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (DESIGN §9: 2)")
