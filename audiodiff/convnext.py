@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from audiodiff.config import ExperimentConfig
 from audiodiff.config_rules import model_channels
 from audiodiff.model_blocks import Conditioning, DiffusionEmbedding
+from audiodiff.model_compute import check_step_inputs
 
 # Width of each block's pointwise MLP over its input width (Vocos: 1536 for 512).
 MLP_RATIO = 3
@@ -95,6 +96,9 @@ class ConvNeXtDenoiser(nn.Module):
         self.n_mels = cfg.mel.n_mels
         self.n_steps = cfg.diffusion.n_steps
         self.kernel_size = kernel
+        # What the shared step-input checks (model_compute.check_step_inputs) read of a network.
+        self.mel_conditioned = True
+        self.label_embedding = None
         self.embedding = DiffusionEmbedding(self.n_steps, mo.step_embedding_dim, mo.step_mlp_dim)
         self.input_projection = nn.Conv1d(self.in_channels, dim, kernel, padding=kernel // 2)
         self.mel_projection = nn.Conv1d(self.n_mels, dim, kernel, padding=kernel // 2)
@@ -151,26 +155,9 @@ class ConvNeXtDenoiser(nn.Module):
         Raises:
             ValueError: shape, length, batch or step range mismatches.
         """
-        cond = prepared.conditioner
-        if x.dim() != 3 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"x has shape {tuple(x.shape)} but this model expects "
-                f"[batch, {self.in_channels}, frames]"
-            )
-        if cond is None or cond.shape[-1] != x.shape[-1] or cond.shape[0] not in (1, x.shape[0]):
-            got = None if cond is None else tuple(cond.shape)
-            raise ValueError(f"prepared conditioning {got} does not cover x {tuple(x.shape)}")
-        c_noise = torch.as_tensor(c_noise, device=x.device)
-        if c_noise.dim() == 0 or c_noise.shape == (1,):
-            c_noise = c_noise.reshape(1).expand(x.shape[0])
-        if c_noise.shape != (x.shape[0],):
-            raise ValueError(
-                f"c_noise must be a scalar or [{x.shape[0]}], got {tuple(c_noise.shape)}"
-            )
-        if bool((c_noise < 0).any()) or bool((c_noise > self.n_steps - 1).any()):
-            raise ValueError(f"c_noise must be in [0, {self.n_steps - 1}]")
+        c_noise = check_step_inputs(self, x, c_noise, prepared)
         embedding = self.embedding(c_noise)
-        h = self.input_projection(x) + cond
+        h = self.input_projection(x) + prepared.conditioner
         h = self.input_norm(h.transpose(1, 2)).transpose(1, 2)
         for block in self.blocks:
             h = block(h, embedding)

@@ -38,7 +38,7 @@ import math
 import torch
 from torch import Tensor
 
-from audiodiff.config import ExperimentConfig
+from audiodiff.config import ExperimentConfig, MelConfig
 from audiodiff.config_rules import model_channels
 from audiodiff.mel import MelSpectrogram, decompress_mel
 from audiodiff.stft import (
@@ -63,6 +63,13 @@ WAVEFORM_PRIOR_FLOOR = 1e-2
 # klettres speech at 22.05 kHz (measured 0.31 over 10 French clips), so the whitened variable has
 # roughly unit variance overall (0.4 in the low bins, 0.003 above 8 kHz: what the mel prior fixes).
 STANDARD_STFT_SCALE = 0.31
+
+
+def linear_mel(mel: Tensor, cfg: MelConfig) -> Tensor:
+    """The decompressed mel (``basis @ |X| ** power``) the mel-shaped priors start from, in
+    float32 (float64 kept)."""
+    dtype = mel.dtype if mel.dtype == torch.float64 else torch.float32
+    return decompress_mel(mel.to(dtype), cfg)
 
 
 class Domain:
@@ -143,10 +150,8 @@ class WaveformDomain(Domain):
         if mel is None:
             raise ValueError("the waveform domain's PriorGrad prior needs the conditioning mel")
         m = self.config.mel
-        dtype = mel.dtype if mel.dtype == torch.float64 else torch.float32
-        magnitude = decompress_mel(mel.to(dtype), m)
         rms = mel_frame_rms(
-            magnitude, self._mel_basis, n_fft=m.n_fft, win_length=m.win_length,
+            linear_mel(mel, m), self._mel_basis, n_fft=m.n_fft, win_length=m.win_length,
             normalized=m.normalized, power=m.power,
         )  # fmt: skip
         std = rms.clamp_min(WAVEFORM_PRIOR_FLOOR).repeat_interleave(self.hop_length, dim=1)
@@ -250,9 +255,9 @@ class StftDomain(Domain):
             return STANDARD_STFT_SCALE
         if mel is None:
             raise ValueError("the stft domain's mel-shaped prior needs the conditioning mel")
-        dtype = mel.dtype if mel.dtype == torch.float64 else torch.float32
-        magnitude = decompress_mel(mel.to(dtype), self.config.mel)
-        envelope = mel_to_linear_envelope(magnitude, self._mel_basis, power=self.config.mel.power)
+        envelope = mel_to_linear_envelope(
+            linear_mel(mel, self.config.mel), self._mel_basis, power=self.config.mel.power
+        )
         std = envelope.clamp_min(ENVELOPE_FLOOR).pow(self.exponent) / math.sqrt(2.0)
         return torch.cat([std, std], dim=1)
 

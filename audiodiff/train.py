@@ -301,7 +301,8 @@ class Trainer:
             return None
         with torch.no_grad():
             ref = self.domain.from_model(x0, cond)[:, 0].float()
-            ref_mel = self.mel(ref) if tr.mel_loss else None
+            # A vocoder's conditioning is already the mel of this audio.
+            ref_mel = (cond if cond is not None else self.mel(ref)) if tr.mel_loss else None
 
         def loss(x0_hat: torch.Tensor) -> torch.Tensor:
             gen = self.domain.from_model(x0_hat, cond)[:, 0].float()
