@@ -235,13 +235,20 @@ class TrainConfig:
 @dataclass
 class SampleConfig:
     """Defaults for sampling; ``sigmas`` holds a searched discretisation (noise levels, most noise
-    first, without the final 0) for ``sampler`` at ``steps`` when present."""
+    first, without the final 0) for ``sampler`` at ``steps`` when present.
+
+    ``mel_match_iters`` and ``griffin_lim_iters`` (stft-domain vocoders only) refine the sampled
+    STFT before the inverse: the magnitude moved towards the conditioning mel, then Griffin-Lim
+    iterations started from the network's phase (:mod:`audiodiff.consistency`); 0 and 0 leave
+    the network's output as it is."""
 
     sampler: Literal["ddpm", "diffwave-fast", "ddim", "dpmpp-2m"] = "diffwave-fast"
     steps: int = 6
     eta: float = 0.0
     guidance: float = 0.0
     sigmas: list[float] = field(default_factory=list)
+    mel_match_iters: int = 0
+    griffin_lim_iters: int = 0
 
 
 @dataclass

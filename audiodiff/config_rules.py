@@ -269,6 +269,16 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         raise ValueError(f"sample.sigmas must be positive, got {sa.sigmas}")
     if not 0 <= sa.eta <= 1:
         raise ValueError(f"sample.eta must be in [0, 1], got {sa.eta}")
+    if sa.mel_match_iters < 0 or sa.griffin_lim_iters < 0:
+        raise ValueError(
+            f"sample.mel_match_iters and sample.griffin_lim_iters must be >= 0, got "
+            f"{sa.mel_match_iters} and {sa.griffin_lim_iters}"
+        )
+    if (sa.mel_match_iters or sa.griffin_lim_iters) and cfg.model.domain != "stft":
+        raise ValueError(
+            "sample.mel_match_iters and sample.griffin_lim_iters refine an STFT: they need "
+            f"model.domain 'stft', not {cfg.model.domain!r}"
+        )
     return cfg
 
 

@@ -40,6 +40,7 @@ from torch import Tensor
 
 from audiodiff.config import ExperimentConfig, MelConfig
 from audiodiff.config_rules import model_channels
+from audiodiff.consistency import Refinement, refine_spectrum
 from audiodiff.mel import MelSpectrogram, decompress_mel
 from audiodiff.stft import (
     mel_frame_rms,
@@ -292,15 +293,45 @@ class StftDomain(Domain):
         profiles: ``(frames - 1) * hop``)."""
         return profile_istft(self._spectrum(x0, mel), **self._stft_args).unsqueeze(1)
 
+    def window_halo(self, refinement: Refinement | None = None) -> int:
+        """Frames either side of a window that :meth:`from_model_window` needs for an exact
+        centre: the inverse STFT's overlap, plus the refinement's reach."""
+        extra = 0 if refinement is None else refinement.halo_frames(
+            self.config.mel.n_fft, self.config.mel.hop_length
+        )
+        return self.decode_halo + extra
+
     def from_model_window(
-        self, x0: Tensor, mel: Tensor | None, *, first: int, total: int, start: int, stop: int
+        self,
+        x0: Tensor,
+        mel: Tensor | None,
+        *,
+        first: int,
+        total: int,
+        start: int,
+        stop: int,
+        refinement: Refinement | None = None,
     ) -> Tensor:
         """The audio of frames ``[start, stop)`` from a window ``x0`` of frames
         ``[first, first + n)`` of a ``total``-frame utterance (and the mel of that window):
-        ``[B, 1, L]``, equal to the same samples of :meth:`from_model` of the whole utterance
-        when the window holds :attr:`decode_halo` frames either side (or the utterance's edge).
+        ``[B, 1, L]``, equal to the same samples of the whole utterance's decoding when the
+        window holds :meth:`window_halo` frames either side (or the utterance's edge).
+
+        ``refinement`` (:mod:`audiodiff.consistency`) moves the decoded STFT towards ``mel``
+        and runs Griffin-Lim iterations from its phase before the inverse; it needs ``mel``.
+
+        Raises:
+            ValueError: a refinement without a mel, or an ``x0`` of the wrong shape.
         """
         spec = self._spectrum(x0, mel)
+        if refinement is not None and refinement.active:
+            if mel is None:
+                raise ValueError("refining a decoded STFT needs the conditioning mel")
+            spec = refine_spectrum(
+                spec, linear_mel(mel, self.config.mel).to(spec.real.dtype), self._mel_basis,
+                refinement, power=self.config.mel.power, first_frame=first, total_frames=total,
+                stft_args=self._stft_args,
+            )  # fmt: skip
         piece = profile_istft_window(
             spec, first_frame=first, total_frames=total, start_frame=start, stop_frame=stop,
             **self._stft_args,

@@ -28,7 +28,8 @@ from torch import Tensor
 
 from audiodiff.config import MelConfig
 from audiodiff.mel import MelSpectrogram, decompress_mel
-from audiodiff.stft import pad_left, profile_istft, profile_stft, profile_window, signal_length
+from audiodiff.consistency import griffin_lim_phase, match_mel
+from audiodiff.stft import pad_left, profile_istft, profile_window, signal_length
 
 # Tiny value that keeps divisions finite where a magnitude or a window overlap is exactly zero.
 _TINY = 1e-12
@@ -72,30 +73,28 @@ def mel_to_linear(mel_linear: Tensor, cfg: MelConfig, *, nnls_iters: int = 200) 
     # Start strictly positive: a multiplicative update can never move a zero.
     floor = 1e-3 * start.clamp_min(0).amax(dim=-2, keepdim=True).clamp_min(_TINY)
     spec = torch.maximum(start, floor)
-    gram = fb.T @ fb
-    target = fb.T @ power
-    for _ in range(nnls_iters):
-        spec = spec * target / (gram @ spec).clamp_min(_TINY)
-    magnitude = spec.clamp_min(0).pow(1.0 / cfg.power)
+    magnitude = match_mel(
+        spec.pow(1.0 / cfg.power), power, fb, power=cfg.power, iters=nnls_iters
+    )
+    if nnls_iters > 0:
+        # No band constrains the bins outside [f_min, f_max]: the least-squares answer there is 0.
+        magnitude = magnitude * (fb.sum(dim=0) > 0)[:, None]
     return magnitude * _stft_scale(cfg)
 
 
-def _stft(x: Tensor, cfg: MelConfig) -> Tensor:
-    """The profile's complex STFT without normalisation: ``[B, T] -> [B, n_fft // 2 + 1, frames]``
-    (the magnitude is brought to this raw scale by :func:`mel_to_linear`)."""
-    return profile_stft(
-        x, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
-        padding=cfg.padding,
-    )  # fmt: skip
+def _stft_args(cfg: MelConfig) -> dict:
+    """The profile's STFT without normalisation (the magnitude is brought to this raw scale by
+    :func:`mel_to_linear`)."""
+    return {
+        "n_fft": cfg.n_fft, "hop_length": cfg.hop_length, "win_length": cfg.win_length,
+        "padding": cfg.padding,
+    }  # fmt: skip
 
 
 def _istft(spec: Tensor, cfg: MelConfig) -> Tensor:
-    """Least-squares inverse of :func:`_stft` (:func:`audiodiff.stft.profile_istft`):
+    """Least-squares inverse of the profile's raw STFT (:func:`audiodiff.stft.profile_istft`):
     ``[B, output_length(cfg, frames)]``."""
-    return profile_istft(
-        spec, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
-        padding=cfg.padding,
-    )  # fmt: skip
+    return profile_istft(spec, **_stft_args(cfg))
 
 
 def griffin_lim(
@@ -165,12 +164,9 @@ def griffin_lim(
     else:
         angles = torch.ones_like(magnitude, dtype=torch.complex64)
 
-    previous = torch.zeros_like(angles)
-    for _ in range(n_iter):
-        rebuilt = _stft(_istft(magnitude * angles, cfg), cfg)
-        # The momentum term extrapolates along the last step, which is what makes it "fast".
-        angles = rebuilt - (momentum / (1.0 + momentum)) * previous
-        angles = angles / (angles.abs() + _TINY)
-        previous = rebuilt
+    angles = griffin_lim_phase(
+        magnitude, angles, n_iter=n_iter, momentum=momentum, first_frame=0,
+        total_frames=frames, stft_args=_stft_args(cfg),
+    )  # fmt: skip
     audio = _istft(magnitude * angles, cfg)
     return audio.reshape(*lead, length)

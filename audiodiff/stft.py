@@ -99,6 +99,64 @@ def profile_stft(
     return spec
 
 
+def profile_stft_window(
+    audio: torch.Tensor,
+    *,
+    first_frame: int,
+    n_frames: int,
+    total_frames: int,
+    n_fft: int,
+    hop_length: int,
+    win_length: int,
+    padding: str,
+    normalized: bool = False,
+) -> torch.Tensor:
+    """Frames ``[first_frame, first_frame + n_frames)`` of the STFT of a ``total_frames``-frame
+    utterance, from the piece of its waveform that :func:`profile_istft_window` returns for the
+    same frames: the forward half of a Griffin-Lim iteration over one chunk.
+
+    The profile's reflect padding is applied where the window touches the utterance's edge;
+    elsewhere the samples beyond the piece are unknown and taken as zero, so the
+    ``ceil(n_fft / hop_length)`` frames next to an inner edge are wrong (a chunk's halo absorbs
+    them) and every other frame equals :func:`profile_stft` of the whole waveform.
+
+    Args:
+        audio: ``[B, L]`` samples ``[first_frame * hop, first_frame * hop + L)`` of the
+            utterance (``L`` as :func:`profile_istft_window` gives them).
+        first_frame, n_frames, total_frames: the window and the utterance, in frames.
+
+    Returns:
+        ``[B, n_fft // 2 + 1, n_frames]`` complex.
+
+    Raises:
+        ValueError: unknown padding, or a window outside the utterance.
+    """
+    _check_padding(padding)
+    if not (0 <= first_frame and n_frames >= 1 and first_frame + n_frames <= total_frames):
+        raise ValueError(
+            f"window of {n_frames} frames from {first_frame} is not inside {total_frames} frames"
+        )
+    left = pad_left(n_fft, hop_length, padding)
+    piece_end = first_frame * hop_length + audio.shape[-1]
+    # Frame f covers samples [f * hop - left, f * hop - left + n_fft) of the utterance.
+    right = (first_frame + n_frames - 1) * hop_length - left + n_fft - piece_end
+    x = audio.unsqueeze(1)
+    x = F.pad(x, (left, 0), mode="reflect" if first_frame == 0 else "constant")
+    if right >= 0:
+        last = first_frame + n_frames == total_frames
+        x = F.pad(x, (0, right), mode="reflect" if last else "constant")
+    else:
+        x = x[..., :right]
+    window = profile_window(win_length, n_fft, dtype=audio.dtype, device=audio.device)
+    spec = torch.stft(
+        x.squeeze(1), n_fft=n_fft, hop_length=hop_length, win_length=n_fft, window=window,
+        center=False, normalized=False, onesided=True, return_complex=True,
+    )  # fmt: skip
+    if normalized:
+        spec = spec / torch.sqrt(torch.sum(window**2))
+    return spec
+
+
 def profile_istft(
     spec: torch.Tensor,
     *,

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from audiodiff.config import ExperimentConfig
+from audiodiff.consistency import Refinement
 from audiodiff.diffusion import prior_std
 from audiodiff.domains import Domain
 from audiodiff.model_blocks import Conditioning
@@ -117,13 +118,15 @@ def batches_by_length(lengths: Sequence[int], batch_size: int) -> list[list[int]
 @dataclass(frozen=True)
 class SamplingSpec:
     """What one sampling run does: sampler name, its sigmas, its eta and its t_mapping;
-    ``stored`` says whether the sigmas are the model's searched schedule."""
+    ``stored`` says whether the sigmas are the model's searched schedule; ``refinement`` what a
+    frame-rate vocoder does to its STFT before the inverse (:mod:`audiodiff.consistency`)."""
 
     sampler: str
     sigmas: torch.Tensor
     eta: float
     t_mapping: str
     stored: bool = False
+    refinement: Refinement = Refinement()
 
     @property
     def steps(self) -> int:
@@ -164,11 +167,15 @@ def make_sampling_spec(
     steps: int | None = None,
     eta: float | None = None,
     t_mapping: str = "diffwave",
+    mel_match_iters: int | None = None,
+    griffin_lim_iters: int | None = None,
 ) -> SamplingSpec:
-    """Resolve sampler/steps/eta against the model's stored defaults and searched schedule.
+    """Resolve sampler/steps/eta and the refinement against the model's stored defaults
+    (``cfg.sample``) and searched schedule.
 
     Raises:
-        ValueError: unknown sampler (known ones listed) or an impossible step count.
+        ValueError: unknown sampler (known ones listed), an impossible step count, or a
+            refinement of a model that is not in the stft domain or with negative iterations.
     """
     name = sampler or cfg.sample.sampler
     if name not in SAMPLERS:
@@ -185,7 +192,19 @@ def make_sampling_spec(
     resolved_eta = SAMPLERS[name].eta  # fixed by the sampler, or the caller's (ddim)
     if resolved_eta is None:
         resolved_eta = cfg.sample.eta if eta is None else eta
-    return SamplingSpec(name, sigmas, float(resolved_eta), t_mapping, stored=stored is not None)
+    refinement = Refinement(
+        cfg.sample.mel_match_iters if mel_match_iters is None else mel_match_iters,
+        cfg.sample.griffin_lim_iters if griffin_lim_iters is None else griffin_lim_iters,
+    )
+    if refinement.active and cfg.model.domain != "stft":
+        raise ValueError(
+            f"mel matching and Griffin-Lim refinement need an stft-domain model; this one is in "
+            f"the {cfg.model.domain} domain"
+        )
+    return SamplingSpec(
+        name, sigmas, float(resolved_eta), t_mapping, stored=stored is not None,
+        refinement=refinement,
+    )  # fmt: skip
 
 
 def synthesize(
@@ -224,8 +243,8 @@ def synthesize(
             pieces are written one after another into a ``decoded_shape`` buffer allocated
             once (so a long input holds one output, never output plus pieces). None returns the
             signal itself.
-        decode_halo: steps of context either side that ``decode`` needs (the halo is widened
-            to at least this).
+        decode_halo: steps of context either side that ``decode`` needs around a chunk's
+            centre; those steps must themselves be exact, so the halo grows by this much.
         decoded_shape: ``(batch, C_out, total length)`` of the decoded output; needed with
             ``decode``.
 
@@ -241,7 +260,8 @@ def synthesize(
     filled = 0
     start_std = prior_std(float(spec.sigmas[0]))
     chunk_samples = max(1, chunk_samples)
-    halo_samples = max(halo_samples, decode_halo)
+    # decode reads decode_halo steps past the centre, each exact only with its own sampler halo.
+    halo_samples = halo_samples + decode_halo
     for s0 in range(0, n_samples, chunk_samples):  # chunk_count(n_samples, chunk_samples) chunks
         s1 = min(n_samples, s0 + chunk_samples)
         e0, e1 = max(0, s0 - halo_samples), min(n_samples, s1 + halo_samples)
@@ -339,7 +359,8 @@ def vocode_mel(
         # few halo frames), so long inputs never hold the whole 1026-channel signal.
         def decode(x: torch.Tensor, e0: int, e1: int, s0: int, s1: int) -> torch.Tensor:
             return domain.from_model_window(
-                x.cpu(), mel_cpu[..., e0:e1], first=e0, total=frames, start=s0, stop=s1
+                x.cpu(), mel_cpu[..., e0:e1], first=e0, total=frames, start=s0, stop=s1,
+                refinement=spec.refinement,
             )
 
     out = synthesize(
@@ -356,7 +377,7 @@ def vocode_mel(
         progress=progress,
         chunk_progress=chunk_progress,
         decode=decode,
-        decode_halo=domain.decode_halo,
+        decode_halo=domain.window_halo(spec.refinement) if decode else 0,
         decoded_shape=(mel.shape[0], 1, domain.audio_length(frames)) if decode else None,
     )
     # Waveform models sample the whitened waveform; undo a PriorGrad prior's per-sample scale.

@@ -271,6 +271,8 @@ class Vocoder:
         keys: Sequence[int] | None = None,
         profile: MelConfig | str | None = None,
         chunk_progress: Callable[[int], None] | None = None,
+        mel_match_iters: int | None = None,
+        griffin_lim_iters: int | None = None,
     ) -> torch.Tensor:
         """Synthesize audio from mel spectrograms.
 
@@ -294,6 +296,9 @@ class Vocoder:
             profile: the mel profile the input was computed with (name or
                 :class:`~audiodiff.config.MelConfig`), checked against :attr:`mel_config`.
             chunk_progress: called with 1 after each chunk (:meth:`chunk_count` of them).
+            mel_match_iters, griffin_lim_iters: stft-domain models: refine the sampled STFT
+                towards the mel, then by Griffin-Lim iterations from the network's phase
+                (:mod:`audiodiff.consistency`); default the model's ``sample`` settings.
 
         Returns:
             ``[B, 1, frames * hop_length]`` float32 on CPU, in [-1, 1] up to model error.
@@ -307,8 +312,9 @@ class Vocoder:
             keys = [item_key(row) for row in mel]
         mel = mel.to(self.device)
         spec = make_sampling_spec(
-            self.config, self.schedule, sampler=sampler, steps=steps, eta=eta, t_mapping=t_mapping
-        )
+            self.config, self.schedule, sampler=sampler, steps=steps, eta=eta, t_mapping=t_mapping,
+            mel_match_iters=mel_match_iters, griffin_lim_iters=griffin_lim_iters,
+        )  # fmt: skip
         denoiser = Denoiser(
             self.net, self.schedule, target=self.config.diffusion.target, t_mapping=spec.t_mapping
         )

@@ -11,10 +11,14 @@ Usage::
 
     python benchmarks/copy_synthesis_probe.py CLIPS_DIR MODEL [MODEL ...]
         [--setting ddim:1] [--setting ddim:2:31.62,0.2512] [--every 3 --limit 8 --seconds 3]
+        [--refine 16,32 --refine 0,0] [--perceptual] [--griffin-lim]
 
 A setting is ``SAMPLER:STEPS`` or ``SAMPLER:STEPS:SIGMA,SIGMA,...`` (explicit noise levels, most
 noise first, as a searched schedule stores them); without ``--setting`` each model samples with
-its own defaults.
+its own defaults. ``--refine MEL_MATCH,GRIFFIN_LIM`` (stft models, repeatable) tries those
+refinement iterations (:mod:`audiodiff.consistency`) with every setting; without it each model
+refines as its config says. ``--perceptual`` adds DistillMOS and DNSMOS P.808 (slow: ~1 s a
+clip); ``--griffin-lim`` adds a Griffin-Lim (64 iterations) row of the first model's profile.
 """
 
 from __future__ import annotations
@@ -26,9 +30,27 @@ import torch
 
 from audiodiff.audio import load_audio
 from audiodiff.evaluation import audio_files
+from audiodiff.griffin_lim import griffin_lim
 from audiodiff.mel import MelSpectrogram
 from audiodiff.metrics import log_mel_l1, mr_stft_distance
 from audiodiff.vocoder import Vocoder
+
+
+def _scores(x: torch.Tensor, y: torch.Tensor, mel_fn: MelSpectrogram, scorer) -> list[float]:
+    """MR-STFT, log-mel L1 (and DistillMOS, DNSMOS with a scorer) of ``y`` against clip ``x``."""
+    n = min(len(x), len(y))
+    out = [float(mr_stft_distance(x[:n], y[:n])), float(log_mel_l1(x[:n], y[:n], mel_fn))]
+    if scorer is not None:
+        out += [scorer.distillmos(y[:n], mel_fn.cfg.sample_rate),
+                scorer.dnsmos_p808(y[:n], mel_fn.cfg.sample_rate)]  # fmt: skip
+    return out
+
+
+def _report(name: str, setting: str, rows: list[list[float]]) -> None:
+    keys = ["MR-STFT", "log-mel L1", "DistillMOS", "DNSMOS"]
+    means = [sum(col) / len(rows) for col in zip(*rows, strict=True)]
+    text = " | ".join(f"{k} {v:.3f}" for k, v in zip(keys, means, strict=False))
+    print(f"{name} | {setting} | {len(rows)} clips | {text}", flush=True)
 
 
 def main() -> None:
@@ -40,7 +62,16 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--refine", action="append", default=[])
+    parser.add_argument("--perceptual", action="store_true")
+    parser.add_argument("--griffin-lim", action="store_true")
     args = parser.parse_args()
+    refines = [tuple(int(v) for v in r.split(",")) for r in args.refine] or [(None, None)]
+    scorer = None
+    if args.perceptual:
+        from audiodiff.perceptual import PerceptualScorer
+
+        scorer = PerceptualScorer()
     torch.set_num_threads(args.threads)
     found = audio_files(Path(args.clips), "clips")
     files = [found[name] for name in sorted(found)][:: args.every][: args.limit]
@@ -57,17 +88,17 @@ def main() -> None:
             sampler, steps, *sigmas = setting.split(":")
             sample.sampler, sample.steps = sampler, int(steps)
             sample.sigmas = [float(s) for s in sigmas[0].split(",")] if sigmas else []
-            mr = lm = 0.0
-            for x, mel in clips:
-                y = voc(mel, seed=0)[0, 0]
-                n = min(len(x), len(y))
-                mr += float(mr_stft_distance(x[:n], y[:n]))
-                lm += float(log_mel_l1(x[:n], y[:n], mel_fn))
-            print(
-                f"{model} | {setting} | {len(clips)} clips | MR-STFT {mr / len(clips):.3f} | "
-                f"log-mel L1 {lm / len(clips):.3f}",
-                flush=True,
-            )
+            for match_iters, gl_iters in refines:
+                rows = []
+                for x, mel in clips:
+                    y = voc(mel, seed=0, mel_match_iters=match_iters, griffin_lim_iters=gl_iters)
+                    rows.append(_scores(x, y[0, 0], mel_fn, scorer))
+                label = setting if match_iters is None else f"{setting} refine {match_iters},{gl_iters}"
+                _report(model, label, rows)
+        if args.griffin_lim and model == args.models[0]:
+            rows = [_scores(x, griffin_lim(mel[0], voc.config.mel), mel_fn, scorer)
+                    for x, mel in clips]  # fmt: skip
+            _report("griffin-lim", "64 iterations", rows)
 
 
 if __name__ == "__main__":

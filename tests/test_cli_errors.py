@@ -287,6 +287,17 @@ def test_vocode_refuses_sampler_settings_before_reading_inputs(model, tmp_path):
     assert not out.exists()
 
 
+def test_vocode_refuses_refinement_of_a_waveform_model_before_reading_inputs(model, tmp_path):
+    out = tmp_path / "out"
+    missing = tmp_path / "never-read.wav"
+    result = invoke("vocode", model, missing, "-o", out, "--griffin-lim-iters", "8")
+    one_line_exit_2(result, "stft-domain model")
+    result = invoke("vocode", model, missing, "-o", out, "--method", "griffin-lim",
+                    "--mel-match-iters", "4")  # fmt: skip
+    one_line_exit_2(result, "for --method diffusion")
+    assert not out.exists()
+
+
 def test_demo_refuses_steps_before_writing(model, tmp_path):
     out = tmp_path / "demo"
     one_line_exit_2(invoke("demo", "-o", out, "--model", model, "--steps", "4"), "fixed 6-step")

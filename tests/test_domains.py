@@ -171,7 +171,7 @@ def stft_vocoder(tiny_config, tmp_path):
     )
 
 
-@pytest.mark.parametrize("sampler,steps", [("dpmpp-2m", 4), ("ddim", 3)])
+@pytest.mark.parametrize("sampler,steps", [("dpmpp-2m", 4), ("ddim", 3), ("ddim", 1)])
 def test_stft_chunked_equals_whole_utterance(stft_vocoder, sampler, steps):
     voc = stft_vocoder
     audio = np.concatenate([chirp_plus_noise(22050, 0.5, seed=s) for s in range(4)])

@@ -30,6 +30,7 @@ LAYER = {
     "levels": 0,  # the level rule on peaks (NumPy only): audio, data and prepare share it
     "probe": 1,  # open, decode, measure and classify one audio file: the scan and prepare share it
     "stft": 0.5,  # the profiles' STFT pair: imports nothing of ours, used by mel and domains
+    "consistency": 0.6,  # mel matching + Griffin-Lim from a given phase: domains and griffin_lim
     "spectral_loss": 0.5,  # multi-resolution STFT distance: the metric and the training loss
     "audio": 1,
     "mel": 1,  # MelConfig profiles -> MelSpectrogram, value ranges, the mel normaliser

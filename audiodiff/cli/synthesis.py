@@ -124,6 +124,18 @@ def mel_command(
     show_default=True,
     help="griffin-lim: the quality floor, from the same mel profile.",
 )
+@click.option(
+    "--mel-match-iters",
+    type=int,
+    default=None,
+    help="stft models: magnitude updates towards the mel (default: the model's).",
+)
+@click.option(
+    "--griffin-lim-iters",
+    type=int,
+    default=None,
+    help="stft models: Griffin-Lim iterations from the network's phase (default: the model's).",
+)
 @_device_option
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @threads_option
@@ -137,6 +149,8 @@ def vocode_command(
     seed: int,
     batch_size: int,
     method: str,
+    mel_match_iters: int | None,
+    griffin_lim_iters: int | None,
     device: str | None,
     overwrite: bool,
 ) -> None:
@@ -161,10 +175,17 @@ def vocode_command(
     if batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
     vocoder = Vocoder.from_pretrained(checkpoint, device=_resolve_device(device))
-    if method == "griffin-lim" and (steps is not None or sampler is not None):
-        raise ValueError("--steps and --sampler are for --method diffusion, not griffin-lim")
-    if method == "diffusion":  # --sampler/--steps refused before any input is read
-        make_sampling_spec(vocoder.config, vocoder.schedule, sampler=sampler, steps=steps)
+    refine = {"mel_match_iters": mel_match_iters, "griffin_lim_iters": griffin_lim_iters}
+    diffusion_only = (steps, sampler, mel_match_iters, griffin_lim_iters)
+    if method == "griffin-lim" and any(v is not None for v in diffusion_only):
+        raise ValueError(
+            "--steps, --sampler, --mel-match-iters and --griffin-lim-iters are for --method "
+            "diffusion, not griffin-lim"
+        )
+    if method == "diffusion":  # bad sampling options refused before any input is read
+        make_sampling_spec(
+            vocoder.config, vocoder.schedule, sampler=sampler, steps=steps, **refine
+        )
     paths = plan_outputs(
         out_dir,
         [f"{Path(p).stem}.wav" for p in inputs],
@@ -214,6 +235,7 @@ def vocode_command(
                 seed=seed,
                 keys=[keys[i] for i in group],
                 chunk_progress=bar.update,
+                **refine,
             )
         compute_s += time.perf_counter() - start
         for row, i in enumerate(group):
