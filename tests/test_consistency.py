@@ -125,7 +125,8 @@ def test_refinement_options_are_checked(tiny_config):
     with pytest.raises(ValueError, match=">= 0"):
         Refinement(-1, 0)
     assert Refinement(0, 0).halo_frames(1024, 256) == 0
-    assert Refinement(3, 5).halo_frames(1024, 256) == 20
+    assert Refinement(3, 5).halo_frames(1024, 256) == 24
+    assert Refinement(3, 0).halo_frames(1024, 256) == 4
     with pytest.raises(ValueError, match="model.domain 'stft'"):
         validate(apply_overrides(tiny_config, ["sample.griffin_lim_iters=4"]))
     with pytest.raises(ValueError, match=">= 0"):
@@ -151,7 +152,7 @@ def test_refined_chunked_synthesis_equals_whole(stft_vocoder, steps):
     frames = mel.shape[-1]
     kw = {"seed": 5, "sampler": "ddim", "steps": steps, "mel_match_iters": 4,
           "griffin_lim_iters": 6}  # fmt: skip
-    refine_halo = 6 * 4
+    refine_halo = (1 + 6) * 4
     assert voc.halo_samples(steps) + refine_halo < frames // 3  # the chunks really are cut
     whole = voc(mel, chunk_seconds=None, **kw)
     plain = voc(mel, seed=5, sampler="ddim", steps=steps, chunk_seconds=None)
