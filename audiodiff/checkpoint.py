@@ -214,6 +214,7 @@ def export_safetensors(
     *,
     overwrite: bool = False,
     extra_metadata: dict[str, Any] | None = None,
+    half: bool = False,
 ) -> Path:
     """Write the EMA weights of a checkpoint and its config as one ``.safetensors`` file.
 
@@ -223,6 +224,9 @@ def export_safetensors(
         overwrite: replace an existing file.
         extra_metadata: more metadata entries (non-strings are stored as JSON), e.g. a searched
             noise schedule.
+        half: store floating-point weights as float16 (half the file; loading casts them back
+            to the network's float32, so only the rounding of each weight to 11 significant
+            bits remains).
 
     Returns:
         ``out_path``.
@@ -243,6 +247,8 @@ def export_safetensors(
     weights = ckpt.get("ema") or ckpt["model"]
     # safetensors refuses tensors that share storage; contiguous copies are cheap at export.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in weights.items()}
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     metadata = {
         "format": EXPORT_FORMAT,
         "format_version": str(FORMAT_VERSION),

@@ -135,6 +135,29 @@ def test_export_round_trip_and_overwrite(tmp_path, tiny_config):
         load_export(tmp_path / "not.safetensors")
 
 
+def test_half_export_stores_float16_and_loads_into_float32(tmp_path, tiny_config):
+    from audiodiff.pretrained import load_network
+    from audiodiff.subband import build_network
+
+    state = build_network(tiny_config, generator=torch.Generator().manual_seed(0)).state_dict()
+    state = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v
+             for k, v in state.items()}  # fmt: skip
+    ckpt = {"config": to_dict(tiny_config), "model": state, "ema": state, "step": 3}
+    full = export_safetensors(ckpt, tmp_path / "full.safetensors")
+    half = export_safetensors(ckpt, tmp_path / "half.safetensors", half=True)
+    weights, _, _ = load_export(half)
+    assert all(w.dtype == torch.float16 for w in weights.values() if w.is_floating_point())
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    net_full, _, _ = load_network(full)
+    net_half, _, _ = load_network(half)
+    for (name, a), (_, b) in zip(net_full.state_dict().items(), net_half.state_dict().items(),
+                                 strict=True):  # fmt: skip
+        if a.is_floating_point():
+            assert b.dtype == torch.float32, name
+            # float16 keeps 11 significant bits: relative rounding at most 2^-11.
+            assert torch.allclose(a, b, rtol=2**-11, atol=1e-7), name
+
+
 def test_rng_state_round_trip():
     gen = torch.Generator().manual_seed(3)
     state = rng_state(gen)

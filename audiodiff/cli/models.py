@@ -25,6 +25,9 @@ from audiodiff.cli import fail, main, threads_option, user_errors
     default=None,
     help="onnx: sampler of the schedule (default: the model's).",
 )
+@click.option(
+    "--half", is_flag=True, help="safetensors: store the weights as float16 (half the size)."
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT_PATH.")
 @user_errors
 def export_command(
@@ -33,6 +36,7 @@ def export_command(
     fmt: str | None,
     steps: int | None,
     sampler: str | None,
+    half: bool,
     overwrite: bool,
 ) -> None:
     """Write CHECKPOINT's EMA weights and config (with any searched schedule) as one
@@ -53,6 +57,8 @@ def export_command(
 
         if steps is not None and steps < 1:
             raise ValueError(f"--steps must be at least 1, got {steps}")
+        if half:
+            raise ValueError("--half is for --format safetensors")
         for path in onnx_paths(out_path):
             plan_output(path, overwrite=overwrite, inputs=sources)
         try:
@@ -69,10 +75,10 @@ def export_command(
         raise ValueError("--steps and --sampler are for --format onnx")
     plan_output(out_path, overwrite=overwrite, inputs=sources, suffix=".safetensors")
     ckpt = load_checkpoint(checkpoint)
-    path = export_safetensors(ckpt, out_path, overwrite=overwrite)
+    path = export_safetensors(ckpt, out_path, overwrite=overwrite, half=half)
     click.echo(
-        f"exported step {ckpt.get('step', 0)} ({'EMA' if ckpt.get('ema') else 'raw'}) "
-        f"weights to {path}"
+        f"exported step {ckpt.get('step', 0)} ({'EMA' if ckpt.get('ema') else 'raw'}"
+        f"{', float16' if half else ''}) weights to {path}"
     )
 
 
