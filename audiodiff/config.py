@@ -237,10 +237,12 @@ class SampleConfig:
     """Defaults for sampling; ``sigmas`` holds a searched discretisation (noise levels, most noise
     first, without the final 0) for ``sampler`` at ``steps`` when present.
 
-    ``mel_match_iters`` and ``griffin_lim_iters`` (stft-domain vocoders only) refine the sampled
-    STFT before the inverse: the magnitude moved towards the conditioning mel, then Griffin-Lim
-    iterations started from the network's phase (:mod:`audiodiff.consistency`); 0 and 0 leave
-    the network's output as it is."""
+    ``mel_match_iters``, ``griffin_lim_iters``, ``refine_magnitude`` and
+    ``griffin_lim_momentum`` (stft-domain vocoders only) refine the sampled STFT before the
+    inverse: the magnitude moved towards the conditioning mel (from the network's magnitude, or
+    from the filterbank's inverse with ``refine_magnitude: mel``), then Griffin-Lim iterations
+    started from the network's phase (:class:`audiodiff.consistency.Refinement`); the defaults
+    leave the network's output as it is."""
 
     sampler: Literal["ddpm", "diffwave-fast", "ddim", "dpmpp-2m"] = "diffwave-fast"
     steps: int = 6
@@ -249,6 +251,8 @@ class SampleConfig:
     sigmas: list[float] = field(default_factory=list)
     mel_match_iters: int = 0
     griffin_lim_iters: int = 0
+    refine_magnitude: Literal["network", "mel"] = "network"
+    griffin_lim_momentum: float = 0.99
 
 
 @dataclass

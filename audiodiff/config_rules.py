@@ -274,10 +274,19 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
             f"sample.mel_match_iters and sample.griffin_lim_iters must be >= 0, got "
             f"{sa.mel_match_iters} and {sa.griffin_lim_iters}"
         )
-    if (sa.mel_match_iters or sa.griffin_lim_iters) and cfg.model.domain != "stft":
+    if sa.refine_magnitude not in ("network", "mel"):
         raise ValueError(
-            "sample.mel_match_iters and sample.griffin_lim_iters refine an STFT: they need "
-            f"model.domain 'stft', not {cfg.model.domain!r}"
+            f"sample.refine_magnitude must be 'network' or 'mel', got {sa.refine_magnitude!r}"
+        )
+    if not 0 <= sa.griffin_lim_momentum <= 1:
+        raise ValueError(
+            f"sample.griffin_lim_momentum must be in [0, 1], got {sa.griffin_lim_momentum}"
+        )
+    refining = sa.mel_match_iters or sa.griffin_lim_iters or sa.refine_magnitude == "mel"
+    if refining and cfg.model.domain != "stft":
+        raise ValueError(
+            "sample.mel_match_iters, sample.griffin_lim_iters and sample.refine_magnitude refine "
+            f"an STFT: they need model.domain 'stft', not {cfg.model.domain!r}"
         )
     return cfg
 

@@ -31,6 +31,7 @@ result (:func:`audiodiff.stft.profile_stft_window`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -43,13 +44,27 @@ _TINY = 1e-12
 GRIFFIN_LIM_MOMENTUM = 0.99
 
 
+MAGNITUDES = ("network", "mel")
+
+
 @dataclass(frozen=True)
 class Refinement:
-    """What the refinement does: ``mel_match_iters`` multiplicative updates of the magnitude, then
-    ``griffin_lim_iters`` phase iterations (0 and 0: the network's STFT unchanged)."""
+    """What the refinement does (all defaults: the network's STFT unchanged).
+
+    Attributes:
+        mel_match_iters: multiplicative least-squares updates of the magnitude.
+        griffin_lim_iters: phase iterations from the network's phase.
+        magnitude: ``"network"``: the updates start from the network's magnitude (its fine
+            structure kept); ``"mel"``: they start from the filterbank's pseudo-inverse, as
+            Griffin-Lim's own magnitude (:func:`filterbank_inverse`), and the network's
+            magnitude is kept only where no band reaches (above ``f_max``).
+        momentum: fast Griffin-Lim's alpha in [0, 1].
+    """
 
     mel_match_iters: int = 0
     griffin_lim_iters: int = 0
+    magnitude: Literal["network", "mel"] = "network"
+    momentum: float = GRIFFIN_LIM_MOMENTUM
 
     def __post_init__(self) -> None:
         if self.mel_match_iters < 0 or self.griffin_lim_iters < 0:
@@ -57,10 +72,17 @@ class Refinement:
                 f"refinement iterations must be >= 0, got mel_match_iters "
                 f"{self.mel_match_iters} and griffin_lim_iters {self.griffin_lim_iters}"
             )
+        if self.magnitude not in MAGNITUDES:
+            raise ValueError(
+                f"refinement magnitude must be one of {', '.join(MAGNITUDES)}, got "
+                f"{self.magnitude!r}"
+            )
+        if not 0.0 <= self.momentum <= 1.0:
+            raise ValueError(f"Griffin-Lim momentum must be in [0, 1], got {self.momentum}")
 
     @property
     def active(self) -> bool:
-        return self.mel_match_iters > 0 or self.griffin_lim_iters > 0
+        return self.mel_match_iters > 0 or self.griffin_lim_iters > 0 or self.magnitude == "mel"
 
     def halo_frames(self, n_fft: int, hop_length: int) -> int:
         """Frames of context either side that make a window's centre exact: one frame overlap
@@ -95,6 +117,35 @@ def match_mel(
         updated = spec * target / (gram @ spec).clamp_min(_TINY)
         spec = torch.where(covered, updated, spec)
     return spec.pow(1.0 / power)
+
+
+def filterbank_inverse(
+    mel_linear: Tensor, mel_basis: Tensor, *, power: float, iters: int
+) -> Tensor:
+    """Non-negative least-squares inverse of the mel filterbank: Griffin-Lim's magnitude.
+
+    The pseudo-inverse solution clipped to a small positive value, then ``iters`` updates of
+    :func:`match_mel` (a multiplicative update can never move a zero, hence the floor). Bins no
+    band covers come back 0 after any update: nothing constrains them, and the least-squares
+    answer there is 0.
+
+    Args:
+        mel_linear: ``[..., n_mels, frames]`` decompressed mel, ``basis @ |X| ** power``.
+        mel_basis: ``[n_mels, n_freq]``; ``power``: the profile's.
+        iters: multiplicative updates (0: the clipped pseudo-inverse only).
+
+    Returns:
+        ``[..., n_freq, frames]`` STFT magnitude, on the filterbank's (raw STFT) scale.
+    """
+    basis = mel_basis.to(device=mel_linear.device, dtype=mel_linear.dtype)
+    energy = mel_linear.clamp_min(0.0)
+    start = torch.linalg.pinv(basis) @ energy
+    floor = 1e-3 * start.clamp_min(0).amax(dim=-2, keepdim=True).clamp_min(_TINY)
+    spec = torch.maximum(start, floor)
+    magnitude = match_mel(spec.pow(1.0 / power), energy, basis, power=power, iters=iters)
+    if iters > 0:
+        magnitude = magnitude * (basis.sum(dim=0) > 0)[:, None]
+    return magnitude
 
 
 def griffin_lim_phase(
@@ -180,12 +231,21 @@ def refine_spectrum(
             stft_args["win_length"], stft_args["n_fft"], dtype=torch.float64, device="cpu"
         )
         scale = float(w.pow(2).sum().sqrt())
-    magnitude = spec.abs()
-    magnitude = match_mel(
-        magnitude * scale, mel_linear, mel_basis, power=power, iters=refinement.mel_match_iters
-    ) / scale
+    magnitude = spec.abs() * scale
+    if refinement.magnitude == "mel":
+        basis = mel_basis.to(device=magnitude.device, dtype=magnitude.dtype)
+        from_mel = filterbank_inverse(
+            mel_linear, basis, power=power, iters=refinement.mel_match_iters
+        )
+        magnitude = torch.where((basis.sum(dim=0) > 0)[:, None], from_mel, magnitude)
+    else:
+        magnitude = match_mel(
+            magnitude, mel_linear, mel_basis, power=power, iters=refinement.mel_match_iters
+        )
+    magnitude = magnitude / scale
     phase = spec / (spec.abs() + _TINY)
     phase = griffin_lim_phase(
-        magnitude, phase, n_iter=refinement.griffin_lim_iters, stft_args=stft_args, **window
-    )
+        magnitude, phase, n_iter=refinement.griffin_lim_iters, stft_args=stft_args,
+        momentum=refinement.momentum, **window,
+    )  # fmt: skip
     return magnitude * phase

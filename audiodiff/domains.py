@@ -296,8 +296,10 @@ class StftDomain(Domain):
     def window_halo(self, refinement: Refinement | None = None) -> int:
         """Frames either side of a window that :meth:`from_model_window` needs for an exact
         centre: the inverse STFT's overlap, plus the refinement's reach."""
-        extra = 0 if refinement is None else refinement.halo_frames(
-            self.config.mel.n_fft, self.config.mel.hop_length
+        extra = (
+            0
+            if refinement is None
+            else refinement.halo_frames(self.config.mel.n_fft, self.config.mel.hop_length)
         )
         return self.decode_halo + extra
 

@@ -27,12 +27,9 @@ import torch
 from torch import Tensor
 
 from audiodiff.config import MelConfig
+from audiodiff.consistency import filterbank_inverse, griffin_lim_phase
 from audiodiff.mel import MelSpectrogram, decompress_mel
-from audiodiff.consistency import griffin_lim_phase, match_mel
 from audiodiff.stft import pad_left, profile_istft, profile_window, signal_length
-
-# Tiny value that keeps divisions finite where a magnitude or a window overlap is exactly zero.
-_TINY = 1e-12
 
 
 def mel_basis(cfg: MelConfig) -> Tensor:
@@ -68,17 +65,7 @@ def mel_to_linear(mel_linear: Tensor, cfg: MelConfig, *, nnls_iters: int = 200) 
         Linear STFT magnitude ``[..., n_fft // 2 + 1, frames]`` (power 1, the STFT's own scale).
     """
     fb = mel_basis(cfg).to(mel_linear.device)
-    power = mel_linear.clamp_min(0.0)
-    start = torch.linalg.pinv(fb) @ power
-    # Start strictly positive: a multiplicative update can never move a zero.
-    floor = 1e-3 * start.clamp_min(0).amax(dim=-2, keepdim=True).clamp_min(_TINY)
-    spec = torch.maximum(start, floor)
-    magnitude = match_mel(
-        spec.pow(1.0 / cfg.power), power, fb, power=cfg.power, iters=nnls_iters
-    )
-    if nnls_iters > 0:
-        # No band constrains the bins outside [f_min, f_max]: the least-squares answer there is 0.
-        magnitude = magnitude * (fb.sum(dim=0) > 0)[:, None]
+    magnitude = filterbank_inverse(mel_linear, fb, power=cfg.power, iters=nnls_iters)
     return magnitude * _stft_scale(cfg)
 
 

@@ -195,6 +195,8 @@ def make_sampling_spec(
     refinement = Refinement(
         cfg.sample.mel_match_iters if mel_match_iters is None else mel_match_iters,
         cfg.sample.griffin_lim_iters if griffin_lim_iters is None else griffin_lim_iters,
+        magnitude=cfg.sample.refine_magnitude,
+        momentum=cfg.sample.griffin_lim_momentum,
     )
     if refinement.active and cfg.model.domain != "stft":
         raise ValueError(
@@ -359,7 +361,12 @@ def vocode_mel(
         # few halo frames), so long inputs never hold the whole 1026-channel signal.
         def decode(x: torch.Tensor, e0: int, e1: int, s0: int, s1: int) -> torch.Tensor:
             return domain.from_model_window(
-                x.cpu(), mel_cpu[..., e0:e1], first=e0, total=frames, start=s0, stop=s1,
+                x.cpu(),
+                mel_cpu[..., e0:e1],
+                first=e0,
+                total=frames,
+                start=s0,
+                stop=s1,
                 refinement=spec.refinement,
             )
 

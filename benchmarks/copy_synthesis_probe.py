@@ -15,10 +15,11 @@ Usage::
 
 A setting is ``SAMPLER:STEPS`` or ``SAMPLER:STEPS:SIGMA,SIGMA,...`` (explicit noise levels, most
 noise first, as a searched schedule stores them); without ``--setting`` each model samples with
-its own defaults. ``--refine MEL_MATCH,GRIFFIN_LIM`` (stft models, repeatable) tries those
-refinement iterations (:mod:`audiodiff.consistency`) with every setting; without it each model
-refines as its config says. ``--perceptual`` adds DistillMOS and DNSMOS P.808 (slow: ~1 s a
-clip); ``--griffin-lim`` adds a Griffin-Lim (64 iterations) row of the first model's profile.
+its own defaults. ``--refine MEL_MATCH,GRIFFIN_LIM[,MAGNITUDE[,MOMENTUM]]`` (stft models,
+repeatable) tries that refinement (:class:`audiodiff.consistency.Refinement`; MAGNITUDE
+``network`` or ``mel``) with every setting; without it each model refines as its config says.
+``--perceptual`` adds DistillMOS and DNSMOS P.808 (slow: ~1 s a clip); ``--griffin-lim`` adds a
+Griffin-Lim (64 iterations) row of the first model's profile.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def main() -> None:
     parser.add_argument("--perceptual", action="store_true")
     parser.add_argument("--griffin-lim", action="store_true")
     args = parser.parse_args()
-    refines = [tuple(int(v) for v in r.split(",")) for r in args.refine] or [(None, None)]
+    refines = [r.split(",") for r in args.refine] or [None]
     scorer = None
     if args.perceptual:
         from audiodiff.perceptual import PerceptualScorer
@@ -88,12 +89,18 @@ def main() -> None:
             sampler, steps, *sigmas = setting.split(":")
             sample.sampler, sample.steps = sampler, int(steps)
             sample.sigmas = [float(s) for s in sigmas[0].split(",")] if sigmas else []
-            for match_iters, gl_iters in refines:
+            for refine in refines:
+                if refine is not None:
+                    sample.mel_match_iters, sample.griffin_lim_iters = map(int, refine[:2])
+                    if len(refine) > 2:
+                        sample.refine_magnitude = refine[2]
+                    if len(refine) > 3:
+                        sample.griffin_lim_momentum = float(refine[3])
                 rows = []
                 for x, mel in clips:
-                    y = voc(mel, seed=0, mel_match_iters=match_iters, griffin_lim_iters=gl_iters)
+                    y = voc(mel, seed=0)
                     rows.append(_scores(x, y[0, 0], mel_fn, scorer))
-                label = setting if match_iters is None else f"{setting} refine {match_iters},{gl_iters}"
+                label = setting if refine is None else f"{setting} refine {','.join(refine)}"
                 _report(model, label, rows)
         if args.griffin_lim and model == args.models[0]:
             rows = [_scores(x, griffin_lim(mel[0], voc.config.mel), mel_fn, scorer)

@@ -15,9 +15,9 @@ from audiodiff.config_rules import validate
 from audiodiff.consistency import Refinement, griffin_lim_phase, match_mel
 from audiodiff.griffin_lim import griffin_lim
 from audiodiff.mel import MelSpectrogram, decompress_mel
+from audiodiff.schedule import NoiseSchedule
 from audiodiff.stft import profile_istft, profile_istft_window, profile_stft, profile_stft_window
 from audiodiff.synthesis import make_sampling_spec
-from audiodiff.schedule import NoiseSchedule
 from audiodiff.vocoder import Vocoder
 from tests.conftest import STFT_TINY, chirp_plus_noise, random_export
 
@@ -52,7 +52,7 @@ def test_window_stft_is_exact_away_from_inner_edges(padding, first, n):
     halo = 256 // 64
     lo = halo if first > 0 else 0
     hi = n - halo if first + n < 50 else n
-    err = (got - whole[..., first:first + n]).abs().amax(dim=(0, 1))
+    err = (got - whole[..., first : first + n]).abs().amax(dim=(0, 1))
     assert float(err[lo:hi].max()) < 1e-10
     assert float(err.max()) > 1e-3  # the inner edges really are wrong: the halo is needed
 
@@ -124,6 +124,15 @@ def test_griffin_lim_from_the_true_phase_stays_there_and_from_noise_improves():
 def test_refinement_options_are_checked(tiny_config):
     with pytest.raises(ValueError, match=">= 0"):
         Refinement(-1, 0)
+    with pytest.raises(ValueError, match="network, mel"):
+        Refinement(magnitude="griffin")
+    with pytest.raises(ValueError, match="momentum"):
+        Refinement(momentum=1.5)
+    assert Refinement(magnitude="mel").active and not Refinement().active
+    with pytest.raises(ValueError, match="refine_magnitude"):
+        validate(apply_overrides(tiny_config, STFT_TINY + ["sample.refine_magnitude=phase"]))
+    with pytest.raises(ValueError, match="model.domain 'stft'"):
+        validate(apply_overrides(tiny_config, ["sample.refine_magnitude=mel"]))
     assert Refinement(0, 0).halo_frames(1024, 256) == 0
     assert Refinement(3, 5).halo_frames(1024, 256) == 24
     assert Refinement(3, 0).halo_frames(1024, 256) == 4
@@ -144,9 +153,10 @@ def stft_vocoder(tiny_config, tmp_path):
     )
 
 
-@pytest.mark.parametrize("steps", [1, 2])
-def test_refined_chunked_synthesis_equals_whole(stft_vocoder, steps):
+@pytest.mark.parametrize("steps,magnitude", [(1, "network"), (2, "network"), (1, "mel")])
+def test_refined_chunked_synthesis_equals_whole(stft_vocoder, steps, magnitude):
     voc = stft_vocoder
+    voc.config.sample.refine_magnitude = magnitude
     audio = np.concatenate([chirp_plus_noise(22050, 0.5, seed=s) for s in range(5)])
     mel = voc.mel(audio, 22050)
     frames = mel.shape[-1]
@@ -178,3 +188,10 @@ def test_refinement_brings_the_output_mel_to_the_input_mel(stft_vocoder):
     matched = mel_error(mel_match_iters=16)
     refined = mel_error(mel_match_iters=16, griffin_lim_iters=16)
     assert matched < 0.7 * plain and refined < 0.8 * matched
+    # From Griffin-Lim's own magnitude, the network's phase as the start: at least as close to
+    # the mel as Griffin-Lim from a random phase with as many iterations.
+    voc.config.sample.refine_magnitude = "mel"
+    from_mel = mel_error(mel_match_iters=200, griffin_lim_iters=16)
+    gl = griffin_lim(mel[0], voc.mel_config, n_iter=16)[None, None]
+    assert from_mel < 0.8 * matched
+    assert from_mel <= 1.1 * float((mel_fn(gl[:, 0])[..., :frames] - mel).abs().mean())

@@ -183,9 +183,7 @@ def vocode_command(
             "diffusion, not griffin-lim"
         )
     if method == "diffusion":  # bad sampling options refused before any input is read
-        make_sampling_spec(
-            vocoder.config, vocoder.schedule, sampler=sampler, steps=steps, **refine
-        )
+        make_sampling_spec(vocoder.config, vocoder.schedule, sampler=sampler, steps=steps, **refine)
     paths = plan_outputs(
         out_dir,
         [f"{Path(p).stem}.wav" for p in inputs],
