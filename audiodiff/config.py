@@ -237,12 +237,13 @@ class SampleConfig:
     """Defaults for sampling; ``sigmas`` holds a searched discretisation (noise levels, most noise
     first, without the final 0) for ``sampler`` at ``steps`` when present.
 
-    ``mel_match_iters``, ``griffin_lim_iters``, ``refine_magnitude`` and
+    ``mel_match_iters``, ``griffin_lim_iters``, ``magnitude_blend`` and
     ``griffin_lim_momentum`` (stft-domain vocoders only) refine the sampled STFT before the
-    inverse: the magnitude moved towards the conditioning mel (from the network's magnitude, or
-    from the filterbank's inverse with ``refine_magnitude: mel``), then Griffin-Lim iterations
-    started from the network's phase (:class:`audiodiff.consistency.Refinement`); the defaults
-    leave the network's output as it is."""
+    inverse: the magnitude moved towards the conditioning mel (blended geometrically between the
+    network's own, weight ``magnitude_blend``, and Griffin-Lim's estimate from the mel), then
+    Griffin-Lim iterations started from the network's phase
+    (:class:`audiodiff.consistency.Refinement`); the defaults leave the network's output as it
+    is."""
 
     sampler: Literal["ddpm", "diffwave-fast", "ddim", "dpmpp-2m"] = "diffwave-fast"
     steps: int = 6
@@ -251,7 +252,7 @@ class SampleConfig:
     sigmas: list[float] = field(default_factory=list)
     mel_match_iters: int = 0
     griffin_lim_iters: int = 0
-    refine_magnitude: Literal["network", "mel"] = "network"
+    magnitude_blend: float = 1.0
     griffin_lim_momentum: float = 0.99
 
 

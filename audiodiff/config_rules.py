@@ -274,18 +274,16 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
             f"sample.mel_match_iters and sample.griffin_lim_iters must be >= 0, got "
             f"{sa.mel_match_iters} and {sa.griffin_lim_iters}"
         )
-    if sa.refine_magnitude not in ("network", "mel"):
-        raise ValueError(
-            f"sample.refine_magnitude must be 'network' or 'mel', got {sa.refine_magnitude!r}"
-        )
+    if not 0 <= sa.magnitude_blend <= 1:
+        raise ValueError(f"sample.magnitude_blend must be in [0, 1], got {sa.magnitude_blend}")
     if not 0 <= sa.griffin_lim_momentum <= 1:
         raise ValueError(
             f"sample.griffin_lim_momentum must be in [0, 1], got {sa.griffin_lim_momentum}"
         )
-    refining = sa.mel_match_iters or sa.griffin_lim_iters or sa.refine_magnitude == "mel"
+    refining = sa.mel_match_iters or sa.griffin_lim_iters or sa.magnitude_blend < 1
     if refining and cfg.model.domain != "stft":
         raise ValueError(
-            "sample.mel_match_iters, sample.griffin_lim_iters and sample.refine_magnitude refine "
+            "sample.mel_match_iters, sample.griffin_lim_iters and sample.magnitude_blend refine "
             f"an STFT: they need model.domain 'stft', not {cfg.model.domain!r}"
         )
     return cfg

@@ -195,7 +195,7 @@ def make_sampling_spec(
     refinement = Refinement(
         cfg.sample.mel_match_iters if mel_match_iters is None else mel_match_iters,
         cfg.sample.griffin_lim_iters if griffin_lim_iters is None else griffin_lim_iters,
-        magnitude=cfg.sample.refine_magnitude,
+        magnitude_blend=cfg.sample.magnitude_blend,
         momentum=cfg.sample.griffin_lim_momentum,
     )
     if refinement.active and cfg.model.domain != "stft":

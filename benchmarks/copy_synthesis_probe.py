@@ -15,9 +15,10 @@ Usage::
 
 A setting is ``SAMPLER:STEPS`` or ``SAMPLER:STEPS:SIGMA,SIGMA,...`` (explicit noise levels, most
 noise first, as a searched schedule stores them); without ``--setting`` each model samples with
-its own defaults. ``--refine MEL_MATCH,GRIFFIN_LIM[,MAGNITUDE[,MOMENTUM]]`` (stft models,
-repeatable) tries that refinement (:class:`audiodiff.consistency.Refinement`; MAGNITUDE
-``network`` or ``mel``) with every setting; without it each model refines as its config says.
+its own defaults. ``--refine MEL_MATCH,GRIFFIN_LIM[,BLEND[,MOMENTUM]]`` (stft models,
+repeatable) tries that refinement (:class:`audiodiff.consistency.Refinement`; BLEND the
+magnitude blend, 1 the network's) with every setting; without it each model refines as its
+config says.
 ``--perceptual`` adds DistillMOS and DNSMOS P.808 (slow: ~1 s a clip); ``--griffin-lim`` adds a
 Griffin-Lim (64 iterations) row of the first model's profile.
 """
@@ -93,7 +94,7 @@ def main() -> None:
                 if refine is not None:
                     sample.mel_match_iters, sample.griffin_lim_iters = map(int, refine[:2])
                     if len(refine) > 2:
-                        sample.refine_magnitude = refine[2]
+                        sample.magnitude_blend = float(refine[2])
                     if len(refine) > 3:
                         sample.griffin_lim_momentum = float(refine[3])
                 rows = []

@@ -124,15 +124,15 @@ def test_griffin_lim_from_the_true_phase_stays_there_and_from_noise_improves():
 def test_refinement_options_are_checked(tiny_config):
     with pytest.raises(ValueError, match=">= 0"):
         Refinement(-1, 0)
-    with pytest.raises(ValueError, match="network, mel"):
-        Refinement(magnitude="griffin")
+    with pytest.raises(ValueError, match="blend"):
+        Refinement(magnitude_blend=1.5)
     with pytest.raises(ValueError, match="momentum"):
         Refinement(momentum=1.5)
-    assert Refinement(magnitude="mel").active and not Refinement().active
-    with pytest.raises(ValueError, match="refine_magnitude"):
-        validate(apply_overrides(tiny_config, STFT_TINY + ["sample.refine_magnitude=phase"]))
+    assert Refinement(magnitude_blend=0.5).active and not Refinement().active
+    with pytest.raises(ValueError, match="magnitude_blend"):
+        validate(apply_overrides(tiny_config, STFT_TINY + ["sample.magnitude_blend=-1"]))
     with pytest.raises(ValueError, match="model.domain 'stft'"):
-        validate(apply_overrides(tiny_config, ["sample.refine_magnitude=mel"]))
+        validate(apply_overrides(tiny_config, ["sample.magnitude_blend=0"]))
     assert Refinement(0, 0).halo_frames(1024, 256) == 0
     assert Refinement(3, 5).halo_frames(1024, 256) == 24
     assert Refinement(3, 0).halo_frames(1024, 256) == 4
@@ -153,10 +153,10 @@ def stft_vocoder(tiny_config, tmp_path):
     )
 
 
-@pytest.mark.parametrize("steps,magnitude", [(1, "network"), (2, "network"), (1, "mel")])
-def test_refined_chunked_synthesis_equals_whole(stft_vocoder, steps, magnitude):
+@pytest.mark.parametrize("steps,blend", [(1, 1.0), (2, 1.0), (1, 0.25)])
+def test_refined_chunked_synthesis_equals_whole(stft_vocoder, steps, blend):
     voc = stft_vocoder
-    voc.config.sample.refine_magnitude = magnitude
+    voc.config.sample.magnitude_blend = blend
     audio = np.concatenate([chirp_plus_noise(22050, 0.5, seed=s) for s in range(5)])
     mel = voc.mel(audio, 22050)
     frames = mel.shape[-1]
@@ -190,8 +190,40 @@ def test_refinement_brings_the_output_mel_to_the_input_mel(stft_vocoder):
     assert matched < 0.7 * plain and refined < 0.8 * matched
     # From Griffin-Lim's own magnitude, the network's phase as the start: at least as close to
     # the mel as Griffin-Lim from a random phase with as many iterations.
-    voc.config.sample.refine_magnitude = "mel"
+    voc.config.sample.magnitude_blend = 0.0
     from_mel = mel_error(mel_match_iters=200, griffin_lim_iters=16)
     gl = griffin_lim(mel[0], voc.mel_config, n_iter=16)[None, None]
     assert from_mel < 0.8 * matched
     assert from_mel <= 1.1 * float((mel_fn(gl[:, 0])[..., :frames] - mel).abs().mean())
+
+
+def test_magnitude_blend_ends_are_the_mel_estimate_and_the_matched_network_magnitude():
+    from audiodiff.consistency import filterbank_inverse, refine_spectrum
+
+    cfg = mel_profile("hifigan")
+    mel_fn = MelSpectrogram(cfg)
+    basis = mel_fn.mel_basis.double()
+    x = torch.as_tensor(chirp_plus_noise(22050, 0.3, seed=4)).double()[None, : 25 * 256]
+    target = decompress_mel(mel_fn(x.float()), cfg).double()
+    frames = target.shape[-1]
+    args = {"n_fft": cfg.n_fft, "hop_length": cfg.hop_length, "win_length": cfg.win_length,
+            "padding": cfg.padding}  # fmt: skip
+    # A consistent "network" spectrum (so the projection onto consistent STFTs keeps it).
+    net = profile_stft(0.5 * x, **args)
+    assert net.shape[-1] == frames
+    kw = {"power": cfg.power, "first_frame": 0, "total_frames": frames, "stft_args": args}
+    covered = basis.sum(0) > 0
+    out0 = refine_spectrum(net, target, basis, Refinement(50, 0, magnitude_blend=0.0), **kw)
+    want0 = filterbank_inverse(target, basis, power=cfg.power, iters=50)
+    assert torch.allclose(out0.abs()[:, covered], want0[:, covered], rtol=1e-6, atol=1e-9)
+    assert torch.allclose(out0.abs()[:, ~covered], net.abs()[:, ~covered], rtol=1e-6, atol=1e-9)
+    out1 = refine_spectrum(net, target, basis, Refinement(50, 0, magnitude_blend=1.0), **kw)
+    want1 = match_mel(net.abs(), target, basis, power=cfg.power, iters=50)
+    assert torch.allclose(out1.abs(), want1, rtol=1e-6, atol=1e-9)
+    half = refine_spectrum(net, target, basis, Refinement(50, 0, magnitude_blend=0.5), **kw)
+    geo = (want0.clamp_min(1e-12) * want1.clamp_min(1e-12)).sqrt()
+    assert torch.allclose(half.abs()[:, covered], geo[:, covered], rtol=1e-6, atol=1e-9)
+    # The phase is the network's when no Griffin-Lim iteration runs.
+    loud = net.abs() > 1e-3 * net.abs().max()
+    assert torch.allclose((half / half.abs().clamp_min(1e-30))[loud],
+                          (net / net.abs())[loud], atol=1e-6)  # fmt: skip
