@@ -77,18 +77,28 @@ def profile_stft(
         ValueError: unknown padding.
     """
     _check_padding(padding)
-    window = profile_window(win_length, n_fft, dtype=audio.dtype, device=audio.device)
     x = audio
     if padding == "hifigan":
         pad = pad_left(n_fft, hop_length, padding)
         x = F.pad(x.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
+    return _frames_stft(
+        x, n_fft, hop_length, win_length, normalized=normalized, center=padding == "center"
+    )
+
+
+def _frames_stft(
+    x: torch.Tensor, n_fft: int, hop_length: int, win_length: int, *, normalized: bool, center: bool
+) -> torch.Tensor:
+    """``torch.stft`` with the profile's window of an already padded signal (``center``: torch's
+    own reflect padding of ``n_fft // 2``), divided by the window norm when ``normalized``."""
+    window = profile_window(win_length, n_fft, dtype=x.dtype, device=x.device)
     spec = torch.stft(
         x,
         n_fft=n_fft,
         hop_length=hop_length,
         win_length=n_fft,  # the window is already zero-padded to n_fft, as torch.stft would
         window=window,
-        center=padding == "center",
+        center=center,
         pad_mode="reflect",
         normalized=False,
         onesided=True,
@@ -147,14 +157,8 @@ def profile_stft_window(
         x = F.pad(x, (0, right), mode="reflect" if last else "constant")
     else:
         x = x[..., :right]
-    window = profile_window(win_length, n_fft, dtype=audio.dtype, device=audio.device)
-    spec = torch.stft(
-        x.squeeze(1), n_fft=n_fft, hop_length=hop_length, win_length=n_fft, window=window,
-        center=False, normalized=False, onesided=True, return_complex=True,
-    )  # fmt: skip
-    if normalized:
-        spec = spec / torch.sqrt(torch.sum(window**2))
-    return spec
+    return _frames_stft(x.squeeze(1), n_fft, hop_length, win_length, normalized=normalized,
+                        center=False)  # fmt: skip
 
 
 def profile_istft(

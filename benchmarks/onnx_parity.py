@@ -1,6 +1,7 @@
 """How closely onnxruntime reproduces PyTorch for an exported vocoder, and how long export takes.
 
-Exports MODEL (default the shipped ``small-speech``) with ``audiodiff.onnx_export.export_onnx``
+Exports MODEL (default the shipped waveform vocoder ``small-speech-waveform``) with
+``audiodiff.onnx_export.export_onnx``
 into a temporary folder, then prints the largest absolute difference between onnxruntime and
 PyTorch for the mel upsampler and for the denoiser step at every sigma of the exported schedule,
 on a random mel of ``--frames`` frames (batch 2). Needs the ``onnx`` extra.
@@ -26,7 +27,7 @@ from audiodiff.vocoder import Vocoder
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", nargs="?", default="small-speech")
+    parser.add_argument("model", nargs="?", default="small-speech-waveform")
     parser.add_argument("--frames", type=int, default=40)
     args = parser.parse_args()
     import onnxruntime as ort

@@ -10,14 +10,14 @@ All three parts are measured in ONE run on one machine, so the ratios compare li
    ``recipes/klettres/stft.yaml``'s config, since speed does not depend on the weights),
    (b) Griffin-Lim, 64 iterations, on the same mel, (c) the base waveform model
    (``ExperimentConfig()`` defaults: 64 channels x 30 layers, random weights, its default
-   sampler diffwave-fast), (d) the shipped ``small-speech`` waveform model. Models run through
-   ``Vocoder.__call__(mel, steps=6, seed=0)`` with the default long-form chunking
+   sampler diffwave-fast), (d) the shipped waveform model ``small-speech-waveform``. Models run
+   through ``Vocoder.__call__(mel, steps=6, seed=0)`` with the default long-form chunking
    (``--chunk-seconds``; 0 = whole utterance). Ratios: stft vs Griffin-Lim, vs base waveform
-   (target >= 20x faster), vs small-speech.
+   (target >= 20x faster), vs small-speech-waveform.
 2. Training throughput: audio-seconds trained per second of the real
    :class:`audiodiff.train.Trainer` step (WAV read, crop, mel, forward, backward, clipping, Adam,
    EMA; timed per ``train_step`` call as in ``benchmarks/train_speed.py``) for
-   ``recipes/klettres/shipped.yaml`` (waveform small-speech) and ``recipes/klettres/stft.yaml``,
+   ``recipes/klettres/shipped.yaml`` (small-speech-waveform) and ``recipes/klettres/stft.yaml``,
    each with its own batch size and crop, on synthetic WAV clips written to a temp dir; median of
    ``--train-steps`` after 2 warm-up steps. Ratio stft / waveform (target >= 10x).
 3. Long form: peak RSS of vocoding ``--minutes`` (1 and 10) minutes with the stft vocoder
@@ -210,7 +210,9 @@ def speed_part(stft_path: str, args: argparse.Namespace) -> None:
     rows.append(("Griffin-Lim", f"{args.gl_iters} iterations (fast GL, NNLS mel inverse)", rtf_gl))
     print(f"  Griffin-Lim: RTF {rtf_gl:.4f}", flush=True)
     rtf_base = model_row("base waveform", base_vocoder())
-    rtf_small = model_row("small-speech", Vocoder.from_pretrained(args.shipped, device="cpu"))
+    rtf_small = model_row(
+        "small-speech-waveform", Vocoder.from_pretrained(args.shipped, device="cpu")
+    )
 
     width = max(len(r[0]) for r in rows)
     print(f"\n| {'vocoder':<{width}} | what | RTF | x real time |")
@@ -220,7 +222,7 @@ def speed_part(stft_path: str, args: argparse.Namespace) -> None:
     print(f"stft vs Griffin-Lim: {faster(rtf_gl / rtf_stft)}")
     ratio = rtf_base / rtf_stft
     print(f"stft vs base waveform: {faster(ratio)} (target >= 20x: {verdict(ratio >= 20)})")
-    print(f"stft vs small-speech: {faster(rtf_small / rtf_stft)}")
+    print(f"stft vs small-speech-waveform: {faster(rtf_small / rtf_stft)}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -403,7 +405,9 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--gl-iters", type=int, default=64)
     parser.add_argument("--stft", default=None, help="stft model (default: random-weight export)")
-    parser.add_argument("--shipped", default="small-speech", help="the shipped waveform model")
+    parser.add_argument(
+        "--shipped", default="small-speech-waveform", help="the shipped waveform model"
+    )
     parser.add_argument("--train-steps", type=int, default=5, help="timed training steps")
     parser.add_argument("--train-warmup", type=int, default=2)
     parser.add_argument("--train-batch", type=int, default=0, help="0: each recipe's own batch")

@@ -1,9 +1,10 @@
 """Regenerate everything in samples/ (nothing there is hand-edited) and samples/SAMPLES.md.
 
 For each held-out speech clip (never in the shipped model's training data): the original at the
-model's rate, copy synthesis with the shipped `small-speech` vocoder, and Griffin-Lim from the same
-mel, each made by the exact `audiodiff` command recorded in SAMPLES.md, then scored with
-`audiodiff evaluate`. Run from the repository root:
+model's rate, copy synthesis with the shipped `small-speech` vocoder (stft domain) and with the
+earlier waveform vocoder `small-speech-waveform`, and Griffin-Lim from the same mel, each made by
+the exact `audiodiff` command recorded in SAMPLES.md, then scored with `audiodiff evaluate`
+(with ``--perceptual`` when the ``eval`` extra is installed). Run from the repository root:
 
     python samples/make_samples.py
 
@@ -21,10 +22,12 @@ import tempfile
 from pathlib import Path
 
 from audiodiff.audio import load_audio, save_audio
+from audiodiff.perceptual import perceptual_available
 from audiodiff.pretrained import resolve_source
 
 ROOT = Path(__file__).resolve().parent
 MODEL = "small-speech"
+WAVEFORM_MODEL = "small-speech-waveform"
 # Held out from training: the alsa-utils voice (not in klettres at all) and klettres' test
 # languages (cs, nl), which `audiodiff prepare klettres` never puts in train or val.
 CLIPS = {
@@ -57,10 +60,13 @@ def main() -> None:
     commands = {
         "small-speech": ["audiodiff", "vocode", MODEL, *inputs, "-o", "samples/small-speech",
                          "--seed", "0", "--overwrite"],
+        "small-speech-waveform": ["audiodiff", "vocode", WAVEFORM_MODEL, *inputs, "-o",
+                                  "samples/small-speech-waveform", "--seed", "0", "--overwrite"],
         "griffin-lim": ["audiodiff", "vocode", MODEL, *inputs, "-o", "samples/griffin-lim",
                         "--method", "griffin-lim", "--overwrite"],
     }  # fmt: skip
     scores = {}
+    perceptual = ["--perceptual"] if perceptual_available() else []
     for method, cmd in commands.items():
         rows.append((method, shlex.join(cmd), run(cmd).strip().splitlines()[-1]))
         with tempfile.TemporaryDirectory() as tmp:
@@ -73,6 +79,7 @@ def main() -> None:
                     f"samples/{method}",
                     "--json",
                     str(out),
+                    *perceptual,
                 ]
             )
             scores[method] = json.loads(out.read_text())
@@ -87,6 +94,7 @@ def main() -> None:
         "|---|---|",
         "| `original/` | the held-out clip, resampled to 22.05 kHz mono |",
         "| `small-speech/` | copy synthesis: its hifigan mel vocoded by the shipped model |",
+        "| `small-speech-waveform/` | the same with the earlier waveform vocoder |",
         "| `griffin-lim/` | the quality floor: Griffin-Lim (64 fast iterations) of the same mel |",
         "",
         "Sources: "

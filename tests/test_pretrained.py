@@ -18,12 +18,18 @@ from audiodiff.pretrained import resolve_source, shipped_models
 from audiodiff.vocoder import Vocoder
 
 
-def test_shipped_model_is_a_small_safetensors_export_with_the_hifigan_profile():
-    assert "small-speech" in shipped_models()
-    path = resolve_source("small-speech")
-    assert path.suffix == ".safetensors" and path.stat().st_size <= 10 * 2**20
-    vocoder = Vocoder.from_pretrained("small-speech", device="cpu")
+@pytest.mark.parametrize(
+    "name,domain,limit_mib",
+    # The stft vocoder's 9.3 M float16 weights are 18 MB; the waveform one's 0.66 M float32 3 MB.
+    [("small-speech", "stft", 20), ("small-speech-waveform", "waveform", 4)],
+)
+def test_shipped_models_are_safetensors_exports_with_the_hifigan_profile(name, domain, limit_mib):
+    assert name in shipped_models()
+    path = resolve_source(name)
+    assert path.suffix == ".safetensors" and path.stat().st_size <= limit_mib * 2**20
+    vocoder = Vocoder.from_pretrained(name, device="cpu")
     assert vocoder.mel_config == mel_profile("hifigan")  # TTS front ends' mels fit
+    assert vocoder.config.model.domain == domain
 
 
 @functools.cache
