@@ -11,9 +11,10 @@ All three parts are measured in ONE run on one machine, so the ratios compare li
    (b) Griffin-Lim, 64 iterations, on the same mel, (c) the base waveform model
    (``ExperimentConfig()`` defaults: 64 channels x 30 layers, random weights, its default
    sampler diffwave-fast), (d) the shipped waveform model ``small-speech-waveform``. Models run
-   through ``Vocoder.__call__(mel, steps=6, seed=0)`` with the default long-form chunking
-   (``--chunk-seconds``; 0 = whole utterance). Ratios: stft vs Griffin-Lim, vs base waveform
-   (target >= 20x faster), vs small-speech-waveform.
+   through ``Vocoder.__call__(mel, steps=STEPS, seed=0)`` (``--steps``; default each model's own:
+   the shipped stft vocoder 1 step plus its refinement, the waveform models 6) with the default
+   long-form chunking (``--chunk-seconds``; 0 = whole utterance). Ratios: stft vs Griffin-Lim,
+   vs base waveform (target >= 20x faster), vs small-speech-waveform.
 2. Training throughput: audio-seconds trained per second of the real
    :class:`audiodiff.train.Trainer` step (WAV read, crop, mel, forward, backward, clipping, Adam,
    EMA; timed per ``train_step`` call as in ``benchmarks/train_speed.py``) for
@@ -160,9 +161,16 @@ def median_time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
+def steps_of(voc: Vocoder, args: argparse.Namespace) -> int:
+    """``--steps``, or (0) the model's own ``sample.steps``: the shipped stft vocoder samples in
+    1 step and refines (``sample.griffin_lim_iters``), the waveform models in 6."""
+    return args.steps or voc.config.sample.steps
+
+
 def vocoder_rtf(voc: Vocoder, mel: torch.Tensor, args: argparse.Namespace) -> float:
     def call() -> torch.Tensor:
-        return voc(mel, steps=args.steps, seed=0, chunk_seconds=chunk_arg(args.chunk_seconds))
+        return voc(mel, steps=steps_of(voc, args), seed=0,
+                   chunk_seconds=chunk_arg(args.chunk_seconds))  # fmt: skip
 
     elapsed, audio = median_time(call, args.repeats)
     if not torch.isfinite(audio).all():
@@ -175,7 +183,8 @@ def speed_part(stft_path: str, args: argparse.Namespace) -> None:
     mel = mel_of(stft, args.seconds)
     audio_s = mel.shape[-1] * stft.hop_length / stft.sample_rate
     print(
-        f"\n## 1. vocoding speed: {audio_s:.2f} s of audio, batch 1, {args.steps} steps, "
+        f"\n## 1. vocoding speed: {audio_s:.2f} s of audio, batch 1, "
+        f"{args.steps or 'each model its own'} steps, "
         f"{args.threads} threads, {describe_chunk(args.chunk_seconds)}, median of "
         f"{args.repeats} after 1 warm-up"
     )
@@ -187,10 +196,12 @@ def speed_part(stft_path: str, args: argparse.Namespace) -> None:
         # The exactness halo each long-form chunk is extended by, either side (steps x the
         # receptive radius): the extra work chunking costs, next to the chunk length.
         unit = voc.hop_length if voc.domain.frame_rate else 1
-        halo_s = voc.halo_samples(args.steps) * unit / voc.sample_rate
+        halo_s = voc.halo_samples(steps_of(voc, args)) * unit / voc.sample_rate
+        refine = c.sample.griffin_lim_iters if c.model.domain == "stft" else 0
         what = (
             f"{c.model.domain}, {c.model.residual_channels} ch x {c.model.residual_layers} "
-            f"layers, {n_params / 1e6:.2f} M params, {c.sample.sampler}, chunk halo "
+            f"layers, {n_params / 1e6:.2f} M params, {c.sample.sampler} {steps_of(voc, args)} "
+            f"steps{f' + {refine} Griffin-Lim iterations' if refine else ''}, chunk halo "
             f"+-{halo_s:.2f} s"
         )
         # Each model gets the mel of its own profile (all defaults here share `hifigan`).
@@ -326,7 +337,7 @@ def rss_child(seconds: float, stft_path: str, args: argparse.Namespace) -> None:
     with open("/proc/self/clear_refs", "w") as clear:
         clear.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
     start = time.perf_counter()
-    audio = voc(mel, steps=args.steps, seed=0)
+    audio = voc(mel, steps=steps_of(voc, args), seed=0)
     elapsed = time.perf_counter() - start
     row = {
         "seconds": audio.shape[-1] / voc.sample_rate,
@@ -342,7 +353,7 @@ def rss_child(seconds: float, stft_path: str, args: argparse.Namespace) -> None:
 def long_part(stft_path: str, args: argparse.Namespace) -> None:
     print(
         f"\n## 3. long form, stft vocoder, default chunking ({StftDomain.default_chunk_s:g} s), "
-        f"{args.steps} steps; peak RSS while vocoding, a fresh process each"
+        f"{args.steps or 'its own'} steps; peak RSS while vocoding, a fresh process each"
     )
     print(
         f"| {'audio':>9} | peak MiB | RSS before vocoding MiB | output audio MiB | time s | RTF |"
@@ -375,8 +386,8 @@ def long_part(stft_path: str, args: argparse.Namespace) -> None:
 
     voc = Vocoder.from_pretrained(stft_path, device="cpu")
     mel = mel_of(voc, args.exact_seconds)
-    chunked = voc(mel, steps=args.steps, seed=0, chunk_seconds=args.exact_chunk)
-    whole = voc(mel, steps=args.steps, seed=0, chunk_seconds=None)
+    chunked = voc(mel, steps=steps_of(voc, args), seed=0, chunk_seconds=args.exact_chunk)
+    whole = voc(mel, steps=steps_of(voc, args), seed=0, chunk_seconds=None)
     diff = float((chunked - whole).abs().max())
     n_chunks = math.ceil(
         mel.shape[-1] / (int(args.exact_chunk * voc.sample_rate) // voc.hop_length)
@@ -396,7 +407,9 @@ def long_part(stft_path: str, args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument(
+        "--steps", type=int, default=0, help="network evaluations (0: each model's own default)"
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="audio of the speed table")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(

@@ -62,21 +62,32 @@ def test_readme_main_job_demo(tmp_path):
     assert again.exit_code == 2 and "exists" in again.output
 
 
-def test_shipped_model_quality_regression_guard():
-    """Not a quality claim: the shipped model (8,000 CPU steps) does NOT beat Griffin-Lim yet.
-
-    Measured on the shipped clip at export time (seed 0, the stored 6-step searched schedule):
-    MR-STFT 2.407 for the model, 1.412 for Griffin-Lim (64 iterations). This guards the
-    inference path against regressions: the same model scored 2.97 on held-out speech with
-    DiffWave's default schedule at 5,250 steps and its 2,000-step predecessor 3.46 on this clip,
-    and a 12-step DPM-Solver++ instead of the fast schedule scored 5.38 at 5,250 steps, so a
-    worse sampler, schedule or checkpoint shows. The margin 0.25 covers BLAS rounding across
-    machines.
+def test_shipped_model_beats_griffin_lim_on_the_shipped_clip():
+    """A regression guard, and the claim it guards: on the shipped clip (speech it never heard;
+    seed 0) the shipped stft vocoder, one network step plus its mel-consistency refinement, has
+    a lower MR-STFT distance than Griffin-Lim (64 iterations) from the same mel: 0.832 against
+    1.412 at export. The held-out quality table is in MODEL.md. The margin 0.15 covers BLAS
+    rounding across machines and is far below the gap; a worse network, refinement or decode
+    shows (the network alone, unrefined, scores 0.99 here; the earlier waveform model 2.39).
     """
-    ref, out, gl, _ = _copy_synthesis()
+    ref, out, gl, vocoder = _copy_synthesis()
+    assert vocoder.config.model.domain == "stft"
     model_score = float(mr_stft_distance(ref, out))
-    assert model_score <= 2.407 + 0.25, model_score
-    assert float(mr_stft_distance(ref, gl)) <= 1.412 + 0.25
+    gl_score = float(mr_stft_distance(ref, gl))
+    assert model_score <= 0.832 + 0.15, model_score
+    assert gl_score <= 1.412 + 0.25
+    assert model_score < gl_score
+
+
+def test_shipped_waveform_model_still_loads_and_vocodes():
+    """The earlier waveform vocoder stays available under its own name (MR-STFT 2.39 on the
+    shipped clip with its stored 6-step schedule; margin 0.25 for BLAS rounding)."""
+    vocoder = Vocoder.from_pretrained("small-speech-waveform", device="cpu")
+    audio, rate = load_audio(DEFAULT_CLIP, vocoder.sample_rate)
+    mel = vocoder.mel(audio, rate)
+    out = vocoder(mel, seed=0)[0, 0]
+    n = mel.shape[-1] * vocoder.hop_length
+    assert float(mr_stft_distance(audio[0, :n], out)) <= 2.393 + 0.25
 
 
 @pytest.mark.filterwarnings("ignore:Not enough STFT frames")  # STOI of a 0.3 s clip
