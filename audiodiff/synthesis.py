@@ -169,6 +169,7 @@ def make_sampling_spec(
     t_mapping: str = "diffwave",
     mel_match_iters: int | None = None,
     griffin_lim_iters: int | None = None,
+    magnitude_blend: float | None = None,
 ) -> SamplingSpec:
     """Resolve sampler/steps/eta and the refinement against the model's stored defaults
     (``cfg.sample``) and searched schedule.
@@ -195,7 +196,7 @@ def make_sampling_spec(
     refinement = Refinement(
         cfg.sample.mel_match_iters if mel_match_iters is None else mel_match_iters,
         cfg.sample.griffin_lim_iters if griffin_lim_iters is None else griffin_lim_iters,
-        magnitude_blend=cfg.sample.magnitude_blend,
+        magnitude_blend=cfg.sample.magnitude_blend if magnitude_blend is None else magnitude_blend,
         momentum=cfg.sample.griffin_lim_momentum,
     )
     if refinement.active and cfg.model.domain != "stft":

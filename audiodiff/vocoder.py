@@ -273,6 +273,7 @@ class Vocoder:
         chunk_progress: Callable[[int], None] | None = None,
         mel_match_iters: int | None = None,
         griffin_lim_iters: int | None = None,
+        magnitude_blend: float | None = None,
     ) -> torch.Tensor:
         """Synthesize audio from mel spectrograms.
 
@@ -296,9 +297,11 @@ class Vocoder:
             profile: the mel profile the input was computed with (name or
                 :class:`~audiodiff.config.MelConfig`), checked against :attr:`mel_config`.
             chunk_progress: called with 1 after each chunk (:meth:`chunk_count` of them).
-            mel_match_iters, griffin_lim_iters: stft-domain models: refine the sampled STFT
-                towards the mel, then by Griffin-Lim iterations from the network's phase
-                (:mod:`audiodiff.consistency`); default the model's ``sample`` settings.
+            mel_match_iters, griffin_lim_iters, magnitude_blend: stft-domain models: refine the
+                sampled STFT towards the mel (its magnitude blended with Griffin-Lim's estimate,
+                1 = the network's only), then by Griffin-Lim iterations from the network's phase
+                (:mod:`audiodiff.consistency`); default the model's ``sample`` settings. All of
+                ``0, 0, 1`` give the network's raw output.
 
         Returns:
             ``[B, 1, frames * hop_length]`` float32 on CPU, in [-1, 1] up to model error.
@@ -314,6 +317,7 @@ class Vocoder:
         spec = make_sampling_spec(
             self.config, self.schedule, sampler=sampler, steps=steps, eta=eta, t_mapping=t_mapping,
             mel_match_iters=mel_match_iters, griffin_lim_iters=griffin_lim_iters,
+            magnitude_blend=magnitude_blend,
         )  # fmt: skip
         denoiser = Denoiser(
             self.net, self.schedule, target=self.config.diffusion.target, t_mapping=spec.t_mapping

@@ -227,3 +227,15 @@ def test_magnitude_blend_ends_are_the_mel_estimate_and_the_matched_network_magni
     loud = net.abs() > 1e-3 * net.abs().max()
     assert torch.allclose((half / half.abs().clamp_min(1e-30))[loud],
                           (net / net.abs())[loud], atol=1e-6)  # fmt: skip
+
+
+def test_call_overrides_turn_a_stored_refinement_off(stft_vocoder):
+    voc = stft_vocoder
+    mel = voc.mel(chirp_plus_noise(22050, 0.5, seed=8), 22050)
+    plain = voc(mel, seed=1, steps=1)
+    sample = voc.config.sample
+    sample.mel_match_iters, sample.griffin_lim_iters, sample.magnitude_blend = 8, 4, 0.25
+    refined = voc(mel, seed=1, steps=1)
+    assert float((refined - plain).abs().max()) > 1e-3
+    raw = voc(mel, seed=1, steps=1, mel_match_iters=0, griffin_lim_iters=0, magnitude_blend=1)
+    assert torch.equal(raw, plain)

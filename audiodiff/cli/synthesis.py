@@ -136,6 +136,13 @@ def mel_command(
     default=None,
     help="stft models: Griffin-Lim iterations from the network's phase (default: the model's).",
 )
+@click.option(
+    "--magnitude-blend",
+    type=float,
+    default=None,
+    help="stft models: share of the network's magnitude vs Griffin-Lim's estimate, 0..1 "
+    "(default: the model's; 0 and 0 iterations with blend 1: the raw network output).",
+)
 @_device_option
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @threads_option
@@ -151,6 +158,7 @@ def vocode_command(
     method: str,
     mel_match_iters: int | None,
     griffin_lim_iters: int | None,
+    magnitude_blend: float | None,
     device: str | None,
     overwrite: bool,
 ) -> None:
@@ -175,12 +183,16 @@ def vocode_command(
     if batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
     vocoder = Vocoder.from_pretrained(checkpoint, device=_resolve_device(device))
-    refine = {"mel_match_iters": mel_match_iters, "griffin_lim_iters": griffin_lim_iters}
-    diffusion_only = (steps, sampler, mel_match_iters, griffin_lim_iters)
+    refine = {
+        "mel_match_iters": mel_match_iters,
+        "griffin_lim_iters": griffin_lim_iters,
+        "magnitude_blend": magnitude_blend,
+    }
+    diffusion_only = (steps, sampler, *refine.values())
     if method == "griffin-lim" and any(v is not None for v in diffusion_only):
         raise ValueError(
-            "--steps, --sampler, --mel-match-iters and --griffin-lim-iters are for --method "
-            "diffusion, not griffin-lim"
+            "--steps, --sampler, --mel-match-iters, --griffin-lim-iters and --magnitude-blend "
+            "are for --method diffusion, not griffin-lim"
         )
     if method == "diffusion":  # bad sampling options refused before any input is read
         make_sampling_spec(vocoder.config, vocoder.schedule, sampler=sampler, steps=steps, **refine)
