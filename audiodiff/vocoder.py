@@ -280,8 +280,10 @@ class Vocoder:
         Args:
             mel: ``[n_mels, frames]`` or ``[B, n_mels, frames]``, NumPy or torch, in this model's
                 mel convention (:attr:`mel_config`).
-            steps: network evaluations; default the model's ``sample.steps`` (6).
-            sampler: ``"diffwave-fast"`` (default), ``"ddpm"``, ``"ddim"`` or ``"dpmpp-2m"``.
+            steps: network evaluations; default the model's ``sample.steps`` (the shipped
+                ``small-speech``: 1; ``small-speech-waveform``: 6).
+            sampler: ``"diffwave-fast"``, ``"ddpm"``, ``"ddim"`` or ``"dpmpp-2m"``; default the
+                model's ``sample.sampler``.
             generator: source of the seed of all noise (a fixed generator reproduces the output).
             seed: alternative to ``generator``.
             eta: DDIM stochasticity (0 = deterministic).

@@ -30,14 +30,14 @@ def _sampling_options(fn: F) -> F:
         "--sampler",
         type=click.Choice(["diffwave-fast", "ddpm", "ddim", "dpmpp-2m"]),
         default=None,
-        help="Sampler (default: the model's, diffwave-fast).",
+        help="Sampler (default: the model's; small-speech: dpmpp-2m).",
     )(fn)
     return click.option(
         "--steps",
         type=int,
         default=None,
-        help="Network evaluations (default: the model's, 6; diffwave-fast takes 6 only, "
-        "ddim and dpmpp-2m any count).",
+        help="Network evaluations (default: the model's; small-speech 1, small-speech-waveform "
+        "6; diffwave-fast takes 6 only, ddim and dpmpp-2m any count).",
     )(fn)
 
 
@@ -126,22 +126,23 @@ def mel_command(
 )
 @click.option(
     "--mel-match-iters",
-    type=int,
+    type=click.IntRange(min=0),
     default=None,
-    help="stft models: magnitude updates towards the mel (default: the model's).",
+    help="stft models: magnitude updates towards the mel (default: the model's; small-speech 64).",
 )
 @click.option(
     "--griffin-lim-iters",
-    type=int,
+    type=click.IntRange(min=0),
     default=None,
-    help="stft models: Griffin-Lim iterations from the network's phase (default: the model's).",
+    help="stft models: Griffin-Lim iterations from the network's phase (default: the model's; "
+    "small-speech 32).",
 )
 @click.option(
     "--magnitude-blend",
-    type=float,
+    type=click.FloatRange(0.0, 1.0),
     default=None,
     help="stft models: share of the network's magnitude vs Griffin-Lim's estimate, 0..1 "
-    "(default: the model's; 0 and 0 iterations with blend 1: the raw network output).",
+    "(default: the model's; small-speech 0.25). 0, 0 and 1: the raw network output.",
 )
 @_device_option
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
