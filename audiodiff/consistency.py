@@ -35,12 +35,17 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from audiodiff.stft import profile_istft_window, profile_stft_window, profile_window
+from audiodiff.stft import normalized_scale, profile_istft_window, profile_stft_window
 
 # Keeps the multiplicative update and the phase normalisation finite where a bin is exactly 0.
 _TINY = 1e-12
 # Fast Griffin-Lim's alpha; 0.99 as librosa and torchaudio.
 GRIFFIN_LIM_MOMENTUM = 0.99
+
+
+def _covered(basis: Tensor) -> Tensor:
+    """``[n_freq, 1]`` True where some mel band has weight (inside ``[f_min, f_max]``)."""
+    return (basis.sum(dim=0) > 0)[:, None]
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,7 @@ def match_mel(
         ``[B, n_freq, frames]``, non-negative; bins outside every band unchanged.
     """
     basis = mel_basis.to(device=magnitude.device, dtype=magnitude.dtype)
-    covered = (basis.sum(dim=0) > 0)[:, None]
+    covered = _covered(basis)
     spec = magnitude.clamp_min(0).pow(power)
     target = basis.T @ mel_linear.to(basis.dtype).clamp_min(0)
     for _ in range(iters):
@@ -139,7 +144,7 @@ def filterbank_inverse(
     spec = torch.maximum(start, floor)
     magnitude = match_mel(spec.pow(1.0 / power), energy, basis, power=power, iters=iters)
     if iters > 0:
-        magnitude = magnitude * (basis.sum(dim=0) > 0)[:, None]
+        magnitude = magnitude * _covered(basis)
     return magnitude
 
 
@@ -219,13 +224,10 @@ def refine_spectrum(
         spec, start_frame=first_frame, stop_frame=first_frame + n, **window, **stft_args
     )
     spec = profile_stft_window(audio, n_frames=n, **window, **stft_args)
-    scale = 1.0
-    if stft_args.get("normalized"):
-        # The mel is made from the raw STFT; compare magnitudes on that scale.
-        w = profile_window(
-            stft_args["win_length"], stft_args["n_fft"], dtype=torch.float64, device="cpu"
-        )
-        scale = float(w.pow(2).sum().sqrt())
+    # The mel is made from the raw STFT; compare magnitudes on that scale.
+    scale = normalized_scale(
+        stft_args["win_length"], stft_args["n_fft"], stft_args.get("normalized", False)
+    )
     network = spec.abs() * scale
     basis = mel_basis.to(device=network.device, dtype=network.dtype)
     iters, w = refinement.mel_match_iters, refinement.magnitude_blend
@@ -236,7 +238,7 @@ def refine_spectrum(
         from_mel = filterbank_inverse(mel_linear, basis, power=power, iters=iters)
         blended = from_mel.clamp_min(_TINY) ** (1 - w) * magnitude.clamp_min(_TINY) ** w
         # Above f_max no band says anything: the network's magnitude stays there.
-        magnitude = torch.where((basis.sum(dim=0) > 0)[:, None], blended, network)
+        magnitude = torch.where(_covered(basis), blended, network)
     magnitude = magnitude / scale
     phase = spec / (spec.abs() + _TINY)
     phase = griffin_lim_phase(

@@ -29,20 +29,13 @@ from torch import Tensor
 from audiodiff.config import MelConfig
 from audiodiff.consistency import filterbank_inverse, griffin_lim_phase
 from audiodiff.mel import MelSpectrogram, decompress_mel
-from audiodiff.stft import pad_left, profile_istft, profile_window, signal_length
+from audiodiff.stft import normalized_scale, pad_left, profile_istft, signal_length
 
 
 def mel_basis(cfg: MelConfig) -> Tensor:
     """The profile's mel filterbank, float32 ``[n_mels, n_fft // 2 + 1]``, exactly the one
     :class:`~audiodiff.mel.MelSpectrogram` applies."""
     return MelSpectrogram(cfg).mel_basis.float()
-
-
-def _stft_scale(cfg: MelConfig) -> float:
-    # ``normalized`` profiles (legacy diffwave, torchaudio's normalized=True) divide the STFT by
-    # the window's L2 norm; multiplying the recovered magnitude by it restores the raw STFT scale.
-    window = profile_window(cfg.win_length, cfg.n_fft, dtype=torch.float32, device="cpu")
-    return float(window.pow(2).sum().sqrt()) if cfg.normalized else 1.0
 
 
 def output_length(cfg: MelConfig, frames: int) -> int:
@@ -66,7 +59,8 @@ def mel_to_linear(mel_linear: Tensor, cfg: MelConfig, *, nnls_iters: int = 200) 
     """
     fb = mel_basis(cfg).to(mel_linear.device)
     magnitude = filterbank_inverse(mel_linear, fb, power=cfg.power, iters=nnls_iters)
-    return magnitude * _stft_scale(cfg)
+    # normalized profiles (legacy diffwave) divide the STFT by the window norm: back to raw scale.
+    return magnitude * normalized_scale(cfg.win_length, cfg.n_fft, cfg.normalized)
 
 
 def _stft_args(cfg: MelConfig) -> dict:

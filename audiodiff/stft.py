@@ -36,6 +36,15 @@ def profile_window(win_length: int, n_fft: int, *, dtype: torch.dtype, device) -
     return F.pad(window, (left, n_fft - win_length - left))
 
 
+def normalized_scale(win_length: int, n_fft: int, normalized: bool) -> float:
+    """What a ``normalized`` profile divides its STFT by, ``sqrt(sum(window^2))`` (1.0 for the
+    others): multiplying a magnitude by it gives the raw STFT scale the mel filterbank sees."""
+    if not normalized:
+        return 1.0
+    window = profile_window(win_length, n_fft, dtype=torch.float64, device="cpu")
+    return float(window.pow(2).sum().sqrt())
+
+
 def signal_length(frames: int, hop_length: int, padding: str) -> int:
     """Samples of the signal that ``frames`` STFT frames describe: ``frames * hop`` for
     ``hifigan`` padding, ``(frames - 1) * hop`` for ``center`` (the inverse of the frame counts in
