@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from audiodiff.config import MelConfig
-from audiodiff.stft import profile_stft
+from audiodiff.stft import profile_stft_power
 
 # Floor of the mel before the logarithm: HiFi-GAN's and lmnt-com/diffwave's clip value.
 MEL_FLOOR = 1e-5
@@ -86,8 +86,10 @@ class MelSpectrogram(torch.nn.Module):
     """Mel spectrogram exactly as a :class:`MelConfig` defines it (DESIGN.md §5).
 
     The filterbank is a non-persistent buffer: it is derived from the config, so it never goes
-    stale in a checkpoint. The STFT is :func:`audiodiff.stft.profile_stft`, shared with the STFT
-    domain. The filterbank is kept in float64 and cast to the compute dtype.
+    stale in a checkpoint. The STFT is the profile's own (:mod:`audiodiff.stft`), shared with
+    the STFT domain; its power comes from :func:`audiodiff.stft.profile_stft_power`, whose
+    closed-form gradient the trainer's mel loss backpropagates through. The filterbank is kept in
+    float64 and cast to the compute dtype.
     """
 
     mel_basis: torch.Tensor
@@ -151,7 +153,8 @@ class MelSpectrogram(torch.nn.Module):
         dtype = audio.dtype if audio.dtype in (torch.float32, torch.float64) else torch.float32
         with torch.autocast(device_type=audio.device.type, enabled=False):
             x = audio.to(dtype)
-            spec = profile_stft(
+            # |STFT|^2 with a closed-form gradient: the trainer's mel loss backpropagates here.
+            power = profile_stft_power(
                 x,
                 n_fft=cfg.n_fft,
                 hop_length=cfg.hop_length,
@@ -159,7 +162,6 @@ class MelSpectrogram(torch.nn.Module):
                 padding=cfg.padding,
                 normalized=cfg.normalized,
             )
-            power = spec.real**2 + spec.imag**2
             if cfg.padding == "hifigan":
                 power = power + HIFIGAN_MAGNITUDE_EPS
             magnitude = torch.sqrt(power)

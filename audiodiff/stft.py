@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from audiodiff.power_spectrum import stft_power
+
 # Smallest summed squared window the inverse divides by (float64; the real envelope inside the
 # signal is >= 0.1 for every profile we ship, so this only guards degenerate custom windows).
 _MIN_ENVELOPE = 1e-10
@@ -85,14 +87,46 @@ def profile_stft(
     Raises:
         ValueError: unknown padding.
     """
-    _check_padding(padding)
-    x = audio
-    if padding == "hifigan":
-        pad = pad_left(n_fft, hop_length, padding)
-        x = F.pad(x.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
+    x = _hifigan_padded(audio, n_fft, hop_length, padding)
     return _frames_stft(
         x, n_fft, hop_length, win_length, normalized=normalized, center=padding == "center"
     )
+
+
+def profile_stft_power(
+    audio: torch.Tensor,
+    *,
+    n_fft: int,
+    hop_length: int,
+    win_length: int,
+    padding: str,
+    normalized: bool = False,
+) -> torch.Tensor:
+    """``|profile_stft(audio, ...)|^2`` (same arguments), through
+    :func:`audiodiff.power_spectrum.stft_power`: same values, a gradient of one inverse FFT per
+    frame instead of autograd through the complex STFT.
+
+    Returns:
+        ``[B, n_fft // 2 + 1, frames]`` real, ``audio``'s dtype.
+
+    Raises:
+        ValueError: unknown padding, or too short a signal.
+    """
+    x = _hifigan_padded(audio, n_fft, hop_length, padding)
+    window = profile_window(win_length, n_fft, dtype=x.dtype, device=x.device)
+    power = stft_power(
+        x, n_fft=n_fft, hop_length=hop_length, window=window, center=padding == "center"
+    )
+    return power / window.square().sum() if normalized else power
+
+
+def _hifigan_padded(audio: torch.Tensor, n_fft: int, hop_length: int, padding: str) -> torch.Tensor:
+    """``audio`` reflect-padded for the ``hifigan`` profile (``center`` pads inside the STFT)."""
+    _check_padding(padding)
+    if padding != "hifigan":
+        return audio
+    pad = pad_left(n_fft, hop_length, padding)
+    return F.pad(audio.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
 
 
 def _frames_stft(

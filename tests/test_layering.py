@@ -1,6 +1,6 @@
 """The import direction of DESIGN.md §3, enforced by parsing every module's imports with ``ast``.
 
-Layers (imports only point down): config -> stft -> {audio, mel, schedule, model, dist, plot} ->
+Layers (imports only point down): config -> power_spectrum -> stft -> {audio, mel, schedule, model, dist, plot} ->
 {manifest, perceptual} -> {diffusion, domains, samplers, scan, data, datasets, metrics,
 griffin_lim} -> evaluation -> {checkpoint, synthesis} -> pretrained -> {train, vocoder} ->
 {generate, schedule_search, diffwave_import, demo} -> cli.
@@ -29,7 +29,8 @@ LAYER = {
     "encoding": 0,  # UTF-8 text and file names in it: imports nothing of ours
     "levels": 0,  # the level rule on peaks (NumPy only): audio, data and prepare share it
     "probe": 1,  # open, decode, measure and classify one audio file: the scan and prepare share it
-    "stft": 0.5,  # the profiles' STFT pair: imports nothing of ours, used by mel and domains
+    "power_spectrum": 0.4,  # |STFT|^2 with a closed-form gradient: imports nothing of ours
+    "stft": 0.5,  # the profiles' STFT pair (+ its power): used by mel and domains
     "consistency": 0.6,  # mel matching + Griffin-Lim from a given phase: domains and griffin_lim
     "spectral_loss": 0.5,  # multi-resolution STFT distance: the metric and the training loss
     "audio": 1,
