@@ -164,7 +164,12 @@ def restore_training_state(trainer: Any, state: dict[str, Any]) -> None:
     check_resume(state, trainer.cfg, dict(trainer.train_set.labels), trainer.run_dir)
     trainer.model.load_state_dict(state["model"])
     trainer.ema.load_state_dict(state["ema"])
+    # Which kernel runs the update (fused, foreach) is this machine's choice, not training state:
+    # keep it when the checkpoint was written by another build or device.
+    kernels = [{k: g.get(k) for k in ("fused", "foreach")} for g in trainer.optimizer.param_groups]
     trainer.optimizer.load_state_dict(state["optimizer"])
+    for group, kernel in zip(trainer.optimizer.param_groups, kernels, strict=True):
+        group.update(kernel)
     if trainer.scaler.is_enabled() and state.get("scaler"):
         trainer.scaler.load_state_dict(state["scaler"])
     trainer.step = int(state["step"])
