@@ -29,7 +29,7 @@ from torch.autograd.function import once_differentiable
 
 
 class _FramePower(torch.autograd.Function):
-    """``[..., N]`` real windowed frames -> ``[..., N // 2 + 1]`` ``|rfft|^2`` (module docstring)."""
+    """``[..., N]`` real windowed frames -> ``[..., N // 2 + 1]`` ``|rfft|^2`` (module doc)."""
 
     @staticmethod
     def forward(ctx, frames: torch.Tensor) -> torch.Tensor:  # type: ignore[override]

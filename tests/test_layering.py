@@ -1,9 +1,9 @@
 """The import direction of DESIGN.md §3, enforced by parsing every module's imports with ``ast``.
 
-Layers (imports only point down): config -> power_spectrum -> stft -> {audio, mel, schedule, model, dist, plot} ->
-{manifest, perceptual} -> {diffusion, domains, samplers, scan, data, datasets, metrics,
-griffin_lim} -> evaluation -> {checkpoint, synthesis} -> pretrained -> {train, vocoder} ->
-{generate, schedule_search, diffwave_import, demo} -> cli.
+Layers (imports only point down): config -> power_spectrum -> stft -> {audio, mel, schedule,
+model, dist, plot} -> {manifest, perceptual} -> {diffusion, domains, samplers, scan, data,
+datasets, metrics, griffin_lim} -> evaluation -> {checkpoint, synthesis} -> pretrained ->
+{train, vocoder} -> {generate, schedule_search, diffwave_import, demo} -> cli.
 """
 
 from __future__ import annotations

@@ -17,7 +17,12 @@ import soundfile as sf
 import torch
 from click.testing import CliRunner
 
-from audiodiff.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from audiodiff.checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 from audiodiff.cli import main
 from audiodiff.config import ExperimentConfig, TrainConfig
 from audiodiff.config_io import apply_overrides, load_config
@@ -223,6 +228,24 @@ def test_broken_manifest_trains_on_the_good_clips(tmp_path, tiny_config, write_w
     bad_cfg = apply_overrides(tiny_config, [f"data.train_manifest={only_bad}"])
     with pytest.raises(ValueError, match=r"no usable clips .* all 3 skipped \(1 empty, 1 silent"):
         Trainer(bad_cfg, tmp_path / "run2")
+
+
+def test_resume_keeps_this_machines_fused_optimizer(tmp_path, tiny_config, manifests):
+    # A checkpoint written by a plain (unfused) Adam resumes into the fused kernel with its state.
+    cfg = _cfg(tiny_config, manifests, "train.max_steps=2", "train.save_every=2")
+    Trainer(cfg, tmp_path / "run").train()
+    state = load_checkpoint(tmp_path / "run")
+    for group in state["optimizer"]["param_groups"]:
+        group["fused"] = None
+    save_checkpoint(state, tmp_path / "run", 2, keep_last=2)
+    resumed = Trainer(_cfg(tiny_config, manifests, "train.max_steps=3"), tmp_path / "run")
+    assert resumed.step == 2
+    assert all(group["fused"] for group in resumed.optimizer.param_groups)
+    loaded = resumed.optimizer.state_dict()["state"]
+    for i, saved in state["optimizer"]["state"].items():
+        assert torch.equal(loaded[i]["exp_avg"], saved["exp_avg"])
+    resumed.train()  # the fused kernel steps from the restored moments
+    assert resumed.step == 3
 
 
 def test_resume_refuses_an_architecture_change(tmp_path, tiny_config, manifests):
