@@ -19,8 +19,10 @@ All three parts are measured in ONE run on one machine, so the ratios compare li
    :class:`audiodiff.train.Trainer` step (WAV read, crop, mel, forward, backward, clipping, Adam,
    EMA; timed per ``train_step`` call as in ``benchmarks/train_speed.py``) for
    ``recipes/klettres/shipped.yaml`` (small-speech-waveform) and ``recipes/klettres/stft.yaml``,
-   each with its own batch size and crop, on synthetic WAV clips written to a temp dir; median of
-   ``--train-steps`` after 2 warm-up steps. Ratio stft / waveform (target >= 10x).
+   each with its own batch size and crop, on synthetic WAV clips written to a temp dir. The
+   recipes are stepped in interleaved rounds (one step of each, back to back; ``--train-steps``
+   rounds after 2 warm-up rounds), so load changes on a shared machine hit both sides of a
+   round. Ratio stft / waveform (target >= 10x): the median of the rounds' ratios.
 3. Long form: peak RSS of vocoding ``--minutes`` (1 and 10) minutes with the stft vocoder
    (default chunking), each in a fresh process as ``benchmarks/sample_speed.py`` does (peak =
    ``VmHWM`` while vocoding, Linux), and the growth between them; and the max abs difference
@@ -59,7 +61,6 @@ if str(_HERE) not in sys.path:
 from sample_speed import base_vocoder  # noqa: E402
 from train_speed import make_data  # noqa: E402
 
-from audiodiff.config import ExperimentConfig  # noqa: E402
 from audiodiff.config_io import load_config, to_dict  # noqa: E402
 from audiodiff.domains import StftDomain  # noqa: E402
 from audiodiff.griffin_lim import griffin_lim  # noqa: E402
@@ -241,72 +242,90 @@ def speed_part(stft_path: str, args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def train_throughput(
-    recipe: Path, manifest: Path, run_dir: Path, args: argparse.Namespace, fused: bool | None = None
-) -> tuple[float, list[float], ExperimentConfig]:
-    """``(audio-s trained per s, all step times, config)`` of the real trainer on ``recipe``;
+class TrainRow:
+    """One recipe's real :class:`audiodiff.train.Trainer`, stepped one timed step at a time;
     ``fused`` forces the fused CPU training kernel on or off (None: the model's default)."""
-    from audiodiff.train import Trainer
 
-    big = 10**9
-    overrides = [
-        f"data.train_manifest={manifest}", "data.val_manifest=", "data.num_workers=0",
-        "train.device=cpu", f"train.max_steps={args.train_warmup + args.train_steps}",
-        f"train.save_every={big}", f"train.log_every={big}", f"train.eval_every={big}",
-    ]  # fmt: skip
-    if args.train_batch:
-        overrides.append(f"data.batch_size={args.train_batch}")
-    cfg = load_config(recipe, overrides)
-    trainer = Trainer(cfg, run_dir, log=lambda message: None)
-    if fused is not None:
-        trainer.model.fused_training = fused
-    batches = trainer.batches()
-    times = []
-    for _ in range(args.train_warmup + args.train_steps):
+    def __init__(
+        self, name: str, recipe: Path, manifest: Path, run_dir: Path, args: argparse.Namespace,
+        fused: bool | None = None,
+    ) -> None:  # fmt: skip
+        from audiodiff.train import Trainer
+
+        big = 10**9
+        overrides = [
+            f"data.train_manifest={manifest}", "data.val_manifest=", "data.num_workers=0",
+            "train.device=cpu", f"train.max_steps={big}",
+            f"train.save_every={big}", f"train.log_every={big}", f"train.eval_every={big}",
+        ]  # fmt: skip
+        if args.train_batch:
+            overrides.append(f"data.batch_size={args.train_batch}")
+        self.name, self.recipe = name, recipe
+        self.cfg = cfg = load_config(recipe, overrides)
+        self.trainer = Trainer(cfg, run_dir, log=lambda message: None)
+        if fused is not None:
+            self.trainer.model.fused_training = fused
+        self.batches = self.trainer.batches()
+        self.audio_s = (
+            cfg.data.batch_size * cfg.train.grad_accum * cfg.data.segment_frames
+            * cfg.mel.hop_length / cfg.mel.sample_rate
+        )  # fmt: skip
+        self.times: list[float] = []
+
+    def step(self) -> float:
+        """Time one ``train_step`` plus its EMA update; returns seconds (also kept)."""
         t0 = time.perf_counter()
-        _, _, ok = trainer.train_step(batches)
-        trainer.step += 1
-        trainer.update_ema()
-        times.append(time.perf_counter() - t0)
+        _, _, ok = self.trainer.train_step(self.batches)
+        self.trainer.step += 1
+        self.trainer.update_ema()
+        seconds = time.perf_counter() - t0
         if not ok:
-            raise RuntimeError(f"non-finite training step on {recipe.name} in the benchmark")
-    step_s = statistics.median(times[args.train_warmup :])
-    audio_s = (
-        cfg.data.batch_size * cfg.train.grad_accum * cfg.data.segment_frames * cfg.mel.hop_length
-    ) / cfg.mel.sample_rate
-    return audio_s / step_s, times, cfg
+            raise RuntimeError(f"non-finite training step on {self.recipe.name} in the benchmark")
+        self.times.append(seconds)
+        return seconds
 
 
 def train_part(args: argparse.Namespace) -> None:
+    # Interleaved: every round times one step of each recipe back to back, so a load change on
+    # the shared machine lands on both sides of a round's ratio instead of on one recipe's block.
     print(
         f"\n## 2. training throughput: real Trainer step, {args.threads} threads, fp32 CPU, "
-        f"median of {args.train_steps} after {args.train_warmup} warm-up"
+        f"{args.train_steps} interleaved rounds after {args.train_warmup} warm-up"
     )
-    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         manifest = make_data(Path(tmp), n_clips=8, duration_s=2.0, sr=SAMPLE_RATE)
         # stft-fused: the stft recipe through the fused CPU kernel, which its model leaves off
         # (DiffWave.fused_training); the row says whether that default still holds.
-        runs = (
-            ("waveform", WAVEFORM_RECIPE, None),
-            ("stft", STFT_RECIPE, None),
-            ("stft-fused", STFT_RECIPE, True),
-        )
-        for name, recipe, fused in runs:
-            run_dir = Path(tmp) / f"run-{name}"
-            rate, times, cfg = train_throughput(recipe, manifest, run_dir, args, fused)
-            results[name] = rate
+        rows = [
+            TrainRow(name, recipe, manifest, Path(tmp) / f"run-{name}", args, fused)
+            for name, recipe, fused in (
+                ("waveform", WAVEFORM_RECIPE, None),
+                ("stft", STFT_RECIPE, None),
+                ("stft-fused", STFT_RECIPE, True),
+            )
+        ]
+        ratios = []
+        for round_ in range(args.train_warmup + args.train_steps):
+            seconds = {row.name: row.step() for row in rows}
+            if round_ >= args.train_warmup:
+                ratios.append(
+                    (rows[1].audio_s / seconds["stft"]) / (rows[0].audio_s / seconds["waveform"])
+                )
+        for row in rows:
+            cfg = row.cfg
+            step_s = statistics.median(row.times[args.train_warmup :])
             crop = cfg.data.segment_frames * cfg.mel.hop_length
             print(
-                f"| {name:<10} | {recipe.relative_to(ROOT)} | batch {cfg.data.batch_size} x "
-                f"{crop} samples ({cfg.data.segment_frames} frames) | step "
-                f"{statistics.median(times[args.train_warmup :]):.3f} s (all: "
-                f"{', '.join(f'{t:.2f}' for t in times)}) | {rate:.3f} audio-s/s |",
+                f"| {row.name:<10} | {row.recipe.relative_to(ROOT)} | batch "
+                f"{cfg.data.batch_size} x {crop} samples ({cfg.data.segment_frames} frames) | "
+                f"step {step_s:.3f} s (all: {', '.join(f'{t:.2f}' for t in row.times)}) | "
+                f"{row.audio_s / step_s:.3f} audio-s/s |",
                 flush=True,
             )
-    ratio = results["stft"] / results["waveform"]
+    ratio = statistics.median(ratios)
     print(
-        f"stft / waveform training throughput: {ratio:.2f}x (target >= 10x: {verdict(ratio >= 10)})"
+        f"stft / waveform training throughput, median of the rounds' ratios: {ratio:.2f}x "
+        f"(rounds: {', '.join(f'{r:.1f}' for r in ratios)}; target >= 10x: {verdict(ratio >= 10)})"
     )
 
 
@@ -421,7 +440,9 @@ def main() -> None:
     parser.add_argument(
         "--shipped", default="small-speech-waveform", help="the shipped waveform model"
     )
-    parser.add_argument("--train-steps", type=int, default=5, help="timed training steps")
+    parser.add_argument(
+        "--train-steps", type=int, default=10, help="timed rounds (one step of each recipe)"
+    )
     parser.add_argument("--train-warmup", type=int, default=2)
     parser.add_argument("--train-batch", type=int, default=0, help="0: each recipe's own batch")
     parser.add_argument("--minutes", type=float, nargs="+", default=[1.0, 10.0])
@@ -447,6 +468,7 @@ def main() -> None:
 
     print(
         f"stft_speed: torch {torch.__version__}, {args.threads} threads of {os.cpu_count()} CPUs, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
         f"load average {', '.join(f'{x:.2f}' for x in os.getloadavg())} at start"
     )
     if args.quick:
