@@ -173,6 +173,41 @@ def resample(audio: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(out)).to(audio.device, audio.dtype)
 
 
+# A 2-D array whose last axis is at most this long, and shorter than its first, is soundfile's
+# [frames, channels] layout rather than a batch of clips: no clip of 8 samples can be analysed.
+_MAX_CHANNELS = 8
+
+
+def as_audio_batch(
+    audio: torch.Tensor | np.ndarray, name: str = "audio", dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """``[T]``, ``[B, T]`` or ``[B, 1, T]`` audio (NumPy or torch) -> ``[B, T]`` in ``dtype``,
+    on ``audio``'s device (NumPy: the CPU).
+
+    Raises:
+        ValueError: another rank; ``[B, C, T]`` with ``C != 1`` (channels are never dropped
+            silently); or a 2-D array in soundfile's ``[frames, channels]`` layout (last axis at
+            most 8 long and shorter than the first), naming how to pass it instead.
+    """
+    # ascontiguousarray: torch refuses NumPy views with negative strides (x[::-1]).
+    t = audio if isinstance(audio, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(audio))
+    shape = tuple(t.shape)
+    if t.dim() == 2 and shape[1] <= _MAX_CHANNELS < shape[0]:
+        raise ValueError(
+            f"{name} has shape {shape}, soundfile's [frames, channels] layout; pass mono audio "
+            f"[T] (mix down: x.mean(axis=1)) or one channel per batch item [B, T] (x.T)"
+        )
+    if t.dim() == 3 and shape[1] != 1:
+        raise ValueError(
+            f"{name} has shape {shape}: {shape[1]} channels; pass mono audio [B, 1, T] (mix down "
+            f"or pick a channel first)"
+        )
+    if t.dim() not in (1, 2, 3):
+        raise ValueError(f"{name} must be [T], [B, T] or [B, 1, T], got shape {shape}")
+    t = t.reshape(1, -1) if t.dim() == 1 else t.reshape(shape[0], shape[-1])
+    return t.detach().to(dtype)
+
+
 def _as_mono_numpy(audio: torch.Tensor | np.ndarray) -> np.ndarray:
     arr = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
     shape = tuple(arr.shape)

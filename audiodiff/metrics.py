@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from audiodiff.audio import resample
+from audiodiff.audio import as_audio_batch, resample
 from audiodiff.mel import MelSpectrogram
 from audiodiff.spectral_loss import DEFAULT_RESOLUTIONS, mr_stft_terms, stft_magnitude
 
@@ -38,17 +38,9 @@ EVAL_EXTRA_HINT = "install the eval extra: pip install 'audiodiff[eval]'"
 
 
 def _as_batch(x: Tensor | np.ndarray, name: str) -> Tensor:
-    """``[T]``, ``[B, T]`` or ``[B, 1, T]`` -> float64 ``[B, T]`` on the CPU."""
-    # ascontiguousarray: torch refuses NumPy views with negative strides (x[::-1]).
-    t = torch.as_tensor(x if isinstance(x, Tensor) else np.ascontiguousarray(x))
-    t = t.detach().to("cpu", torch.float64)
-    if t.dim() == 3 and t.shape[1] == 1:
-        t = t[:, 0]
-    if t.dim() == 1:
-        t = t.unsqueeze(0)
-    if t.dim() != 2:
-        raise ValueError(f"{name} must be [T], [B, T] or [B, 1, T], got shape {tuple(t.shape)}")
-    return t
+    """``[T]``, ``[B, T]`` or ``[B, 1, T]`` -> float64 ``[B, T]`` on the CPU
+    (:func:`audiodiff.audio.as_audio_batch`, which refuses other layouts)."""
+    return as_audio_batch(x, name, torch.float64).cpu()
 
 
 def _pair(ref: Tensor | np.ndarray, gen: Tensor | np.ndarray) -> tuple[Tensor, Tensor]:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from audiodiff.audio import check_level, load_model_audio, resample
+from audiodiff.audio import as_audio_batch, check_level, load_model_audio, resample
 from audiodiff.config import ExperimentConfig, MelConfig, mel_profile
 from audiodiff.diffusion import Denoiser
 from audiodiff.dist import resolve_device
@@ -214,7 +214,9 @@ class Vocoder:
         """Mel features of ``audio`` exactly as in training (resampled to the model's rate).
 
         Args:
-            audio: ``[T]``, ``[B, T]`` or ``[B, 1, T]``, NumPy or torch, in [-1, 1].
+            audio: ``[T]``, ``[B, T]`` or ``[B, 1, T]``, NumPy or torch, in [-1, 1]
+                (:func:`audiodiff.audio.as_audio_batch`: a stereo array is refused, with how
+                to pass it).
             sample_rate: rate of ``audio`` in Hz.
             check: refuse silent, over-range or non-finite audio (:func:`check_level`, on the
                 resampled signal the model gets); off for plotting generated audio.
@@ -223,16 +225,10 @@ class Vocoder:
             ``[B, n_mels, frames]`` float32 on CPU.
 
         Raises:
-            ValueError: a level check failed (the message names the peak and the limit).
+            ValueError: a layout other than the three above (a stereo array names how to pass
+                it), or a level check failed (the message names the peak and the limit).
         """
-        if not isinstance(audio, torch.Tensor):
-            # ascontiguousarray: torch refuses NumPy arrays with negative strides (x[::-1]).
-            audio = torch.from_numpy(np.ascontiguousarray(audio))
-        x = audio.float()
-        if x.dim() == 1:
-            x = x.unsqueeze(0)
-        if x.dim() == 3:
-            x = x[:, 0]
+        x = as_audio_batch(audio)
         stage = ""
         if sample_rate != self.sample_rate:
             x = resample(x, sample_rate, self.sample_rate)

@@ -19,6 +19,7 @@ from audiodiff.config_io import apply_overrides, to_dict
 from audiodiff.datasets.prepare import probe_audio
 from audiodiff.levels import OVER_RANGE_PEAK, SILENCE_PEAK, level_problem
 from audiodiff.mel import MelSpectrogram
+from audiodiff.metrics import mr_stft_distance
 from audiodiff.scan import check_clip
 from audiodiff.vocoder import Vocoder, check_mel, mel_range_tolerance
 
@@ -100,6 +101,24 @@ def test_vocoder_api_checks_level_and_takes_reversed_views(vocoder):
     mel = reversed_mel[0].numpy()
     out = vocoder(mel[:, ::-1], seed=0)  # reversed mel view into synthesis
     assert torch.equal(out, vocoder(np.ascontiguousarray(mel[:, ::-1]), seed=0))
+
+
+def test_stereo_arrays_are_refused_with_how_to_pass_them(vocoder):
+    # soundfile reads stereo as [frames, 2]; taken as [B, T] it was 22,050 items of 2 samples
+    # and the refusal blamed silence. A [B, 2, T] batch silently lost its second channel.
+    x = chirp_plus_noise(SR, 0.3)
+    stereo = np.stack([x, 0.5 * x], axis=1)  # [frames, channels]
+    with pytest.raises(ValueError, match=r"\(6615, 2\), soundfile's \[frames, channels\].*x\.T"):
+        vocoder.mel(stereo, SR)
+    with pytest.raises(ValueError, match=r"2 channels; pass mono audio \[B, 1, T\]"):
+        vocoder.mel(torch.from_numpy(stereo.T[None].copy()), SR)
+    with pytest.raises(ValueError, match=r"ref has shape \(6615, 2\), soundfile's"):
+        mr_stft_distance(stereo, stereo)
+    # The suggested layouts work: channels as a batch, or the mix-down.
+    assert vocoder.mel(stereo.T, SR).shape[0] == 2
+    torch.testing.assert_close(
+        vocoder.mel(stereo.mean(axis=1), SR), vocoder.mel(0.75 * x, SR), rtol=0, atol=1e-5
+    )
 
 
 def test_check_level_names_stage_and_item():
