@@ -192,20 +192,16 @@ def _cell(value: Any, key: str) -> str:
         return str(value)
     return (
         f"{value:.3f}"
-        if key in ("mcd_db", "pesq_wb", "f0_rmse_hz", "duration_s") or "mos" in key
+        if key in ("mcd_db", "pesq_wb", "f0_rmse_hz", "duration_s", "rtf") or "mos" in key
         else (f"{value:.4f}")
     )
 
 
-def format_table(result: dict[str, Any]) -> str:
-    """Plain-text table of an :func:`evaluate_dirs` result: one row per file, then the mean."""
-    keys = ["duration_s", *result["metrics"]]
-    header = ["name", *keys]
-    body = [[r["name"], *(_cell(r.get(k), k) for k in keys)] for r in result["files"]]
-    total = result["total"]
-    footer = [f"mean of {total['files']}", *(_cell(total.get(k), k) for k in keys)]
-    footer[1] = _cell(total["duration_s"], "duration_s") + " (sum)"
-    widths = [max(len(row[i]) for row in [header, *body, footer]) for i in range(len(header))]
+def _aligned(rows: list[list[str]], footer: list[str] | None) -> list[str]:
+    """Rows of cells as aligned lines (first column left, the rest right), a rule under the
+    header and, when there is a ``footer``, a rule above it."""
+    widths = [max(len(row[i]) for row in [*rows, *([footer] if footer else [])])
+              for i in range(len(rows[0]))]  # fmt: skip
 
     def line(cells: list[str]) -> str:
         return "  ".join(
@@ -213,19 +209,64 @@ def format_table(result: dict[str, Any]) -> str:
             for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
 
-    rule = "-" * len(line(header))
-    out = [line(header), rule, *(line(r) for r in body), rule, line(footer)]
-    lower = [k for k in result["metrics"] if k in DISTANCES]
-    higher = [k for k in result["metrics"] if k in SIMILARITIES]
-    out.append(
+    rule = "-" * len(line(rows[0]))
+    out = [line(rows[0]), rule, *(line(r) for r in rows[1:])]
+    return [*out, rule, line(footer)] if footer else out
+
+
+def _better_line(metrics: list[str]) -> str:
+    lower = [k for k in metrics if k in DISTANCES]
+    higher = [k for k in metrics if k in SIMILARITIES]
+    return (
         f"lower is better: {', '.join(lower)}"
         + (f"; higher is better: {', '.join(higher)}" if higher else "")
         + ("; ref_*: the reference's own MOS" if any(k in PERCEPTUAL_KEYS for k in higher) else "")
     )
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """Plain-text table of an :func:`evaluate_dirs` result: one row per file, then the mean (when
+    there is more than one file)."""
+    keys = ["duration_s", *result["metrics"]]
+    header = ["name", *keys]
+    body = [[r["name"], *(_cell(r.get(k), k) for k in keys)] for r in result["files"]]
+    total = result["total"]
+    footer = None
+    if total["files"] > 1:
+        footer = [f"mean of {total['files']}", *(_cell(total.get(k), k) for k in keys)]
+        footer[1] = _cell(total["duration_s"], "duration_s") + " (sum)"
+    out = _aligned([header, *body], footer)
+    out.append(_better_line(result["metrics"]))
     out.append(f"profile {result['profile']} at {result['sample_rate']} Hz")
     for key, label in (("unmatched_ref", "only in reference"), ("unmatched_gen", "only generated")):
         if result[key]:
             out.append(f"{label} ({len(result[key])}): {', '.join(result[key])}")
     out += [f"not scored: {e['name']}: {e['error']}" for e in result["errors"]]
     out += [f"note: {n}" for n in result["notes"]]
+    return "\n".join(out)
+
+
+def format_comparison(results: dict[str, dict[str, Any]], rtf: dict[str, float]) -> str:
+    """Plain-text table comparing methods scored against the same references: one row per
+    method (``results``: method -> its :func:`evaluate_dirs` result, same files and metrics),
+    its mean over the files and its real-time factor ``rtf`` (compute seconds per audio second).
+    Files a method could not score are listed under the table."""
+    first = next(iter(results.values()))
+    metrics = list(first["metrics"])
+    header = ["method", "rtf", *metrics]
+    body = [
+        [name, _cell(rtf.get(name), "rtf"), *(_cell(r["total"].get(k), k) for k in metrics)]
+        for name, r in results.items()
+    ]
+    total = first["total"]
+    out = [
+        f"{total['files']} clip{'' if total['files'] == 1 else 's'}, "
+        f"{_cell(total['duration_s'], 'duration_s')} s, against the original (profile "
+        f"{first['profile']} at {first['sample_rate']} Hz):",
+        *_aligned([header, *body], None),
+        _better_line(metrics),
+        "rtf: real-time factor, compute seconds per second of audio",
+    ]
+    for name, r in results.items():
+        out += [f"{name}: not scored: {e['name']}: {e['error']}" for e in r["errors"]]
     return "\n".join(out)

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from audiodiff import evaluation, metrics
 from audiodiff.cli import main
 from audiodiff.config import mel_profile
-from audiodiff.evaluation import evaluate_dirs, format_table
+from audiodiff.evaluation import evaluate_dirs, format_comparison, format_table
 from audiodiff.mel import MelSpectrogram
 from audiodiff.metrics import (
     align_pair,
@@ -154,6 +154,25 @@ def test_evaluate_trims_small_and_reports_large_length_mismatch(tmp_path, clip):
     assert f"not scored: long: {error['error']}" in format_table(result)
 
 
+def test_tables_mean_rows_and_method_comparison(tmp_path, clip):
+    for name in ("a", "b"):
+        write(tmp_path / "ref", name, clip)
+        write(tmp_path / "gen", name, with_noise(clip, 20))
+        write(tmp_path / "same", name, clip)
+    noisy = evaluate_dirs(tmp_path / "ref", tmp_path / "gen", pesq=False)
+    footer = format_table(noisy).splitlines()[5]
+    assert footer.startswith("mean of 2") and "(sum)" in footer
+    exact = evaluate_dirs(tmp_path / "ref", tmp_path / "same", pesq=False)
+    table = format_comparison({"noisy": noisy, "exact": exact}, {"noisy": 0.5})
+    lines = table.splitlines()
+    assert lines[0].startswith("2 clips, ")
+    assert lines[1].split()[:3] == ["method", "rtf", "mr_stft"]
+    noisy_row, exact_row = lines[3].split(), lines[4].split()
+    assert noisy_row[:2] == ["noisy", "0.500"] and exact_row[:2] == ["exact", "-"]
+    assert float(noisy_row[2]) == pytest.approx(noisy["total"]["mr_stft"], abs=1e-4)
+    assert float(exact_row[2]) == 0.0
+
+
 def test_unmatched_names_are_reported(tmp_path, clip):
     write(tmp_path / "ref", "a", clip)
     write(tmp_path / "ref", "b", clip)
@@ -221,7 +240,8 @@ def test_cli_evaluate_table_json_and_refusals(tmp_path, clip):
     runner = CliRunner()
     result = runner.invoke(main, [*args, "--json", str(out)])
     assert result.exit_code == 0, result.output
-    assert "mr_stft" in result.output and "mean of 1" in result.output
+    assert "mr_stft" in result.output and "a  " in result.output
+    assert "mean of" not in result.output  # one file: its row is the mean
     saved = json.loads(out.read_text())
     assert saved["files"][0]["name"] == "a" and saved["total"]["mcd_db"] > 0
     out.write_text("keep me")

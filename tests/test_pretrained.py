@@ -57,7 +57,10 @@ def test_readme_main_job_demo(tmp_path):
     for name in ("original/example.wav", "diffusion/example.wav", "griffin-lim/example.wav",
                  "spectrograms.png"):  # fmt: skip
         assert (out / name).is_file()
-    assert "mr_stft" in result.output and "real-time factor" in result.output
+    header, rule, diffusion, griffin = result.output.splitlines()[2:6]
+    assert header.split()[:3] == ["method", "rtf", "mr_stft"] and set(rule) == {"-"}
+    assert diffusion.startswith("diffusion ") and griffin.startswith("griffin-lim ")
+    assert float(diffusion.split()[1]) > 0 and float(griffin.split()[1]) > 0
     again = CliRunner().invoke(main, ["demo", "-o", str(out)])
     assert again.exit_code == 2 and "exists" in again.output
 
