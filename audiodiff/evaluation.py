@@ -116,8 +116,8 @@ def evaluate_dirs(
     common = sorted(set(ref_files) & set(gen_files))
     if not common:
         raise ValueError(
-            f"no file names in common: reference {ref_dir} has {len(ref_files)} audio files, "
-            f"generated {gen_dir} has {len(gen_files)}"
+            f"no file names in common: reference {ref_dir} holds {len(ref_files)} audio "
+            f"file{'' if len(ref_files) == 1 else 's'}, generated {gen_dir} {len(gen_files)}"
         )
     if pesq and not eval_extra_available():
         raise ModuleNotFoundError(f"PESQ and STOI need pesq and pystoi; {EVAL_EXTRA_HINT}")

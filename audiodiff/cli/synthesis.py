@@ -24,6 +24,12 @@ def _resolve_device(device: str | None) -> Any:
     return resolve_device(device, option="--device")
 
 
+STEPS_HELP = (
+    "Network evaluations (default: the model's; small-speech 1, small-speech-waveform 6; "
+    "diffwave-fast takes 6 only, ddim and dpmpp-2m any count)."
+)
+
+
 def _sampling_options(fn: F) -> F:
     fn = click.option("--seed", type=int, default=0, show_default=True, help="Noise seed.")(fn)
     fn = click.option(
@@ -32,13 +38,7 @@ def _sampling_options(fn: F) -> F:
         default=None,
         help="Sampler (default: the model's; small-speech: dpmpp-2m).",
     )(fn)
-    return click.option(
-        "--steps",
-        type=int,
-        default=None,
-        help="Network evaluations (default: the model's; small-speech 1, small-speech-waveform "
-        "6; diffwave-fast takes 6 only, ddim and dpmpp-2m any count).",
-    )(fn)
+    return click.option("--steps", type=int, default=None, help=STEPS_HELP)(fn)
 
 
 @main.command("mel")
@@ -377,7 +377,7 @@ def generate_command(
 @click.option("-o", "--out-dir", default="out", show_default=True, help="Output folder.")
 @click.option("--model", default="small-speech", show_default=True, help="Vocoder to use.")
 @click.option("--clip", default=None, help="Speech clip (default: the shipped example).")
-@click.option("--steps", type=int, default=None, help="Network evaluations (default 6).")
+@click.option("--steps", type=int, default=None, help=STEPS_HELP)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @threads_option
