@@ -282,14 +282,16 @@ def test_generate_mel_model_refuses_a_length_under_one_frame(tiny_config, model,
 
 def test_vocode_refuses_sampler_settings_before_reading_inputs(model, tmp_path):
     out = tmp_path / "out"
-    missing = tmp_path / "never-read.wav"
+    missing = tmp_path / "never-read.wav"  # exists, but is no audio: reading it would fail
+    missing.write_text("not audio")
     one_line_exit_2(invoke("vocode", model, missing, "-o", out, "--steps", "4"), "fixed 6-step")
     assert not out.exists()
 
 
 def test_vocode_refuses_refinement_of_a_waveform_model_before_reading_inputs(model, tmp_path):
     out = tmp_path / "out"
-    missing = tmp_path / "never-read.wav"
+    missing = tmp_path / "never-read.wav"  # exists, but is no audio: reading it would fail
+    missing.write_text("not audio")
     result = invoke("vocode", model, missing, "-o", out, "--griffin-lim-iters", "8")
     one_line_exit_2(result, "stft-domain model")
     result = invoke("vocode", model, missing, "-o", out, "--method", "griffin-lim",
@@ -377,6 +379,35 @@ def test_mel_refuses_a_missing_input_before_writing_any(speech, tmp_path):
     result = invoke("mel", speech, tmp_path / "gone.wav", "--profile", "hifigan", "-o", out)
     one_line_exit_2(result, f"{tmp_path / 'gone.wav'} does not exist")
     assert not out.exists()  # (speech.npy used to be written before the refusal)
+
+
+def test_missing_inputs_are_refused_before_any_model_or_scorer_loads(speech, tmp_path, monkeypatch):
+    # A mistyped name used to cost a model load first (10 s in a fresh process for vocode).
+    import audiodiff.evaluation
+    import audiodiff.pretrained
+    import audiodiff.vocoder
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("loaded before the inputs were checked")
+
+    monkeypatch.setattr(audiodiff.vocoder.Vocoder, "from_pretrained", loaded)
+    monkeypatch.setattr(audiodiff.pretrained, "load_model_source", loaded)
+    monkeypatch.setattr(audiodiff.evaluation, "evaluate_dirs", loaded)
+    gone = tmp_path / "gone.wav"
+    one_line_exit_2(
+        invoke("vocode", "small-speech", speech, gone, tmp_path, "-o", tmp_path / "out"),
+        f"input file {gone} does not exist (and 1 more)",
+    )
+    one_line_exit_2(
+        invoke("vocode", "small-speech", tmp_path, "-o", tmp_path / "out"),
+        f"input {tmp_path} is not a file",
+    )
+    one_line_exit_2(
+        invoke("mel", gone, "--from", "small-speech", "-o", tmp_path / "out"),
+        f"input file {gone} does not exist",
+    )
+    one_line_exit_2(invoke("evaluate", tmp_path, speech), f"generated {speech} is not a directory")
+    assert not (tmp_path / "out").exists()
 
 
 def test_library_writers_refuse_their_own_source(tiny_config, tmp_path):

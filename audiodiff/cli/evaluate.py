@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from audiodiff.cli import fail, main, threads_option, user_errors
+from audiodiff.cli import fail, main, refuse_missing, threads_option, user_errors
 
 
 @main.command()
@@ -54,6 +54,9 @@ def evaluate(
     differences within one hop are trimmed; larger ones, unreadable files and unmatched names are
     listed, not scored.
     """
+    # Before the scorers are imported.
+    refuse_missing([ref_dir], kind="directory", role="reference")
+    refuse_missing([gen_dir], kind="directory", role="generated")
     import json
     from pathlib import Path
 

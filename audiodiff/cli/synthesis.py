@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from audiodiff.cli import F, main, require_plotting, threads_option, user_errors
+from audiodiff.cli import F, main, refuse_missing, require_plotting, threads_option, user_errors
 from audiodiff.config import mel_profile_names
 
 
@@ -65,6 +65,7 @@ def mel_command(
     profile computes it, so a TTS front end can compare its own mels: its "mel" is float32
     [n_mels, frames] (np.load(path)["mel"]), its "profile" the profile's parameters (JSON), which
     vocode checks against the model's."""
+    refuse_missing(audio)  # before the first mel is written, and before any import
     from pathlib import Path
 
     from audiodiff.audio import load_model_audio
@@ -83,10 +84,6 @@ def mel_command(
         cfg = load_model_source(from_model)[1].mel
     else:
         cfg = mel_profile(profile)
-    missing = [p for p in audio if not Path(p).is_file()]
-    if missing:  # before the first mel is written, not after it
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise FileNotFoundError(f"{missing[0]} does not exist{more}")
     stems = [Path(p).stem for p in audio]
     names = [f"{s}.npz" for s in stems] + ([f"{s}.png" for s in stems] if plot else [])
     paths = plan_outputs(
@@ -168,6 +165,7 @@ def vocode_command(
     profile), a .npz mel from `audiodiff mel` (its recorded profile must match the model's) or a
     .npy/.pt mel [n_mels, frames] in that profile. With one --seed a file gives the same audio
     alone or in any batch; inputs of different lengths are never padded into one batch."""
+    refuse_missing(inputs)  # a mistyped name is refused before the model loads
     import time
     from pathlib import Path
 
