@@ -100,6 +100,33 @@ def model_channels(cfg: ExperimentConfig) -> int:
     return 1
 
 
+def check_refinement(
+    mel_match_iters: int,
+    griffin_lim_iters: int,
+    magnitude_blend: float,
+    momentum: float,
+    *,
+    prefix: str = "",
+) -> bool:
+    """Refuse refinement settings out of range (the config's ``sample`` ones and
+    :class:`audiodiff.consistency.Refinement`); return whether they change the network's STFT
+    at all. ``prefix`` names the settings in the messages (``"sample."`` for a config).
+
+    Raises:
+        ValueError: negative iterations, or a blend or momentum outside [0, 1].
+    """
+    if mel_match_iters < 0 or griffin_lim_iters < 0:
+        raise ValueError(
+            f"{prefix}mel_match_iters and {prefix}griffin_lim_iters must be >= 0, got "
+            f"{mel_match_iters} and {griffin_lim_iters}"
+        )
+    if not 0 <= magnitude_blend <= 1:
+        raise ValueError(f"{prefix}magnitude_blend must be in [0, 1], got {magnitude_blend}")
+    if not 0 <= momentum <= 1:
+        raise ValueError(f"{prefix}griffin_lim_momentum must be in [0, 1], got {momentum}")
+    return mel_match_iters > 0 or griffin_lim_iters > 0 or magnitude_blend < 1
+
+
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     """Check cross-field rules; return ``cfg`` unchanged.
 
@@ -269,18 +296,10 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         raise ValueError(f"sample.sigmas must be positive, got {sa.sigmas}")
     if not 0 <= sa.eta <= 1:
         raise ValueError(f"sample.eta must be in [0, 1], got {sa.eta}")
-    if sa.mel_match_iters < 0 or sa.griffin_lim_iters < 0:
-        raise ValueError(
-            f"sample.mel_match_iters and sample.griffin_lim_iters must be >= 0, got "
-            f"{sa.mel_match_iters} and {sa.griffin_lim_iters}"
-        )
-    if not 0 <= sa.magnitude_blend <= 1:
-        raise ValueError(f"sample.magnitude_blend must be in [0, 1], got {sa.magnitude_blend}")
-    if not 0 <= sa.griffin_lim_momentum <= 1:
-        raise ValueError(
-            f"sample.griffin_lim_momentum must be in [0, 1], got {sa.griffin_lim_momentum}"
-        )
-    refining = sa.mel_match_iters or sa.griffin_lim_iters or sa.magnitude_blend < 1
+    refining = check_refinement(
+        sa.mel_match_iters, sa.griffin_lim_iters, sa.magnitude_blend, sa.griffin_lim_momentum,
+        prefix="sample.",
+    )  # fmt: skip
     if refining and cfg.model.domain != "stft":
         raise ValueError(
             "sample.mel_match_iters, sample.griffin_lim_iters and sample.magnitude_blend refine "

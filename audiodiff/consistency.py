@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from audiodiff.config_rules import check_refinement
 from audiodiff.stft import normalized_scale, profile_istft_window, profile_stft_window
 
 # Keeps the multiplicative update and the phase normalisation finite where a bin is exactly 0.
@@ -69,19 +70,17 @@ class Refinement:
     momentum: float = GRIFFIN_LIM_MOMENTUM
 
     def __post_init__(self) -> None:
-        if self.mel_match_iters < 0 or self.griffin_lim_iters < 0:
-            raise ValueError(
-                f"refinement iterations must be >= 0, got mel_match_iters "
-                f"{self.mel_match_iters} and griffin_lim_iters {self.griffin_lim_iters}"
-            )
-        if not 0.0 <= self.magnitude_blend <= 1.0:
-            raise ValueError(f"magnitude blend must be in [0, 1], got {self.magnitude_blend}")
-        if not 0.0 <= self.momentum <= 1.0:
-            raise ValueError(f"Griffin-Lim momentum must be in [0, 1], got {self.momentum}")
+        self._check()  # the range check the config's sample.* settings pass too
+
+    def _check(self) -> bool:
+        return check_refinement(
+            self.mel_match_iters, self.griffin_lim_iters, self.magnitude_blend, self.momentum
+        )
 
     @property
     def active(self) -> bool:
-        return self.mel_match_iters > 0 or self.griffin_lim_iters > 0 or self.magnitude_blend < 1
+        """Whether the refinement changes the network's STFT at all."""
+        return self._check()
 
     def halo_frames(self, n_fft: int, hop_length: int) -> int:
         """Frames of context either side that make a window's centre exact: one frame overlap
