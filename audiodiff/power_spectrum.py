@@ -15,10 +15,10 @@ For one frame ``f`` of ``N`` windowed samples, ``X_k = sum_n f_n exp(-2 pi i k n
 where ``c_k = 2`` for the bins a one-sided spectrum holds once (DC, and Nyquist for even ``N``)
 and ``1`` for the others, because ``irfft`` counts every other bin twice (its conjugate mirror).
 So the backward pass is one ``irfft`` of ``N`` points per frame; the overlap-add back onto the
-signal (``unfold``'s adjoint) and the padding's adjoint are left to autograd. Measured on 16 x
-16,384 samples, 2 threads, the three resolutions of ``MR_STFT_RESOLUTIONS``, forward plus
-backward: 100 ms against 159 ms through ``torch.stft`` (``benchmarks/stft_speed.py`` part 2 has
-the training step it is part of).
+signal (``unfold``'s adjoint) and the padding's adjoint are left to autograd. The MR-STFT loss
+on 16 x 16,384 samples, forward plus backward, 2 threads: 98-100 ms against 141-159 ms through
+``torch.stft`` (``benchmarks/loss_speed.py``; ``benchmarks/stft_speed.py`` part 2 has the
+training step it is part of).
 """
 
 from __future__ import annotations

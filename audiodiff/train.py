@@ -384,7 +384,8 @@ def build_networks(
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     opt_cls = torch.optim.AdamW if cfg.train.optimizer == "adamw" else torch.optim.Adam
     # The fused kernel makes the same update in one pass over all parameters instead of a loop of
-    # small ops: 67 -> 17.5 ms a step for the 9.3 M-parameter stft network on 2 CPU threads.
+    # small ops: 44-67 -> 16-18 ms a step for the 9.3 M-parameter stft network on 2 CPU threads
+    # (benchmarks/loss_speed.py).
     optimizer = opt_cls(
         model.parameters(),
         lr=cfg.train.lr,
