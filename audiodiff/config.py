@@ -139,6 +139,13 @@ class ModelConfig:
     ``"convnext"`` (:mod:`audiodiff.convnext`, Vocos's block stack: ``residual_channels`` is its
     width, ``residual_layers`` its blocks, ``kernel_size`` its depthwise kernel).
 
+    ``start`` (stft vocoders): ``"noise"`` samples from the prior at the table's largest sigma;
+    ``"estimate"`` starts from the DSP estimate of the STFT the mel implies (its non-negative
+    least-squares magnitude, ``estimate_nnls_iters`` updates, with the phase of
+    ``estimate_griffin_lim_iters`` fast Griffin-Lim iterations from zero phase) plus noise at a
+    small sigma, and trains for exactly that start, so the network learns the residual over the
+    estimate (FreeV, Lv et al. 2024; MelFlow; SDEdit, Meng et al. 2022).
+
     STFT domain only: ``stft_compression`` is the exponent ``a`` of ``|X|^a e^{i angle X}``
     (SGMSE+, Richter et al. 2023, use 0.5); ``bands > 1`` splits the spectrum into that many
     bands of bins run through one shared network (:mod:`audiodiff.subband`, as RFWave does).
@@ -158,6 +165,9 @@ class ModelConfig:
     stft_compression: float = 0.5
     prior: Literal["standard", "mel"] = "standard"
     bands: int = 1
+    start: Literal["noise", "estimate"] = "noise"
+    estimate_nnls_iters: int = 8
+    estimate_griffin_lim_iters: int = 8
 
 
 @dataclass
@@ -176,6 +186,10 @@ class DiffusionConfig:
     target: Literal["eps", "v"] = "eps"
     loss: Literal["l1", "l2"] = "l1"
     label_dropout: float = 0.0
+    # model.start "estimate": training noises the DSP estimate at a sigma drawn log-uniformly from
+    # [start_sigma_min, start_sigma_max] (the whitened variable's units) instead of the table's.
+    start_sigma_min: float = 0.05
+    start_sigma_max: float = 1.0
 
 
 @dataclass
@@ -215,6 +229,15 @@ class TrainConfig:
     # Weight of HiFi-GAN's mel loss on the same decoded audio: mean |mel(audio) - mel(clean)| in
     # the profile's compressed mel (the metric log_mel_l1); 0 = off. Domains as spectral_loss.
     mel_loss: float = 0.0
+    # Weight of the anti-wrapping phase losses on the network's clean STFT (stft domain;
+    # audiodiff.phase_loss: instantaneous phase, group delay, instantaneous angular frequency,
+    # APNet2, Du et al. 2023) and of the STFT-consistency loss (its distance from the STFT of
+    # its own inverse); 0 = off.
+    phase_loss: float = 0.0
+    consistency_loss: float = 0.0
+    # Weights to start from when the run has no checkpoint yet (fine-tuning): a checkpoint, run
+    # directory, .safetensors export or shipped model name; the architecture must match.
+    init_from: str = ""
     grad_clip: float = 1.0
     grad_accum: int = 1
     ema_decay: float = 0.999
@@ -254,6 +277,8 @@ class SampleConfig:
     griffin_lim_iters: int = 0
     magnitude_blend: float = 1.0
     griffin_lim_momentum: float = 0.99
+    # model.start "estimate": the sigma the sampler starts from (the estimate plus this much noise).
+    start_sigma: float = 0.3
 
 
 @dataclass

@@ -296,6 +296,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         raise ValueError(f"sample.sigmas must be positive, got {sa.sigmas}")
     if not 0 <= sa.eta <= 1:
         raise ValueError(f"sample.eta must be in [0, 1], got {sa.eta}")
+    _check_estimate_start(cfg)
     refining = check_refinement(
         sa.mel_match_iters, sa.griffin_lim_iters, sa.magnitude_blend, sa.griffin_lim_momentum,
         prefix="sample.",
@@ -306,6 +307,37 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
             f"an STFT: they need model.domain 'stft', not {cfg.model.domain!r}"
         )
     return cfg
+
+
+def _check_estimate_start(cfg: ExperimentConfig) -> None:
+    """The ``model.start`` / phase-loss rules: an estimate start is an stft vocoder's, with a
+    sigma range and a sampling sigma that are positive and ordered."""
+    mo, d, sa, tr = cfg.model, cfg.diffusion, cfg.sample, cfg.train
+    for name, weight in (("phase_loss", tr.phase_loss), ("consistency_loss", tr.consistency_loss)):
+        if weight < 0:
+            raise ValueError(f"train.{name} must be >= 0, got {weight}")
+        if weight > 0 and mo.domain != "stft":
+            raise ValueError(f"train.{name} compares STFT frames: it needs model.domain 'stft'")
+    if mo.start == "noise":
+        return
+    if mo.domain != "stft" or mo.conditioning != "mel":
+        raise ValueError(
+            "model.start 'estimate' starts from the STFT a mel implies: it needs an stft-domain "
+            f"vocoder (model.domain 'stft', conditioning 'mel'), not domain {mo.domain!r} with "
+            f"conditioning {mo.conditioning!r}"
+        )
+    if mo.estimate_nnls_iters < 0 or mo.estimate_griffin_lim_iters < 0:
+        raise ValueError(
+            "model.estimate_nnls_iters and model.estimate_griffin_lim_iters must be >= 0, got "
+            f"{mo.estimate_nnls_iters} and {mo.estimate_griffin_lim_iters}"
+        )
+    if not 0 < d.start_sigma_min <= d.start_sigma_max:
+        raise ValueError(
+            "diffusion.start_sigma_min and start_sigma_max must satisfy 0 < min <= max, got "
+            f"{d.start_sigma_min} and {d.start_sigma_max}"
+        )
+    if sa.start_sigma <= 0:
+        raise ValueError(f"sample.start_sigma must be positive, got {sa.start_sigma}")
 
 
 def architecture_changes(old: ExperimentConfig, new: ExperimentConfig) -> list[str]:

@@ -40,11 +40,17 @@ from torch import Tensor
 
 from audiodiff.config import ExperimentConfig, MelConfig
 from audiodiff.config_rules import model_channels
-from audiodiff.consistency import Refinement, refine_spectrum
+from audiodiff.consistency import (
+    Refinement,
+    filterbank_inverse,
+    griffin_lim_phase,
+    refine_spectrum,
+)
 from audiodiff.mel import MelSpectrogram, decompress_mel
 from audiodiff.stft import (
     mel_frame_rms,
     mel_to_linear_envelope,
+    normalized_scale,
     profile_istft,
     profile_istft_window,
     profile_stft,
@@ -119,6 +125,18 @@ class Domain:
     def from_model(self, x0: Tensor, mel: Tensor | None) -> Tensor:
         """Whitened ``x0`` -> ``[B, 1, T]`` audio."""
         return x0
+
+    def estimate_halo(self) -> int:
+        """Context either side that :meth:`estimate` needs (0: this domain has none)."""
+        return 0
+
+    def estimate(self, mel: Tensor, *, first: int = 0, total: int | None = None) -> Tensor:
+        """The DSP estimate sampling may start from (``model.start: estimate``).
+
+        Raises:
+            ValueError: always; only the stft domain has one.
+        """
+        raise ValueError(f"the {self.name} domain has no DSP estimate to start from")
 
 
 class WaveformDomain(Domain):
@@ -277,8 +295,13 @@ class StftDomain(Domain):
         c = self.compress(spec)
         return torch.cat([c.real, c.imag], dim=1) / self.prior_std(mel)
 
-    def _spectrum(self, x0: Tensor, mel: Tensor | None) -> Tensor:
-        """Whitened ``[B, 2 * n_freq, frames]`` -> the complex STFT ``[B, n_freq, frames]``."""
+    def compressed(self, x0: Tensor, mel: Tensor | None) -> Tensor:
+        """Whitened ``[B, 2 * n_freq, frames]`` -> the compressed complex STFT ``|X|^a e^{i
+        angle X}``, ``[B, n_freq, frames]`` (the phase losses compare these).
+
+        Raises:
+            ValueError: ``x0`` not ``[B, 2 * n_freq, frames]``.
+        """
         if x0.dim() != 3 or x0.shape[1] != 2 * self.n_freq:
             raise ValueError(
                 f"x0 has shape {tuple(x0.shape)} but this stft domain expects "
@@ -286,12 +309,62 @@ class StftDomain(Domain):
             )
         dtype = x0.dtype if x0.dtype == torch.float64 else torch.float32
         data = x0.to(dtype) * self.prior_std(mel)
-        return self.decompress(torch.complex(data[:, : self.n_freq], data[:, self.n_freq :]))
+        return torch.complex(data[:, : self.n_freq], data[:, self.n_freq :])
+
+    def _spectrum(self, x0: Tensor, mel: Tensor | None) -> Tensor:
+        """Whitened ``[B, 2 * n_freq, frames]`` -> the complex STFT ``[B, n_freq, frames]``."""
+        return self.decompress(self.compressed(x0, mel))
 
     def from_model(self, x0: Tensor, mel: Tensor | None) -> Tensor:
         """Whitened ``[B, 2 * n_freq, frames]`` -> ``[B, 1, frames * hop]`` audio (``center``
         profiles: ``(frames - 1) * hop``)."""
         return profile_istft(self._spectrum(x0, mel), **self._stft_args).unsqueeze(1)
+
+    def estimate_halo(self) -> int:
+        """Frames either side of a window that :meth:`estimate` needs for an exact centre: one
+        frame overlap per Griffin-Lim iteration (the NNLS magnitude is frame-local)."""
+        if self.config.model.start != "estimate":
+            return 0
+        return self.config.model.estimate_griffin_lim_iters * self.decode_halo
+
+    def estimate(self, mel: Tensor, *, first: int = 0, total: int | None = None) -> Tensor:
+        """The whitened DSP estimate of the STFT that ``mel`` implies (``model.start:
+        estimate``): the non-negative least-squares inverse of the filterbank
+        (:func:`audiodiff.consistency.filterbank_inverse`, ``model.estimate_nnls_iters``
+        updates) with the phase of ``model.estimate_griffin_lim_iters`` fast Griffin-Lim
+        iterations started from zero phase (Perraudin et al. 2013), compressed and whitened like
+        :meth:`to_model`. FreeV (Lv et al. 2024) feeds the same pseudo-inverse magnitude to its
+        network; MelFlow starts its flow from it.
+
+        Args:
+            mel: ``[B, n_mels, n]`` frames ``[first, first + n)`` of a ``total``-frame mel
+                (``total`` None: the whole mel).
+
+        Returns:
+            ``[B, 2 * n_freq, n]``; the frames :meth:`estimate_halo` away from an inner window
+            edge equal the whole utterance's.
+        """
+        m, mo = self.config.mel, self.config.model
+        total = mel.shape[-1] if total is None else total
+        mel_linear = linear_mel(mel, m)
+        basis = self._mel_basis.to(device=mel.device, dtype=mel_linear.dtype)
+        scale = normalized_scale(m.win_length, m.n_fft, m.normalized)
+        magnitude = (
+            filterbank_inverse(mel_linear, basis, power=m.power, iters=mo.estimate_nnls_iters)
+            / scale
+        )
+        # Zero phase, not a random one: the estimate is a deterministic function of the mel, so
+        # training and every chunk of synthesis see the same start.
+        phase = torch.ones_like(
+            magnitude,
+            dtype=torch.complex128 if magnitude.dtype == torch.float64 else torch.complex64,
+        )
+        phase = griffin_lim_phase(
+            magnitude, phase, n_iter=mo.estimate_griffin_lim_iters, first_frame=first,
+            total_frames=total, stft_args=self._stft_args,
+        )  # fmt: skip
+        c = self.compress(magnitude * phase)
+        return torch.cat([c.real, c.imag], dim=1) / self.prior_std(mel)
 
     def window_halo(self, refinement: Refinement | None = None) -> int:
         """Frames either side of a window that :meth:`from_model_window` needs for an exact

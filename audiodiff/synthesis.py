@@ -127,6 +127,7 @@ class SamplingSpec:
     t_mapping: str
     stored: bool = False
     refinement: Refinement = Refinement()
+    start: str = "noise"
 
     @property
     def steps(self) -> int:
@@ -187,7 +188,20 @@ def make_sampling_spec(
         # A searched schedule describes the sampler and step count it was searched for (stored
         # as sample.sampler and sample.steps); another sampler gets its own discretisation.
         stored = None
-    sigmas = sampling_sigmas(schedule, name, n_steps, stored=stored)
+    if cfg.model.start == "estimate":
+        # From the DSP estimate plus noise at sample.start_sigma (SDEdit): geometric steps down
+        # to the table's smallest sigma, then 0; one step is [start_sigma, 0].
+        top = cfg.sample.start_sigma
+        low = min(top, float(schedule.sigmas[0]))
+        sigmas = torch.cat(
+            [
+                torch.logspace(math.log10(top), math.log10(low), n_steps, dtype=torch.float64),
+                torch.zeros(1, dtype=torch.float64),
+            ]
+        )
+        stored = None
+    else:
+        sigmas = sampling_sigmas(schedule, name, n_steps, stored=stored)
     if t_mapping not in ("diffwave", "log-sigma"):
         raise ValueError(f"t_mapping must be 'diffwave' or 'log-sigma', got {t_mapping!r}")
     resolved_eta = SAMPLERS[name].eta  # fixed by the sampler, or the caller's (ddim)
@@ -206,7 +220,7 @@ def make_sampling_spec(
         )
     return SamplingSpec(
         name, sigmas, float(resolved_eta), t_mapping, stored=stored is not None,
-        refinement=refinement,
+        refinement=refinement, start=cfg.model.start,
     )  # fmt: skip
 
 
@@ -227,6 +241,7 @@ def synthesize(
     decode: Callable[[torch.Tensor, int, int, int, int], torch.Tensor] | None = None,
     decode_halo: int = 0,
     decoded_shape: tuple[int, int, int] | None = None,
+    start: Callable[[int, int], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Run ``spec``'s sampler over ``n_samples`` in halo-extended chunks; see the module docstring.
 
@@ -250,6 +265,9 @@ def synthesize(
             centre; those steps must themselves be exact, so the halo grows by this much.
         decoded_shape: ``(batch, C_out, total length)`` of the decoded output; needed with
             ``decode``.
+        start: ``(e0, e1) -> [batch, channels, e1 - e0]`` the estimate sampling starts from,
+            noised at ``spec.sigmas[0]`` (SDEdit); its exactness halo must be in
+            ``halo_samples``. None: pure noise at the prior's scale.
 
     Returns:
         ``[batch, channels, n_samples]`` float32 on CPU, or the decoded ``decoded_shape``.
@@ -269,7 +287,11 @@ def synthesize(
         s1 = min(n_samples, s0 + chunk_samples)
         e0, e1 = max(0, s0 - halo_samples), min(n_samples, s1 + halo_samples)
         prepared = prepare_window(e0, e1)
-        x = positional_noise(seed, 0, e0, e1, shape, keys=keys, device=device) * start_std
+        x = positional_noise(seed, 0, e0, e1, shape, keys=keys, device=device)
+        if start is None:
+            x = x * start_std
+        else:
+            x = start(e0, e1).to(device=device, dtype=x.dtype) + x * float(spec.sigmas[0])
 
         def noise_sampler(
             step: int, like: torch.Tensor, e0: int = e0, e1: int = e1
@@ -354,6 +376,12 @@ def vocode_mel(
         prepared = rows[0] if len(rows) == 1 else Conditioning.cat(rows)
         return prepared.slice_time(start - f0 * hop, stop - f0 * hop)
 
+    start = None
+    if spec.start == "estimate":
+
+        def start(e0: int, e1: int) -> torch.Tensor:
+            return domain.estimate(mel[..., e0:e1], first=e0, total=frames)
+
     decode = None
     if domain.frame_rate:
         mel_cpu = mel.cpu()
@@ -377,7 +405,7 @@ def vocode_mel(
         n_samples=n_units,
         shape=(mel.shape[0], domain.channels),
         prepare_window=prepare_window,
-        halo_samples=halo_units(net, spec.steps),
+        halo_samples=halo_units(net, spec.steps) + (domain.estimate_halo() if start else 0),
         chunk_samples=chunk,
         seed=seed,
         device=device,
@@ -387,6 +415,7 @@ def vocode_mel(
         decode=decode,
         decode_halo=domain.window_halo(spec.refinement) if decode else 0,
         decoded_shape=(mel.shape[0], 1, domain.audio_length(frames)) if decode else None,
+        start=start,
     )
     # Waveform models sample the whitened waveform; undo a PriorGrad prior's per-sample scale.
     return out if decode else domain.from_model(out, mel.cpu())

@@ -43,10 +43,11 @@ from audiodiff.checkpoint import (
 )
 from audiodiff.config import ExperimentConfig, TrainConfig
 from audiodiff.config_rules import validate
-from audiodiff.diffusion import training_loss
+from audiodiff.diffusion import start_training_loss, training_loss
 from audiodiff.domains import build_domain
 from audiodiff.manifest import check_manifests
 from audiodiff.mel import MelSpectrogram
+from audiodiff.pretrained import load_model_source
 from audiodiff.run_dir import (
     open_run_dir,
     resume_training,
@@ -55,7 +56,6 @@ from audiodiff.run_dir import (
 )
 from audiodiff.schedule import NoiseSchedule
 from audiodiff.seeds import derived_seed
-from audiodiff.spectral_loss import mr_stft_terms
 from audiodiff.subband import build_network
 from audiodiff.train_data import (
     class_names,
@@ -66,6 +66,7 @@ from audiodiff.train_data import (
 )
 from audiodiff.train_eval import check_sampling, evaluate, perceptual_scorer
 from audiodiff.train_log import LogWindow, RunLog
+from audiodiff.train_losses import auxiliary_loss
 
 __all__ = ["TrainResult", "Trainer", "TrainingStopped", "run"]
 
@@ -136,6 +137,8 @@ class Trainer:
         self.sampler, self.loader = train_loader(cfg, self.train_set, self.ctx)
 
         self.model, self.ema, self.optimizer, self.net = build_networks(cfg, self.ctx)
+        if resume is None and cfg.train.init_from:
+            init_weights_from(cfg.train.init_from, self.model, self.ema, self.log)
         self.mel = MelSpectrogram(cfg.mel).to(self.device)
         self.schedule = NoiseSchedule.from_config(cfg.diffusion)
         self.noise_gen = torch.Generator(self.device)
@@ -273,8 +276,19 @@ class Trainer:
     def loss(
         self, x0: torch.Tensor, cond: torch.Tensor | None, label: torch.Tensor | None
     ) -> torch.Tensor:
-        """Per-example diffusion loss ``[B]`` with noise from this micro-batch's generator."""
+        """Per-example diffusion loss ``[B]`` with noise from this micro-batch's generator, plus
+        the auxiliary losses (:mod:`audiodiff.train_losses`); ``model.start: estimate`` trains
+        from the domain's DSP estimate (:func:`audiodiff.diffusion.start_training_loss`)."""
         d = self.cfg.diffusion
+        x0_loss = auxiliary_loss(self.cfg.train, self.domain, self.mel, x0, cond)
+        if self.cfg.model.start == "estimate":
+            with torch.no_grad():
+                x_start = self.domain.estimate(cond).to(x0.dtype)
+            return start_training_loss(
+                self.net, x0, x_start, schedule=self.schedule, cond=cond, target=d.target,
+                loss=d.loss, generator=self.noise_gen, x0_loss=x0_loss,
+                sigma_range=(d.start_sigma_min, d.start_sigma_max),
+            )  # fmt: skip
         return training_loss(
             self.net,
             x0,
@@ -285,36 +299,8 @@ class Trainer:
             loss=d.loss,
             generator=self.noise_gen,
             label_dropout=d.label_dropout,
-            x0_loss=self.spectral_loss(x0, cond),
+            x0_loss=x0_loss,
         )
-
-    def spectral_loss(
-        self, x0: torch.Tensor, cond: torch.Tensor | None
-    ) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        """The auxiliary losses on the audio decoded from a clean estimate, or None when both
-        weights are 0: ``train.spectral_loss`` times the multi-resolution STFT distance to the
-        audio of ``x0`` (:mod:`audiodiff.spectral_loss`) plus ``train.mel_loss`` times the mean
-        absolute difference of its compressed mel from that of ``x0`` (HiFi-GAN's mel loss,
-        Kong et al. 2020, in the profile's own mel; for a vocoder that mel is ``cond``)."""
-        tr = self.cfg.train
-        if tr.spectral_loss == 0 and tr.mel_loss == 0:
-            return None
-        with torch.no_grad():
-            ref = self.domain.from_model(x0, cond)[:, 0].float()
-            # A vocoder's conditioning is already the mel of this audio.
-            ref_mel = (cond if cond is not None else self.mel(ref)) if tr.mel_loss else None
-
-        def loss(x0_hat: torch.Tensor) -> torch.Tensor:
-            gen = self.domain.from_model(x0_hat, cond)[:, 0].float()
-            total = torch.zeros(gen.shape[0], device=gen.device)
-            if tr.spectral_loss:
-                total = total + tr.spectral_loss * mr_stft_terms(ref, gen)
-            if tr.mel_loss:
-                mel_error = (self.mel(gen) - ref_mel).abs().flatten(1).mean(dim=1)
-                total = total + tr.mel_loss * mel_error
-            return total.to(x0_hat.dtype)
-
-        return loss
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -400,6 +386,30 @@ def build_networks(
     if cfg.train.compile:
         net = torch.compile(net)
     return model, ema, optimizer, net
+
+
+def init_weights_from(
+    source: str, model: torch.nn.Module, ema: torch.nn.Module, log: Callable[[str], None]
+) -> None:
+    """Start ``model`` and its EMA copy from the (EMA) weights of ``source`` (``train.init_from``:
+    a checkpoint, run directory, export or shipped model name), cast to their dtype.
+
+    Raises:
+        FileNotFoundError: nothing at ``source``.
+        ValueError: weights that do not fit this run's architecture.
+    """
+    state, _, info = load_model_source(source)
+    own = model.state_dict()
+    state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
+    try:
+        model.load_state_dict(state)
+        ema.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(
+            f"train.init_from {source}: its weights do not fit this run's model "
+            f"({str(err).splitlines()[0]})"
+        ) from None
+    log(f"initialised from {info['path']} (step {info['step']})")
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from audiodiff.config import ExperimentConfig
-from audiodiff.diffusion import Denoiser, training_loss
+from audiodiff.diffusion import Denoiser, start_training_loss, training_loss
 from audiodiff.mel import MelSpectrogram
 from audiodiff.perceptual import PerceptualScorer
 from audiodiff.schedule import NoiseSchedule
@@ -81,10 +81,16 @@ def evaluate(trainer: Any) -> dict[str, float]:
         x0, cond, label = trainer.model_inputs(batch)
         gen.manual_seed(derived_seed("eval-loss", cfg.train.seed, i))
         d = cfg.diffusion
-        losses.append(
-            training_loss(ema, x0, schedule=trainer.schedule, cond=cond, label=label,
-                          target=d.target, loss=d.loss, generator=gen)
-        )  # fmt: skip
+        if cfg.model.start == "estimate":
+            loss = start_training_loss(
+                ema, x0, trainer.domain.estimate(cond).to(x0.dtype), schedule=trainer.schedule,
+                sigma_range=(d.start_sigma_min, d.start_sigma_max), cond=cond, target=d.target,
+                loss=d.loss, generator=gen,
+            )  # fmt: skip
+        else:
+            loss = training_loss(ema, x0, schedule=trainer.schedule, cond=cond, label=label,
+                                 target=d.target, loss=d.loss, generator=gen)  # fmt: skip
+        losses.append(loss)
     stats = {"val_loss": float(torch.cat(losses).mean())}
     if cfg.model.conditioning != "mel":
         return stats

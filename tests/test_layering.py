@@ -33,6 +33,7 @@ LAYER = {
     "stft": 0.5,  # the profiles' STFT pair (+ its power): used by mel and domains
     "consistency": 0.6,  # mel matching + Griffin-Lim from a given phase: domains and griffin_lim
     "spectral_loss": 0.5,  # multi-resolution STFT distance: the metric and the training loss
+    "phase_loss": 0,  # anti-wrapping phase losses (APNet2): imports nothing of ours
     "audio": 1,
     "mel": 1,  # MelConfig profiles -> MelSpectrogram, value ranges, the mel normaliser
     "schedule": 1,
@@ -63,6 +64,7 @@ LAYER = {
     "run_dir": 4,  # a run directory: config.yaml, metrics.jsonl, the checkpoint a resume loads
     "train_data": 4,  # a training run's datasets, class names, sampler and loader
     "train_eval": 4,  # in-training evaluation: validation loss, copy synthesis and its scores
+    "train_losses": 4,  # auxiliary losses on a clean estimate: spectral, mel, phase, consistency
     "train_log": 4,  # rank 0 output of a run: messages, progress bar, metrics.jsonl, TensorBoard
     "train": 5,
     "vocoder": 5,
