@@ -248,8 +248,9 @@ class Vocoder:
 
     def halo_samples(self, steps: int) -> int:
         """Exactness halo of chunked synthesis, in the domain's time steps (samples for waveform
-        models, frames for stft ones): ``steps`` network evaluations x the receptive radius."""
-        return halo_units(self.net, steps)
+        models, frames for stft ones): ``steps`` network evaluations x the receptive radius,
+        plus the reach of the DSP estimate a ``model.start: estimate`` model starts from."""
+        return halo_units(self.net, steps) + self.domain.estimate_halo()
 
     @torch.inference_mode()
     def __call__(
