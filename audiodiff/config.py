@@ -238,6 +238,18 @@ class TrainConfig:
     # Weights to start from when the run has no checkpoint yet (fine-tuning): a checkpoint, run
     # directory, .safetensors export or shipped model name; the architecture must match.
     init_from: str = ""
+    # The adversarial stage (audiodiff.discriminator: UnivNet's multi-resolution spectrogram
+    # discriminator, hinge loss, feature matching), waveform and stft vocoders. `adversarial` and
+    # `feature_matching` weigh the generator's two terms (0 = off); from
+    # `adversarial_start_step` on (before it: the other losses only, Vocos's mel-only warm-up)
+    # the discriminator sees `adversarial_batch` examples of each micro-batch (0: all) and
+    # steps once per optimiser step with AdamW at `discriminator_lr`.
+    adversarial: float = 0.0
+    feature_matching: float = 0.0
+    adversarial_start_step: int = 0
+    adversarial_batch: int = 0
+    discriminator_lr: float = 2.0e-4
+    discriminator_channels: int = 16
     grad_clip: float = 1.0
     grad_accum: int = 1
     ema_decay: float = 0.999

@@ -310,14 +310,33 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
 
 
 def _check_estimate_start(cfg: ExperimentConfig) -> None:
-    """The ``model.start`` / phase-loss rules: an estimate start is an stft vocoder's, with a
-    sigma range and a sampling sigma that are positive and ordered."""
+    """The ``model.start``, phase-loss and adversarial rules: an estimate start is an stft
+    vocoder's, with a sigma range and a sampling sigma that are positive and ordered; the
+    adversarial stage judges a vocoder's decoded audio."""
     mo, d, sa, tr = cfg.model, cfg.diffusion, cfg.sample, cfg.train
     for name, weight in (("phase_loss", tr.phase_loss), ("consistency_loss", tr.consistency_loss)):
         if weight < 0:
             raise ValueError(f"train.{name} must be >= 0, got {weight}")
         if weight > 0 and mo.domain != "stft":
             raise ValueError(f"train.{name} compares STFT frames: it needs model.domain 'stft'")
+    adversarial = tr.adversarial > 0 or tr.feature_matching > 0
+    if tr.adversarial < 0 or tr.feature_matching < 0:
+        raise ValueError(
+            "train.adversarial and train.feature_matching must be >= 0, got "
+            f"{tr.adversarial} and {tr.feature_matching}"
+        )
+    if adversarial and (mo.domain == "mel" or mo.conditioning != "mel"):
+        raise ValueError(
+            "train.adversarial and train.feature_matching judge decoded audio against the clean "
+            "audio: they need a vocoder (waveform or stft domain, conditioning 'mel')"
+        )
+    if tr.adversarial_start_step < 0 or tr.adversarial_batch < 0:
+        raise ValueError("train.adversarial_start_step and train.adversarial_batch must be >= 0")
+    if tr.discriminator_lr <= 0 or tr.discriminator_channels < 1:
+        raise ValueError(
+            "train.discriminator_lr must be positive and train.discriminator_channels >= 1, got "
+            f"{tr.discriminator_lr} and {tr.discriminator_channels}"
+        )
     if mo.start == "noise":
         return
     if mo.domain != "stft" or mo.conditioning != "mel":

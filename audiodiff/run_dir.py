@@ -155,6 +155,7 @@ def training_state(trainer: Any) -> dict[str, Any]:
             "elapsed_s": trainer.elapsed_s,
         },
         "rng": rng_state(trainer.noise_gen),
+        **(trainer.adversarial.state_dict() if trainer.adversarial is not None else {}),
     }
 
 
@@ -185,6 +186,8 @@ def restore_training_state(trainer: Any, state: dict[str, Any]) -> None:
     trainer.consecutive_bad = int(stats["consecutive_bad"])
     trainer.elapsed_s = float(stats["elapsed_s"])
     restore_rng(state["rng"], trainer.noise_gen)
+    if trainer.adversarial is not None and not trainer.adversarial.load_state_dict(state):
+        trainer.log("the checkpoint has no discriminator: the adversarial stage starts a new one")
 
 
 def resume_training(trainer: Any, state: dict[str, Any]) -> None:

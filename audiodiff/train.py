@@ -57,6 +57,7 @@ from audiodiff.run_dir import (
 from audiodiff.schedule import NoiseSchedule
 from audiodiff.seeds import derived_seed
 from audiodiff.subband import build_network
+from audiodiff.train_adversarial import AdversarialStage
 from audiodiff.train_data import (
     class_names,
     load_datasets,
@@ -139,6 +140,11 @@ class Trainer:
         self.model, self.ema, self.optimizer, self.net = build_networks(cfg, self.ctx)
         if resume is None and cfg.train.init_from:
             init_weights_from(cfg.train.init_from, self.model, self.ema, self.log)
+        self.adversarial = None
+        if cfg.train.adversarial > 0 or cfg.train.feature_matching > 0:
+            autocast = (self.device.type, self.autocast_dtype)
+            self.adversarial = AdversarialStage(cfg.train, self.ctx, autocast)
+        self.disc_losses: list[float] = []
         self.mel = MelSpectrogram(cfg.mel).to(self.device)
         self.schedule = NoiseSchedule.from_config(cfg.diffusion)
         self.noise_gen = torch.Generator(self.device)
@@ -194,6 +200,9 @@ class Trainer:
                 out.bar.update(1)
                 if self.step % tr.log_every == 0:
                     stats = window.stats(tr.log_every, lr_at(tr, self.step - 1), self.skipped_steps)
+                    if self.disc_losses:
+                        stats["disc_loss"] = sum(self.disc_losses) / len(self.disc_losses)
+                        self.disc_losses = []
                     last_loss = stats["loss"]
                     out.record("train", self.step, stats)
                     out.show(stats)
@@ -265,6 +274,9 @@ class Trainer:
         if ok:
             self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.adversarial is not None and self.adversarial.active(self.step):
+            disc_loss, _ = self.adversarial.step()
+            self.disc_losses.append(disc_loss)
         return loss_mean, grad_norm.detach().float(), ok
 
     def model_inputs(
@@ -280,7 +292,9 @@ class Trainer:
         the auxiliary losses (:mod:`audiodiff.train_losses`); ``model.start: estimate`` trains
         from the domain's DSP estimate (:func:`audiodiff.diffusion.start_training_loss`)."""
         d = self.cfg.diffusion
-        x0_loss = auxiliary_loss(self.cfg.train, self.domain, self.mel, x0, cond)
+        stage = self.adversarial
+        judge = stage.generator_terms if stage is not None and stage.active(self.step) else None
+        x0_loss = auxiliary_loss(self.cfg.train, self.domain, self.mel, x0, cond, judge)
         if self.cfg.model.start == "estimate":
             with torch.no_grad():
                 x_start = self.domain.estimate(cond).to(x0.dtype)

@@ -9,7 +9,9 @@
   the estimate's compressed STFT and the clean one;
 * ``train.consistency_loss`` (stft domain): the mean squared distance, in the whitened units
   the network predicts, between the estimate and the STFT of its own inverse (APNet2's STFT
-  consistency loss): frames that no signal has partly cancel when they are heard.
+  consistency loss): frames that no signal has partly cancel when they are heard;
+* the adversarial stage's generator terms (:mod:`audiodiff.train_adversarial`), given as
+  ``judge``: hinge loss and feature matching of the decoded audio against the clean audio.
 """
 
 from __future__ import annotations
@@ -27,7 +29,12 @@ from audiodiff.spectral_loss import mr_stft_terms
 
 
 def auxiliary_loss(
-    tr: TrainConfig, domain: Domain, mel: MelSpectrogram, x0: Tensor, cond: Tensor | None
+    tr: TrainConfig,
+    domain: Domain,
+    mel: MelSpectrogram,
+    x0: Tensor,
+    cond: Tensor | None,
+    judge: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> Callable[[Tensor], Tensor] | None:
     """The weighted sum of the auxiliary losses (module docstring) as a function of the clean
     estimate, or None when every weight is 0.
@@ -37,11 +44,14 @@ def auxiliary_loss(
         domain: the model's domain (decodes estimates to audio).
         mel: the profile's mel transform, on the training device.
         x0: ``[B, C, L]`` the clean (whitened) signal; ``cond``: its ``[B, n_mels, frames]`` mel.
+        judge: ``(real [B, T], generated [B, T]) -> [B]``, the adversarial stage's generator
+            terms, or None.
 
     Returns:
         ``x0_hat [B, C, L] -> [B]``, in ``x0_hat``'s dtype.
     """
     decoded = tr.spectral_loss > 0 or tr.mel_loss > 0 or tr.consistency_loss > 0
+    decoded = decoded or judge is not None
     if not decoded and tr.phase_loss == 0:
         return None
     with torch.no_grad():
@@ -59,6 +69,8 @@ def auxiliary_loss(
             if tr.mel_loss:
                 mel_error = (mel(gen) - ref_mel).abs().flatten(1).mean(dim=1)
                 total = total + tr.mel_loss * mel_error
+            if judge is not None:
+                total = total + judge(ref, gen)
             if tr.consistency_loss:
                 heard = domain.to_model(gen, cond).to(x0_hat.dtype)
                 error = (heard - x0_hat).square().flatten(1).mean(dim=1)

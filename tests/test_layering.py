@@ -34,6 +34,7 @@ LAYER = {
     "consistency": 0.6,  # mel matching + Griffin-Lim from a given phase: domains and griffin_lim
     "spectral_loss": 0.5,  # multi-resolution STFT distance: the metric and the training loss
     "phase_loss": 0,  # anti-wrapping phase losses (APNet2): imports nothing of ours
+    "discriminator": 0,  # UnivNet's multi-resolution discriminator and the GAN losses
     "audio": 1,
     "mel": 1,  # MelConfig profiles -> MelSpectrogram, value ranges, the mel normaliser
     "schedule": 1,
@@ -65,6 +66,7 @@ LAYER = {
     "train_data": 4,  # a training run's datasets, class names, sampler and loader
     "train_eval": 4,  # in-training evaluation: validation loss, copy synthesis and its scores
     "train_losses": 4,  # auxiliary losses on a clean estimate: spectral, mel, phase, consistency
+    "train_adversarial": 4,  # the trainer's discriminator, its optimiser and its step
     "train_log": 4,  # rank 0 output of a run: messages, progress bar, metrics.jsonl, TensorBoard
     "train": 5,
     "vocoder": 5,
