@@ -62,6 +62,18 @@ def test_mel_then_vocode_mel_and_audio(model, speech, tmp_path):
     assert sf.info(tmp_path / "gl" / "speech.wav").frames == mel.shape[1] * 256
 
 
+def test_mel_without_a_profile_uses_hifigan_the_profile_of_every_shipped_model(speech, tmp_path):
+    from audiodiff.config import mel_profile
+    from audiodiff.pretrained import load_model_source, shipped_models
+
+    assert {load_model_source(m)[1].mel.name for m in shipped_models()} == {"hifigan"}
+    result = invoke("mel", speech, "-o", tmp_path / "m")
+    assert result.exit_code == 0, result.output
+    with np.load(tmp_path / "m" / "speech.npz") as written:
+        assert json.loads(str(written["profile"]))["name"] == "hifigan"
+        assert written["mel"].shape == (mel_profile("hifigan").n_mels, int(0.4 * 22050) // 256)
+
+
 def test_vocode_batches_inputs_of_different_lengths(model, tmp_path):
     mels = []
     for i, frames in enumerate((7, 12, 9)):
@@ -89,7 +101,9 @@ def test_bad_inputs_are_one_line_with_exit_2(model, speech, tmp_path):
     np.save(pickle, np.array([object()], dtype=object), allow_pickle=True)
     one_line_exit_2(invoke("vocode", model, pickle, "-o", out), "not a readable mel file")
     one_line_exit_2(invoke("vocode", model, speech, "-o", out, "--steps", "4"), "fixed 6-step")
-    one_line_exit_2(invoke("mel", speech, "-o", out), "exactly one of --profile")
+    one_line_exit_2(
+        invoke("mel", speech, "--profile", "16k", "--from", model, "-o", out), "not both"
+    )
     one_line_exit_2(invoke("mel", speech, "--profile", "nope", "-o", out), "unknown mel profile")
     one_line_exit_2(invoke("generate", model, "-o", out), "mel-conditioned vocoder")
     one_line_exit_2(

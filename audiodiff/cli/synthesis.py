@@ -47,7 +47,8 @@ def _sampling_options(fn: F) -> F:
 @click.option(
     "--profile",
     default=None,
-    help="Mel profile name: " + ", ".join(mel_profile_names()) + " (this or --from is required).",
+    help="Mel profile name: " + ", ".join(mel_profile_names()) + " (default: hifigan, the profile "
+    "of every shipped model; or --from).",
 )
 @click.option("--from", "from_model", default=None, help="Use this checkpoint's mel profile.")
 @click.option("--plot", is_flag=True, help="Also write a spectrogram PNG per file.")
@@ -76,14 +77,14 @@ def mel_command(
 
     if plot:
         require_plotting()
-    if (profile is None) == (from_model is None):
-        raise ValueError("give exactly one of --profile NAME or --from CHECKPOINT")
+    if profile is not None and from_model is not None:
+        raise ValueError("give one of --profile NAME or --from CHECKPOINT, not both")
     if from_model is not None:
         from audiodiff.pretrained import load_model_source
 
         cfg = load_model_source(from_model)[1].mel
     else:
-        cfg = mel_profile(profile)
+        cfg = mel_profile(profile or "hifigan")
     stems = [Path(p).stem for p in audio]
     names = [f"{s}.npz" for s in stems] + ([f"{s}.png" for s in stems] if plot else [])
     paths = plan_outputs(
