@@ -24,9 +24,12 @@ def _resolve_device(device: str | None) -> Any:
     return resolve_device(device, option="--device")
 
 
+# Help texts name no model's own settings: one command serves models with different defaults
+# (`generate --help` once quoted the shipped vocoder's, a model it cannot run). Each model's
+# defaults are in its card (audiodiff/pretrained_models/MODEL.md) and its config.
 STEPS_HELP = (
-    "Network evaluations (default: the model's; small-speech 1, small-speech-waveform 6; "
-    "diffwave-fast takes 6 only, ddim and dpmpp-2m any count)."
+    "Network evaluations (default: the model's own; diffwave-fast takes 6 only, ddim and "
+    "dpmpp-2m any count)."
 )
 
 
@@ -36,7 +39,7 @@ def _sampling_options(fn: F) -> F:
         "--sampler",
         type=click.Choice(["diffwave-fast", "ddpm", "ddim", "dpmpp-2m"]),
         default=None,
-        help="Sampler (default: the model's; small-speech: dpmpp-2m).",
+        help="Sampler (default: the model's own).",
     )(fn)
     return click.option("--steps", type=int, default=None, help=STEPS_HELP)(fn)
 
@@ -126,21 +129,20 @@ def mel_command(
     "--mel-match-iters",
     type=click.IntRange(min=0),
     default=None,
-    help="stft models: magnitude updates towards the mel (default: the model's; small-speech 64).",
+    help="stft models: magnitude updates towards the mel (default: the model's own).",
 )
 @click.option(
     "--griffin-lim-iters",
     type=click.IntRange(min=0),
     default=None,
-    help="stft models: Griffin-Lim iterations from the network's phase (default: the model's; "
-    "small-speech 32).",
+    help="stft models: Griffin-Lim iterations from the network's phase (default: the model's own).",
 )
 @click.option(
     "--magnitude-blend",
     type=click.FloatRange(0.0, 1.0),
     default=None,
     help="stft models: share of the network's magnitude vs Griffin-Lim's estimate, 0..1 "
-    "(default: the model's; small-speech 0.25). 0, 0 and 1: the raw network output.",
+    "(default: the model's own). 0, 0 and 1: the raw network output.",
 )
 @_device_option
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
