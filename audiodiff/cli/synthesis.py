@@ -69,8 +69,10 @@ def mel_command(
     profile computes it, so a TTS front end can compare its own mels: its "mel" is float32
     [n_mels, frames] (np.load(path)["mel"]), its "profile" the profile's parameters (JSON), which
     vocode checks against the model's."""
-    refuse_missing(audio)  # before the first mel is written, and before any import
     from pathlib import Path
+
+    # Before the first mel is written, and before any import; every problem named at once.
+    refuse_missing(audio, outputs=[str(Path(out_dir) / f"{Path(p).stem}.npz") for p in audio])
 
     from audiodiff.audio import load_model_audio
     from audiodiff.config import mel_profile
@@ -168,9 +170,11 @@ def vocode_command(
     profile), a .npz mel from `audiodiff mel` (its recorded profile must match the model's) or a
     .npy/.pt mel [n_mels, frames] in that profile. With one --seed a file gives the same audio
     alone or in any batch; inputs of different lengths are never padded into one batch."""
-    refuse_missing(inputs)  # a mistyped name is refused before the model loads
-    import time
     from pathlib import Path
+
+    # Mistyped names and colliding outputs, all named at once, before the model loads.
+    refuse_missing(inputs, outputs=[str(Path(out_dir) / f"{Path(p).stem}.wav") for p in inputs])
+    import time
 
     import torch
     from tqdm import tqdm
