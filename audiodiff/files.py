@@ -301,8 +301,8 @@ def plan_outputs(
     if not overwrite:
         existing = [p for p in paths if p.exists()]
         if existing:
-            verb = "exists" if len(existing) == 1 else "exist"
-            raise FileExistsError(f"{listed(existing)} {verb}; pass --overwrite to replace")
+            more = f", and so do {listed(existing[1:])}" if len(existing) > 1 else ""
+            raise FileExistsError(f"{existing[0]} exists{more}; pass --overwrite to replace")
     for folder in dict.fromkeys([out, *(p.parent for p in paths)]):
         check_writable_dir(folder)
     if create:

@@ -542,5 +542,7 @@ def test_every_problem_of_a_command_line_is_named_at_once(tmp_path, monkeypatch)
     out.mkdir()
     for name in ("a.wav", "b.wav"):
         (out / name).write_bytes(b"")
-    with pytest.raises(FileExistsError, match=r"a\.wav and .*b\.wav exist; pass --overwrite"):
+    with pytest.raises(
+        FileExistsError, match=r"a\.wav exists, and so do .*b\.wav; pass --overwrite"
+    ):
         plan_outputs(out, ["a.wav", "b.wav", "c.wav"], overwrite=False)
