@@ -531,6 +531,25 @@ def test_every_problem_of_a_command_line_is_named_at_once(tmp_path, monkeypatch)
         invoke("mel", *inputs, "-o", out),
         f"inputs 1, 2 and 3 would all write {out / 'x.npz'}; inputs 4 and 5 would both write",
     )
+    one_line_exit_2(  # and the options that are wrong on their own, in the same line
+        invoke(
+            "vocode",
+            "small-speech",
+            inputs[0],
+            tmp_path / "gone.wav",
+            "-o",
+            out,
+            "--batch-size",
+            "0",
+            "--method",
+            "griffin-lim",
+            "--steps",
+            "3",
+        ),  # fmt: skip
+        f"input file {tmp_path / 'gone.wav'} does not exist; --batch-size must be at least 1, "
+        "got 0; --steps, --sampler, --mel-match-iters, --griffin-lim-iters and --magnitude-blend "
+        "are for --method diffusion, not griffin-lim",
+    )
     one_line_exit_2(
         invoke("evaluate", tmp_path / "refs", tmp_path / "gen"),
         f"reference directory {tmp_path / 'refs'} does not exist; generated directory",

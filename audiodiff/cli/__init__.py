@@ -14,7 +14,7 @@ inside the commands so that ``audiodiff --help`` stays fast.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -62,16 +62,18 @@ def refuse_missing(
     kind: str = "file",
     role: str = "input",
     outputs: Iterable[str] | None = None,
+    also: Sequence[str] = (),
 ) -> None:
     """Refuse, in one line naming every one of them, input paths that are not an existing
     ``kind`` (``"file"`` or ``"directory"``) and ``outputs`` (planned from the inputs, in their
     order) that two inputs would both write: checked first, before the library (torch, librosa)
     is even imported, so a mistyped name costs a fraction of a second instead of the seconds a
-    model load takes, and one run shows every such problem of the command line.
+    model load takes, and one run shows every such problem of the command line, with ``also``
+    (the command's own option problems, found as early).
 
     Raises:
         FileNotFoundError: some input is missing (with every problem named).
-        ValueError: only outputs collide.
+        ValueError: only outputs collide or options are wrong.
     """
     from audiodiff import problems
 
@@ -80,9 +82,9 @@ def refuse_missing(
         bad = [*bad[: problems.LIST_LIMIT], f"and {len(bad) - problems.LIST_LIMIT} more"]
     clashes = problems.collisions(outputs) if outputs is not None else []
     if bad:
-        raise FileNotFoundError(problems.joined([*bad, *clashes]))
-    if clashes:
-        raise ValueError(problems.joined(clashes))
+        raise FileNotFoundError(problems.joined([*bad, *clashes, *also]))
+    if clashes or also:
+        raise ValueError(problems.joined([*clashes, *also]))
 
 
 def require_plotting() -> None:

@@ -172,8 +172,20 @@ def vocode_command(
     alone or in any batch; inputs of different lengths are never padded into one batch."""
     from pathlib import Path
 
-    # Mistyped names and colliding outputs, all named at once, before the model loads.
-    refuse_missing(inputs, outputs=[str(Path(out_dir) / f"{Path(p).stem}.wav") for p in inputs])
+    refine = {
+        "mel_match_iters": mel_match_iters,
+        "griffin_lim_iters": griffin_lim_iters,
+        "magnitude_blend": magnitude_blend,
+    }
+    wrong = [f"--batch-size must be at least 1, got {batch_size}"] if batch_size < 1 else []
+    if method == "griffin-lim" and any(v is not None for v in (steps, sampler, *refine.values())):
+        wrong.append(
+            "--steps, --sampler, --mel-match-iters, --griffin-lim-iters and --magnitude-blend "
+            "are for --method diffusion, not griffin-lim"
+        )
+    # Mistyped names, colliding outputs and those options, all named at once, before any load.
+    outputs = [str(Path(out_dir) / f"{Path(p).stem}.wav") for p in inputs]
+    refuse_missing(inputs, outputs=outputs, also=wrong)
     import time
 
     import torch
@@ -186,20 +198,7 @@ def vocode_command(
     from audiodiff.synthesis import batches_by_length, make_sampling_spec
     from audiodiff.vocoder import Vocoder, check_mel
 
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
     vocoder = Vocoder.from_pretrained(checkpoint, device=_resolve_device(device))
-    refine = {
-        "mel_match_iters": mel_match_iters,
-        "griffin_lim_iters": griffin_lim_iters,
-        "magnitude_blend": magnitude_blend,
-    }
-    diffusion_only = (steps, sampler, *refine.values())
-    if method == "griffin-lim" and any(v is not None for v in diffusion_only):
-        raise ValueError(
-            "--steps, --sampler, --mel-match-iters, --griffin-lim-iters and --magnitude-blend "
-            "are for --method diffusion, not griffin-lim"
-        )
     if method == "diffusion":  # bad sampling options refused before any input is read
         make_sampling_spec(vocoder.config, vocoder.schedule, sampler=sampler, steps=steps, **refine)
     paths = plan_outputs(
