@@ -238,19 +238,27 @@ def format_table(result: dict[str, Any]) -> str:
     out = _aligned([header, *body], footer)
     out.append(_better_line(result["metrics"]))
     out.append(f"profile {result['profile']} at {result['sample_rate']} Hz")
+    return "\n".join(out + _left_out(result))
+
+
+def _left_out(result: dict[str, Any], prefix: str = "") -> list[str]:
+    """What a table of ``result`` does not show, one line each: unmatched names, files not
+    scored (``prefix`` names the method) and the notes (metrics skipped, and why)."""
+    out = []
     for key, label in (("unmatched_ref", "only in reference"), ("unmatched_gen", "only generated")):
         if result[key]:
-            out.append(f"{label} ({len(result[key])}): {', '.join(result[key])}")
-    out += [f"not scored: {e['name']}: {e['error']}" for e in result["errors"]]
-    out += [f"note: {n}" for n in result["notes"]]
-    return "\n".join(out)
+            out.append(f"{prefix}{label} ({len(result[key])}): {', '.join(result[key])}")
+    out += [f"{prefix}not scored: {e['name']}: {e['error']}" for e in result["errors"]]
+    return out + [f"note: {n}" for n in result["notes"]]
 
 
 def format_comparison(results: dict[str, dict[str, Any]], rtf: dict[str, float]) -> str:
     """Plain-text table comparing methods scored against the same references: one row per
     method (``results``: method -> its :func:`evaluate_dirs` result, same files and metrics),
     its mean over the files and its real-time factor ``rtf`` (compute seconds per audio second).
-    Files a method could not score are listed under the table."""
+    Whatever the table leaves out is listed under it, as :func:`format_table` does: files a
+    method could not score or could not pair, and the notes (e.g. PESQ and STOI skipped without
+    the eval extra), each note once."""
     first = next(iter(results.values()))
     metrics = list(first["metrics"])
     header = ["method", "rtf", *metrics]
@@ -267,6 +275,5 @@ def format_comparison(results: dict[str, dict[str, Any]], rtf: dict[str, float])
         _better_line(metrics),
         "rtf: real-time factor, compute seconds per second of audio",
     ]
-    for name, r in results.items():
-        out += [f"{name}: not scored: {e['name']}: {e['error']}" for e in r["errors"]]
-    return "\n".join(out)
+    left = [line for name, r in results.items() for line in _left_out(r, prefix=f"{name}: ")]
+    return "\n".join(out + list(dict.fromkeys(left)))  # a note both methods share is said once

@@ -26,6 +26,7 @@ import torch
 
 from audiodiff.atomic import atomic_write
 from audiodiff.config import MelConfig
+from audiodiff.problems import collisions, joined, listed
 
 MEL_SUFFIXES = (".npz", ".npy", ".pt")
 
@@ -289,11 +290,9 @@ def plan_outputs(
     if out.exists() and not out.is_dir():
         raise ValueError(f"output directory {out} exists and is not a directory")
     paths = [out / name for name in names]
-    seen: dict[Path, int] = {}
-    for i, path in enumerate(paths):
-        if path in seen:
-            raise ValueError(f"inputs {seen[path] + 1} and {i + 1} would both write {path}")
-        seen[path] = i
+    clashes = collisions(paths)
+    if clashes:  # every one of them, not the first
+        raise ValueError(joined(clashes))
     # Before the existence check, so the refusal of an input never suggests --overwrite.
     check_not_inputs(paths, inputs)
     folders = [p for p in paths if p.is_dir()]
@@ -302,7 +301,7 @@ def plan_outputs(
     if not overwrite:
         existing = [p for p in paths if p.exists()]
         if existing:
-            more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+            more = f", and so do {listed(existing[1:])}" if len(existing) > 1 else ""
             raise FileExistsError(f"{existing[0]} exists{more}; pass --overwrite to replace")
     for folder in dict.fromkeys([out, *(p.parent for p in paths)]):
         check_writable_dir(folder)

@@ -197,7 +197,7 @@ class Trainer:
                             f"all); the last good checkpoint is {self.last_checkpoint}"
                         )
                 self.elapsed_s += time.perf_counter() - t0
-                out.bar.update(1)
+                out.advance(self.step, tr.save_every)
                 if self.step % tr.log_every == 0:
                     stats = window.stats(tr.log_every, lr_at(tr, self.step - 1), self.skipped_steps)
                     if self.disc_losses:

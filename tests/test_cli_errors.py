@@ -396,7 +396,7 @@ def test_missing_inputs_are_refused_before_any_model_or_scorer_loads(speech, tmp
     gone = tmp_path / "gone.wav"
     one_line_exit_2(
         invoke("vocode", "small-speech", speech, gone, tmp_path, "-o", tmp_path / "out"),
-        f"input file {gone} does not exist (and 1 more)",
+        f"input file {gone} does not exist; input {tmp_path} is not a file",
     )
     one_line_exit_2(
         invoke("vocode", "small-speech", tmp_path, "-o", tmp_path / "out"),
@@ -496,3 +496,72 @@ def test_an_output_that_is_a_folder_is_refused_before_work(tmp_path):
     (tmp_path / "o" / "a.wav").mkdir(parents=True)
     with pytest.raises(ValueError, match=r"output .*a\.wav is a directory"):
         plan_outputs(tmp_path / "o", ["a.wav"], overwrite=True)
+
+
+def test_every_problem_of_a_command_line_is_named_at_once(tmp_path, monkeypatch):
+    """Three inputs with one stem used to take three runs to learn every collision (each refusal
+    named the first); missing inputs and colliding outputs come in one line, before any load."""
+    import audiodiff.vocoder
+    from audiodiff.files import plan_outputs
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("loaded before the command line was checked")
+
+    monkeypatch.setattr(audiodiff.vocoder.Vocoder, "from_pretrained", loaded)
+    names = ["x.mp3", "x.flac", "x.ogg", "y.wav", "y.ogg"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")  # only their names are read before the refusal
+    inputs = [tmp_path / n for n in names]
+    out = tmp_path / "o2"
+    one_line_exit_2(
+        invoke(
+            "vocode",
+            "small-speech",
+            *inputs,
+            tmp_path / "gone.wav",
+            tmp_path / "lost.wav",
+            "-o",
+            out,
+        ),  # fmt: skip
+        f"input file {tmp_path / 'gone.wav'} does not exist; input file {tmp_path / 'lost.wav'} "
+        f"does not exist; inputs 1, 2 and 3 would all write {out / 'x.wav'}; inputs 4 and 5 "
+        f"would both write {out / 'y.wav'}",
+    )
+    one_line_exit_2(
+        invoke("mel", *inputs, "-o", out),
+        f"inputs 1, 2 and 3 would all write {out / 'x.npz'}; inputs 4 and 5 would both write",
+    )
+    one_line_exit_2(  # and the options that are wrong on their own, in the same line
+        invoke(
+            "vocode",
+            "small-speech",
+            inputs[0],
+            tmp_path / "gone.wav",
+            "-o",
+            out,
+            "--batch-size",
+            "0",
+            "--method",
+            "griffin-lim",
+            "--steps",
+            "3",
+        ),  # fmt: skip
+        f"input file {tmp_path / 'gone.wav'} does not exist; --batch-size must be at least 1, "
+        "got 0; --steps, --sampler, --mel-match-iters, --griffin-lim-iters and --magnitude-blend "
+        "are for --method diffusion, not griffin-lim",
+    )
+    one_line_exit_2(
+        invoke("evaluate", tmp_path / "refs", tmp_path / "gen"),
+        f"reference directory {tmp_path / 'refs'} does not exist; generated directory",
+    )
+    assert not out.exists()
+    # The library's planner, behind every command's outputs, names them all too.
+    with pytest.raises(ValueError, match=r"inputs 1 and 3 would both write .*a\.wav; inputs 2 "):
+        plan_outputs(out, ["a.wav", "b.wav", "a.wav", "b.wav"], overwrite=False)
+    out.mkdir()
+    for name in ("a.wav", "b.wav"):
+        (out / name).write_bytes(b"")
+    with pytest.raises(
+        FileExistsError, match=r"a\.wav exists, and so do .*b\.wav; pass --overwrite"
+    ):
+        plan_outputs(out, ["a.wav", "b.wav", "c.wav"], overwrite=False)

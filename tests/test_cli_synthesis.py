@@ -62,6 +62,18 @@ def test_mel_then_vocode_mel_and_audio(model, speech, tmp_path):
     assert sf.info(tmp_path / "gl" / "speech.wav").frames == mel.shape[1] * 256
 
 
+def test_mel_without_a_profile_uses_hifigan_the_profile_of_every_shipped_model(speech, tmp_path):
+    from audiodiff.config import mel_profile
+    from audiodiff.pretrained import load_model_source, shipped_models
+
+    assert {load_model_source(m)[1].mel.name for m in shipped_models()} == {"hifigan"}
+    result = invoke("mel", speech, "-o", tmp_path / "m")
+    assert result.exit_code == 0, result.output
+    with np.load(tmp_path / "m" / "speech.npz") as written:
+        assert json.loads(str(written["profile"]))["name"] == "hifigan"
+        assert written["mel"].shape == (mel_profile("hifigan").n_mels, int(0.4 * 22050) // 256)
+
+
 def test_vocode_batches_inputs_of_different_lengths(model, tmp_path):
     mels = []
     for i, frames in enumerate((7, 12, 9)):
@@ -89,7 +101,9 @@ def test_bad_inputs_are_one_line_with_exit_2(model, speech, tmp_path):
     np.save(pickle, np.array([object()], dtype=object), allow_pickle=True)
     one_line_exit_2(invoke("vocode", model, pickle, "-o", out), "not a readable mel file")
     one_line_exit_2(invoke("vocode", model, speech, "-o", out, "--steps", "4"), "fixed 6-step")
-    one_line_exit_2(invoke("mel", speech, "-o", out), "exactly one of --profile")
+    one_line_exit_2(
+        invoke("mel", speech, "--profile", "16k", "--from", model, "-o", out), "not both"
+    )
     one_line_exit_2(invoke("mel", speech, "--profile", "nope", "-o", out), "unknown mel profile")
     one_line_exit_2(invoke("generate", model, "-o", out), "mel-conditioned vocoder")
     one_line_exit_2(
@@ -183,29 +197,46 @@ def test_every_readme_command_in_its_plainest_form(tiny_config, tmp_path, monkey
     README's own arguments where they fit a tiny run; only sizes and steps are made small."""
     from pathlib import Path
 
+    from audiodiff.config_io import load_config
+
     from .conftest import TINY_OVERRIDES
-    from .test_datasets import build_ljspeech
+    from .test_datasets import build_folder, build_ljspeech
     from .test_diffwave_import import _params, _save_like_lmnt, lmnt_state_dict
 
-    recipe = Path(__file__).resolve().parent.parent / "recipes" / "ljspeech" / "base.yaml"
-    monkeypatch.chdir(tmp_path)  # the recipe's manifests are relative: data/ljspeech/*.jsonl
+    recipes = Path(__file__).resolve().parent.parent / "recipes"
+    monkeypatch.chdir(tmp_path)  # the recipes' manifests are relative: data/<layout>/*.jsonl
+    # The first steps: any folder of audio, the CPU-sized folder recipe (the stft vocoder; only
+    # its sizes made tiny), its speed estimate and first checkpoint, and a resume from its config.
+    build_folder(tmp_path / "my-audio")
+    ok = invoke("prepare", "folder", "my-audio", "--out", "data/folder")
+    assert ok.exit_code == 0, ok.output
+    tiny = [*TINY_OVERRIDES, "train.max_steps=12", "train.save_every=200"]
+    sets = [a for s in tiny for a in ("--set", s)]
+    ok = invoke("train", recipes / "folder" / "vocoder.yaml", "--run-dir", "runs/voc", *sets)
+    assert ok.exit_code == 0, ok.output
+    assert "\r" not in ok.output  # not a terminal: no progress-bar redraws
+    estimate = [line for line in ok.output.splitlines() if line.startswith("speed: ")]
+    assert len(estimate) == 1 and "per 1,000 steps; checkpoint at step 12 in about" in estimate[0]
+    assert "trained to step 12" in ok.output
+    assert load_config("runs/voc/config.yaml").model.domain == "stft"
+    ok = invoke(
+        "train", "runs/voc/config.yaml", "--run-dir", "runs/voc", "--set", "train.max_steps=13"
+    )
+    assert ok.exit_code == 0, ok.output
+    assert "trained to step 13" in ok.output
+
     build_ljspeech(tmp_path / "LJSpeech-1.1")
     ok = invoke("prepare", "ljspeech", "LJSpeech-1.1", "--out", "data/ljspeech")
     assert ok.exit_code == 0, ok.output
     assert {p.name for p in Path("data/ljspeech").iterdir()} >= {"train.jsonl", "val.jsonl"}
-    sets = [a for s in [*TINY_OVERRIDES, "train.max_steps=2"] for a in ("--set", s)]
-    ok = invoke("train", recipe, "--run-dir", "runs/lj", *sets)
-    assert ok.exit_code == 0, ok.output
-    assert "trained to step 2" in ok.output
-    # Resume with the run's own settings: its config.yaml as the recipe (no --set repeated).
-    ok = invoke(
-        "train", "runs/lj/config.yaml", "--run-dir", "runs/lj", "--set", "train.max_steps=3"
-    )
+    # The torchrun line in one process (two ranks: tests/test_dist.py).
+    sets = [a for s in [*TINY_OVERRIDES, "train.max_steps=3"] for a in ("--set", s)]
+    ok = invoke("train", recipes / "ljspeech" / "base.yaml", "--run-dir", "runs/lj", *sets)
     assert ok.exit_code == 0, ok.output
     assert "trained to step 3" in ok.output
 
     sf.write("speech.wav", chirp_plus_noise(22050, 0.3), 22050)
-    ok = invoke("mel", "speech.wav", "--profile", "hifigan", "-o", "mels/", "--plot")
+    ok = invoke("mel", "speech.wav", "-o", "mels/", "--plot")  # the hifigan profile by default
     assert ok.exit_code == 0, ok.output
     with np.load("mels/speech.npz") as written:  # the mel and its recorded profile
         frames = written["mel"].shape[1]
@@ -248,7 +279,7 @@ def test_every_readme_command_in_its_plainest_form(tiny_config, tmp_path, monkey
 
     ok = invoke("export", "runs/lj", "lj.safetensors")
     assert ok.exit_code == 0, ok.output
-    assert load_export("lj.safetensors")[2]["step"] == "3"  # after the resume above
+    assert load_export("lj.safetensors")[2]["step"] == "3"
 
     ok = invoke("search-schedule", "runs/lj", "--steps", "2", "--manifest",
                 "data/ljspeech/val.jsonl", "-o", "lj-6.pt", "--max-clips", "1")  # fmt: skip

@@ -587,3 +587,18 @@ def test_cli_prepare(tmp_path):
     report = json.loads((tmp_path / "o" / "prepare_report.json").read_text())
     assert report["label_names"] == ["deep", "music", "speech"]
     assert report["options"]["val_fraction"] == 0.4
+
+
+def test_prepare_without_out_writes_where_the_recipes_read(tmp_path, monkeypatch):
+    """--out has one sensible default: data/LAYOUT, the folder every recipe reads its manifests
+    from (it was a required option)."""
+    from audiodiff.config_io import load_config
+
+    monkeypatch.chdir(tmp_path)
+    build_folder(tmp_path / "my-audio")
+    result = CliRunner().invoke(main, ["prepare", "folder", "my-audio"])
+    assert result.exit_code == 0, result.output
+    recipe = Path(__file__).resolve().parent.parent / "recipes" / "folder" / "vocoder.yaml"
+    cfg = load_config(recipe)
+    assert Path(cfg.data.train_manifest).is_file() and Path(cfg.data.val_manifest).is_file()
+    assert "to data/folder" in result.output

@@ -27,6 +27,7 @@ LAYER = {
     "config_io": 0.1,  # strict dict/YAML loading and --set overrides of the config dataclasses
     "config_rules": 0.2,  # validate, derived values (upsampler strides), resume changes
     "encoding": 0,  # UTF-8 text and file names in it: imports nothing of ours
+    "problems": 0,  # refusals naming every problem at once (paths, text): imports nothing of ours
     "levels": 0,  # the level rule on peaks (NumPy only): audio, data and prepare share it
     "probe": 1,  # open, decode, measure and classify one audio file: the scan and prepare share it
     "power_spectrum": 0.4,  # |STFT|^2 with a closed-form gradient: imports nothing of ours

@@ -173,6 +173,28 @@ def test_tables_mean_rows_and_method_comparison(tmp_path, clip):
     assert float(exact_row[2]) == 0.0
 
 
+def test_method_comparison_says_what_it_leaves_out(tmp_path, clip, monkeypatch):
+    """The demo's table: without the eval extra PESQ and STOI are skipped, and it says so (the
+    note evaluate prints was dropped), once for both methods; unpaired files are named."""
+    import audiodiff.evaluation
+
+    monkeypatch.setattr(audiodiff.evaluation, "eval_extra_available", lambda: False)
+    write(tmp_path / "ref", "a", clip)
+    write(tmp_path / "gen", "a", with_noise(clip, 20))
+    write(tmp_path / "gen", "extra", clip)
+    write(tmp_path / "same", "a", clip)
+    results = {
+        "noisy": evaluate_dirs(tmp_path / "ref", tmp_path / "gen"),
+        "exact": evaluate_dirs(tmp_path / "ref", tmp_path / "same"),
+    }
+    assert "pesq_wb" not in results["noisy"]["metrics"]
+    lines = format_comparison(results, {}).splitlines()
+    notes = [line for line in lines if line.startswith("note: PESQ and STOI skipped")]
+    assert notes == ["note: PESQ and STOI skipped: install the eval extra: pip install "
+                     "'audiodiff[eval]'"]  # fmt: skip
+    assert "noisy: only generated (1): extra" in lines
+
+
 def test_unmatched_names_are_reported(tmp_path, clip):
     write(tmp_path / "ref", "a", clip)
     write(tmp_path / "ref", "b", clip)

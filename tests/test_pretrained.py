@@ -94,7 +94,7 @@ def test_shipped_waveform_model_still_loads_and_vocodes():
 
 
 @pytest.mark.filterwarnings("ignore:Not enough STFT frames")  # STOI of a 0.3 s clip
-def test_demo_without_matplotlib_writes_the_audio_and_says_why_no_picture(
+def test_demo_without_its_extras_writes_the_audio_and_says_what_it_left_out(
     tmp_path, write_wav, monkeypatch
 ):
     import audiodiff.demo as demo
@@ -103,6 +103,7 @@ def test_demo_without_matplotlib_writes_the_audio_and_says_why_no_picture(
         raise ModuleNotFoundError("no matplotlib")
 
     monkeypatch.setattr(demo, "check_plotting_available", missing)
+    monkeypatch.setattr("audiodiff.evaluation.eval_extra_available", lambda: False)
     clip = write_wav("short.wav", duration_s=0.3)
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["demo", "-o", str(out), "--clip", str(clip)])
@@ -111,3 +112,6 @@ def test_demo_without_matplotlib_writes_the_audio_and_says_why_no_picture(
         result.output
     )
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["example.wav"] * 3
+    # Nor the eval extra: the table has no PESQ and STOI, and says so.
+    assert "pesq_wb" not in result.output
+    assert "note: PESQ and STOI skipped: install the eval extra" in result.output

@@ -78,6 +78,45 @@ def test_recipe_readme_has_download_licence_commands_and_marked_figures(name):
     assert "Hardware assumed" in text
 
 
+@pytest.mark.parametrize("name", PREPARED)
+def test_recipe_readme_states_speed_and_first_checkpoint_on_cpu_and_gpu(name):
+    """Each config of the folder has a row: speed and first checkpoint on 2 CPU cores, and one
+    GPU, every figure marked measured (or derived from a measured one) or unmeasured."""
+    text = (RECIPES / name / "README.md").read_text()
+    assert "**Speed and first checkpoint**" in text, f"{name}/README.md has no speed table"
+    section = text.split("**Speed and first checkpoint**", 1)[1]
+    lines = section.split("\n\n", 2)[1].splitlines()
+    assert lines[0] == ("| config | 2 CPU cores: speed | 2 CPU cores: first checkpoint | one GPU |")
+    rows = {}
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        assert len(cells) == 4, line
+        rows[cells[0].strip("`")] = cells[1:]
+    assert sorted(rows) == sorted(p.name for p in (RECIPES / name).glob("*.yaml"))
+    for config, (speed, checkpoint, gpu) in rows.items():
+        assert "measured here" in speed or "*unmeasured*" in speed, (config, speed)
+        assert "steps/s" in speed or "*unmeasured*" in speed, (config, speed)
+        assert checkpoint.startswith("step "), (config, checkpoint)
+        assert any(w in checkpoint for w in ("derived", "measured")), (config, checkpoint)
+        assert "measured here" in gpu or gpu == "*unmeasured*", (config, gpu)
+
+
+# The slowest the folder recipe's stft step was measured at on the shared 2-core machine (at
+# --threads 1 with other users' jobs running: recipes/folder/README.md), and its start-up.
+FOLDER_WORST_S_PER_STEP, FOLDER_START_S = 2.0, 30
+
+
+def test_folder_recipe_is_sized_for_a_cpu_and_keeps_the_base_model_for_a_gpu():
+    cpu = load_config(RECIPES / "folder" / "vocoder.yaml")
+    gpu = load_config(RECIPES / "folder" / "vocoder-gpu.yaml")
+    assert cpu.model.domain == "stft" and gpu.model.domain == "waveform"
+    assert (gpu.model.residual_channels, gpu.model.residual_layers) == (64, 30)  # DiffWave BASE
+    # A first checkpoint within 15 minutes on 2 CPU cores, even at the slowest measured speed.
+    first = FOLDER_START_S + cpu.train.save_every * FOLDER_WORST_S_PER_STEP
+    assert first <= 15 * 60, first
+    assert cpu.train.log_every * FOLDER_WORST_S_PER_STEP <= 120  # a loss line every two minutes
+
+
 def test_recipes_index_lists_every_config_and_torchrun():
     text = (RECIPES / "README.md").read_text()
     for path in YAMLS:

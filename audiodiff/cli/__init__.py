@@ -14,7 +14,7 @@ inside the commands so that ``audiodiff --help`` stays fast.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -56,24 +56,35 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def refuse_missing(paths: Iterable[str], *, kind: str = "file", role: str = "input") -> None:
-    """Refuse, in one line, input paths that are not an existing ``kind`` (``"file"`` or
-    ``"directory"``): checked first, before the library (torch, librosa) is even imported, so a
-    mistyped name costs a fraction of a second instead of the seconds a model load takes.
+def refuse_missing(
+    paths: Iterable[str],
+    *,
+    kind: str = "file",
+    role: str = "input",
+    outputs: Iterable[str] | None = None,
+    also: Sequence[str] = (),
+) -> None:
+    """Refuse, in one line naming every one of them, input paths that are not an existing
+    ``kind`` (``"file"`` or ``"directory"``) and ``outputs`` (planned from the inputs, in their
+    order) that two inputs would both write: checked first, before the library (torch, librosa)
+    is even imported, so a mistyped name costs a fraction of a second instead of the seconds a
+    model load takes, and one run shows every such problem of the command line, with ``also``
+    (the command's own option problems, found as early).
 
     Raises:
-        FileNotFoundError: ``"{role} {kind} PATH does not exist"`` or ``"{role} PATH is not a
-            {kind}"`` for the first such path, with how many more there are.
+        FileNotFoundError: some input is missing (with every problem named).
+        ValueError: only outputs collide or options are wrong.
     """
-    from pathlib import Path
+    from audiodiff import problems
 
-    is_kind = Path.is_dir if kind == "directory" else Path.is_file
-    bad = [Path(p) for p in paths if not is_kind(Path(p))]
+    bad = problems.missing(paths, kind=kind, role=role)
+    if len(bad) > problems.LIST_LIMIT:
+        bad = [*bad[: problems.LIST_LIMIT], f"and {len(bad) - problems.LIST_LIMIT} more"]
+    clashes = problems.collisions(outputs) if outputs is not None else []
     if bad:
-        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        if bad[0].exists():
-            raise FileNotFoundError(f"{role} {bad[0]} is not a {kind}{more}")
-        raise FileNotFoundError(f"{role} {kind} {bad[0]} does not exist{more}")
+        raise FileNotFoundError(problems.joined([*bad, *clashes, *also]))
+    if clashes or also:
+        raise ValueError(problems.joined([*clashes, *also]))
 
 
 def require_plotting() -> None:

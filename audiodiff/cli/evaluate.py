@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from audiodiff.cli import fail, main, refuse_missing, threads_option, user_errors
+from audiodiff.cli import fail, main, threads_option, user_errors
 
 
 @main.command()
@@ -55,8 +55,12 @@ def evaluate(
     listed, not scored.
     """
     # Before the scorers are imported.
-    refuse_missing([ref_dir], kind="directory", role="reference")
-    refuse_missing([gen_dir], kind="directory", role="generated")
+    from audiodiff.problems import joined, missing
+
+    bad = missing([ref_dir], kind="directory", role="reference")
+    bad += missing([gen_dir], kind="directory", role="generated")
+    if bad:  # both named at once
+        raise FileNotFoundError(joined(bad))
     import json
     from pathlib import Path
 

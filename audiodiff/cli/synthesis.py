@@ -24,9 +24,12 @@ def _resolve_device(device: str | None) -> Any:
     return resolve_device(device, option="--device")
 
 
+# Help texts name no model's own settings: one command serves models with different defaults
+# (`generate --help` once quoted the shipped vocoder's, a model it cannot run). Each model's
+# defaults are in its card (audiodiff/pretrained_models/MODEL.md) and its config.
 STEPS_HELP = (
-    "Network evaluations (default: the model's; small-speech 1, small-speech-waveform 6; "
-    "diffwave-fast takes 6 only, ddim and dpmpp-2m any count)."
+    "Network evaluations (default: the model's own; diffwave-fast takes 6 only, ddim and "
+    "dpmpp-2m any count)."
 )
 
 
@@ -36,7 +39,7 @@ def _sampling_options(fn: F) -> F:
         "--sampler",
         type=click.Choice(["diffwave-fast", "ddpm", "ddim", "dpmpp-2m"]),
         default=None,
-        help="Sampler (default: the model's; small-speech: dpmpp-2m).",
+        help="Sampler (default: the model's own).",
     )(fn)
     return click.option("--steps", type=int, default=None, help=STEPS_HELP)(fn)
 
@@ -47,7 +50,8 @@ def _sampling_options(fn: F) -> F:
 @click.option(
     "--profile",
     default=None,
-    help="Mel profile name: " + ", ".join(mel_profile_names()) + " (this or --from is required).",
+    help="Mel profile name: " + ", ".join(mel_profile_names()) + " (default: hifigan, the profile "
+    "of every shipped model; or --from).",
 )
 @click.option("--from", "from_model", default=None, help="Use this checkpoint's mel profile.")
 @click.option("--plot", is_flag=True, help="Also write a spectrogram PNG per file.")
@@ -65,8 +69,10 @@ def mel_command(
     profile computes it, so a TTS front end can compare its own mels: its "mel" is float32
     [n_mels, frames] (np.load(path)["mel"]), its "profile" the profile's parameters (JSON), which
     vocode checks against the model's."""
-    refuse_missing(audio)  # before the first mel is written, and before any import
     from pathlib import Path
+
+    # Before the first mel is written, and before any import; every problem named at once.
+    refuse_missing(audio, outputs=[str(Path(out_dir) / f"{Path(p).stem}.npz") for p in audio])
 
     from audiodiff.audio import load_model_audio
     from audiodiff.config import mel_profile
@@ -76,14 +82,14 @@ def mel_command(
 
     if plot:
         require_plotting()
-    if (profile is None) == (from_model is None):
-        raise ValueError("give exactly one of --profile NAME or --from CHECKPOINT")
+    if profile is not None and from_model is not None:
+        raise ValueError("give one of --profile NAME or --from CHECKPOINT, not both")
     if from_model is not None:
         from audiodiff.pretrained import load_model_source
 
         cfg = load_model_source(from_model)[1].mel
     else:
-        cfg = mel_profile(profile)
+        cfg = mel_profile(profile or "hifigan")
     stems = [Path(p).stem for p in audio]
     names = [f"{s}.npz" for s in stems] + ([f"{s}.png" for s in stems] if plot else [])
     paths = plan_outputs(
@@ -125,21 +131,20 @@ def mel_command(
     "--mel-match-iters",
     type=click.IntRange(min=0),
     default=None,
-    help="stft models: magnitude updates towards the mel (default: the model's; small-speech 64).",
+    help="stft models: magnitude updates towards the mel (default: the model's own).",
 )
 @click.option(
     "--griffin-lim-iters",
     type=click.IntRange(min=0),
     default=None,
-    help="stft models: Griffin-Lim iterations from the network's phase (default: the model's; "
-    "small-speech 32).",
+    help="stft models: Griffin-Lim iterations from the network's phase (default: the model's own).",
 )
 @click.option(
     "--magnitude-blend",
     type=click.FloatRange(0.0, 1.0),
     default=None,
     help="stft models: share of the network's magnitude vs Griffin-Lim's estimate, 0..1 "
-    "(default: the model's; small-speech 0.25). 0, 0 and 1: the raw network output.",
+    "(default: the model's own). 0, 0 and 1: the raw network output.",
 )
 @_device_option
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
@@ -165,9 +170,23 @@ def vocode_command(
     profile), a .npz mel from `audiodiff mel` (its recorded profile must match the model's) or a
     .npy/.pt mel [n_mels, frames] in that profile. With one --seed a file gives the same audio
     alone or in any batch; inputs of different lengths are never padded into one batch."""
-    refuse_missing(inputs)  # a mistyped name is refused before the model loads
-    import time
     from pathlib import Path
+
+    refine = {
+        "mel_match_iters": mel_match_iters,
+        "griffin_lim_iters": griffin_lim_iters,
+        "magnitude_blend": magnitude_blend,
+    }
+    wrong = [f"--batch-size must be at least 1, got {batch_size}"] if batch_size < 1 else []
+    if method == "griffin-lim" and any(v is not None for v in (steps, sampler, *refine.values())):
+        wrong.append(
+            "--steps, --sampler, --mel-match-iters, --griffin-lim-iters and --magnitude-blend "
+            "are for --method diffusion, not griffin-lim"
+        )
+    # Mistyped names, colliding outputs and those options, all named at once, before any load.
+    outputs = [str(Path(out_dir) / f"{Path(p).stem}.wav") for p in inputs]
+    refuse_missing(inputs, outputs=outputs, also=wrong)
+    import time
 
     import torch
     from tqdm import tqdm
@@ -179,20 +198,7 @@ def vocode_command(
     from audiodiff.synthesis import batches_by_length, make_sampling_spec
     from audiodiff.vocoder import Vocoder, check_mel
 
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
     vocoder = Vocoder.from_pretrained(checkpoint, device=_resolve_device(device))
-    refine = {
-        "mel_match_iters": mel_match_iters,
-        "griffin_lim_iters": griffin_lim_iters,
-        "magnitude_blend": magnitude_blend,
-    }
-    diffusion_only = (steps, sampler, *refine.values())
-    if method == "griffin-lim" and any(v is not None for v in diffusion_only):
-        raise ValueError(
-            "--steps, --sampler, --mel-match-iters, --griffin-lim-iters and --magnitude-blend "
-            "are for --method diffusion, not griffin-lim"
-        )
     if method == "diffusion":  # bad sampling options refused before any input is read
         make_sampling_spec(vocoder.config, vocoder.schedule, sampler=sampler, steps=steps, **refine)
     paths = plan_outputs(

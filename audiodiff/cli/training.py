@@ -82,9 +82,10 @@ PREPARE_LAYOUTS = ("ljspeech", "vctk", "libritts", "sc09", "maestro", "gtzan", "
 @click.option(
     "--out",
     "out_dir",
-    required=True,
+    default=None,
     type=click.Path(file_okay=False),
-    help="Folder for train/val/test.jsonl and prepare_report.json.",
+    help="Folder for train/val/test.jsonl and prepare_report.json (default: data/LAYOUT, where "
+    "the recipes read their manifests).",
 )
 @click.option("--mic", type=click.Choice(["mic1", "mic2"]), default=None, help="VCTK microphone.")
 @click.option(
@@ -125,7 +126,12 @@ PREPARE_LAYOUTS = ("ljspeech", "vctk", "libritts", "sc09", "maestro", "gtzan", "
 @click.option("--overwrite", is_flag=True, help="Replace manifests already in --out.")
 @user_errors
 def prepare(
-    layout: str, data_dir: str, out_dir: str, holdout: str | None, overwrite: bool, **options: Any
+    layout: str,
+    data_dir: str,
+    out_dir: str | None,
+    holdout: str | None,
+    overwrite: bool,
+    **options: Any,
 ) -> None:
     """Read DATA_DIR in a dataset's published layout (the first argument) and write deterministic
     manifests to --out.
@@ -137,6 +143,7 @@ def prepare(
     from audiodiff.datasets import prepare as run_prepare
     from audiodiff.files import check_writable_dir
 
+    out_dir = out_dir or f"data/{layout}"  # every recipe's manifests: data/<layout>/*.jsonl
     check_writable_dir(out_dir)  # before decoding the whole dataset
     if holdout is not None:
         options["holdout"] = tuple(s.strip() for s in holdout.split(",") if s.strip())
