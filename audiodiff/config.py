@@ -167,7 +167,7 @@ class ModelConfig:
     bands: int = 1
     start: Literal["noise", "estimate"] = "noise"
     estimate_nnls_iters: int = 8
-    estimate_griffin_lim_iters: int = 8
+    estimate_griffin_lim_iters: int = 16
 
 
 @dataclass
@@ -188,8 +188,8 @@ class DiffusionConfig:
     label_dropout: float = 0.0
     # model.start "estimate": training noises the DSP estimate at a sigma drawn log-uniformly from
     # [start_sigma_min, start_sigma_max] (the whitened variable's units) instead of the table's.
-    start_sigma_min: float = 0.05
-    start_sigma_max: float = 1.0
+    start_sigma_min: float = 0.02
+    start_sigma_max: float = 0.5
 
 
 @dataclass
@@ -290,7 +290,7 @@ class SampleConfig:
     magnitude_blend: float = 1.0
     griffin_lim_momentum: float = 0.99
     # model.start "estimate": the sigma the sampler starts from (the estimate plus this much noise).
-    start_sigma: float = 0.3
+    start_sigma: float = 0.1
 
 
 @dataclass

@@ -88,7 +88,9 @@ def test_stop_and_resume_with_a_discriminator_is_bit_identical(tmp_path, tiny_co
     assert any(moved)
 
 
-def test_warm_up_then_fine_tune_a_checkpoint_without_discriminator(tmp_path, tiny_config, manifests):
+def test_warm_up_then_fine_tune_a_checkpoint_without_discriminator(
+    tmp_path, tiny_config, manifests
+):
     """Train without the stage, then resume the same run with it: the discriminator starts new
     (said in the log) and the checkpoint gains it; before adversarial_start_step it never steps."""
     run = tmp_path / "run"
