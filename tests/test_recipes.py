@@ -174,6 +174,7 @@ SHRINK = (
     "train.log_every=1",
     "train.eval_every=1000000",
     "train.save_every=3",
+    "train.init_from=",  # a fine-tuning recipe's weights do not fit the shrunk model
 )
 
 
