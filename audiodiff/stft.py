@@ -294,10 +294,30 @@ def _overlap_add(
         spec = spec * torch.sqrt(torch.sum(window**2))
     frames_t = torch.fft.irfft(spec, n=n_fft, dim=1) * window[:, None]  # [B, n_fft, frames]
     total = n_fft + hop_length * (frames - 1)
+    if n_fft % hop_length == 0:
+        # Every profile's hop divides n_fft: the overlap-add is n_fft / hop shifted adds of
+        # hop-long slices, 3-4x faster than F.fold's col2im (which Griffin-Lim calls twice an
+        # iteration), and the envelope is the same adds over one frame's squared window.
+        return _shifted_adds(frames_t, hop_length), _shifted_adds(
+            (window**2)[None, :, None].expand(1, n_fft, frames), hop_length
+        )[0]
     fold = {"output_size": (1, total), "kernel_size": (1, n_fft), "stride": (1, hop_length)}
     signal = F.fold(frames_t, **fold).reshape(batch, -1)
     envelope = F.fold((window**2)[None, :, None].expand(1, n_fft, frames), **fold).reshape(-1)
     return signal, envelope
+
+
+def _shifted_adds(frames_t: torch.Tensor, hop_length: int) -> torch.Tensor:
+    """Overlap-add of ``[B, n_fft, frames]`` at ``hop_length`` (which divides ``n_fft``):
+    ``[B, n_fft + hop (frames - 1)]``, the sum F.fold makes."""
+    batch, n_fft, frames = frames_t.shape
+    parts = n_fft // hop_length
+    # [B, parts, hop, frames] -> [B, parts, frames, hop]: slice j of frame f lands at block f + j.
+    pieces = frames_t.reshape(batch, parts, hop_length, frames).transpose(2, 3)
+    out = frames_t.new_zeros(batch, frames + parts - 1, hop_length)
+    for j in range(parts):
+        out[:, j : j + frames] += pieces[:, j]
+    return out.reshape(batch, -1)
 
 
 def mel_to_linear_envelope(
