@@ -22,6 +22,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "audiodiff"
 LAYER = {
     "config": 0,
     "seeds": 0,  # every seed derivation: imports nothing of ours
+    "noise": 0.3,  # positional noise (drawn by position, keyed by item): the engine's noise
     "atomic": 0,  # the one atomic file writer: imports nothing of ours
     "config_migrate": 0.05,  # config_version migrations, model config apart from run config
     "config_io": 0.1,  # strict dict/YAML loading and --set overrides of the config dataclasses
@@ -59,6 +60,7 @@ LAYER = {
     "griffin_lim": 2,
     "checkpoint": 3,
     "synthesis": 3,  # the one sampling engine: below vocoder, generate, train, schedule search
+    "streaming": 3.5,  # mel chunks in, audio out: spans for the engine as the input arrives
     "pretrained": 4,
     "run_dir": 4,  # a run directory: config.yaml, metrics.jsonl, the checkpoint a resume loads
     "train_data": 4,  # a training run's datasets, class names, sampler and loader
