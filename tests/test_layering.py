@@ -35,6 +35,7 @@ LAYER = {
     "consistency": 0.6,  # mel matching + Griffin-Lim from a given phase: domains and griffin_lim
     "spectral_loss": 0.5,  # multi-resolution STFT distance: the metric and the training loss
     "audio": 1,
+    "mel_checks": 1.2,  # a vocoder's input checks: layout, profile and value range of a mel
     "mel": 1,  # MelConfig profiles -> MelSpectrogram, value ranges, the mel normaliser
     "schedule": 1,
     "kernels": 0,  # CPU backends of the residual stack and the rule picking one; import nothing
