@@ -74,6 +74,7 @@ LAYER = {
     "schedule_store": 6,  # a searched schedule written into a copy of a checkpoint or an export
     "diffwave_import": 6,
     "diffwave_reader": 5.5,  # lmnt-com/diffwave checkpoints read safely; diffwave_import maps them
+    "onnx_stft": 5.5,  # an stft vocoder's step and prepare graphs, its arrays and settings
     "onnx_export": 6,  # a waveform vocoder as ONNX graphs and a schedule JSON, beside the exports
     "demo": 6,
     "cli": 7,

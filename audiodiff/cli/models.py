@@ -56,13 +56,13 @@ def export_command(
     source = resolve_source(checkpoint)  # a shipped model's name, as every other command takes
     sources = [source, *model_files(source)]  # no checkpoint loaded just to compare paths
     if fmt == "onnx":
-        from audiodiff.onnx_export import export_onnx, onnx_paths
+        from audiodiff.onnx_export import export_onnx, onnx_arrays_path, onnx_paths
 
         if steps is not None and steps < 1:
             raise ValueError(f"--steps must be at least 1, got {steps}")
         if half:
             raise ValueError("--half is for --format safetensors")
-        for path in onnx_paths(out_path):
+        for path in (*onnx_paths(out_path), onnx_arrays_path(out_path)):
             plan_output(path, overwrite=overwrite, inputs=sources)
         try:
             paths = export_onnx(
