@@ -8,6 +8,7 @@
    inverse STFT, conditioning, positional noise, the mel hash, input checks) as shares of the call.
 3. Batch throughput: 16 utterances of 2 s as 16 calls, as one ``[16, n_mels, frames]`` call, and
    streamed (:meth:`Vocoder.stream`, pieces of 7 frames): audio seconds per second.
+4. Streaming 5 s: how much mel has arrived when the first audio comes, and the stream's cost.
 
     python benchmarks/serving_speed.py [--threads 1] [--model small-speech] [--repeats 5]
 
@@ -143,6 +144,27 @@ def main() -> None:
                      ("16 streams (7-frame pieces)", streamed)):  # fmt: skip
         print(f"   {label:<28} {t:6.2f} s  {audio_s / t:6.1f} audio s per s")
     print(f"   batched / sequential speed-up: {one_by_one / as_batch:.2f}x")
+
+    print("\n4. streaming 5 s in 7-frame pieces (default chunk_frames = the lookahead)")
+    mel = mels[5.0]
+    fed = [0]
+
+    def pieces():
+        for i in range(0, mel.shape[-1], 7):
+            fed[0] = min(mel.shape[-1], i + 7)
+            yield mel[..., i : i + 7]
+
+    ms = 1000 * voc.hop_length / sr
+    t = time.perf_counter()
+    stream = voc.stream(pieces(), seed=0)
+    first = next(stream)
+    t_first, at = time.perf_counter() - t, fed[0]
+    rest = list(stream)
+    total = time.perf_counter() - t
+    print(f"   first audio ({first.shape[-1] / sr * 1000:.0f} ms of it) after {at} of "
+          f"{mel.shape[-1]} frames ({at * ms:.0f} of {mel.shape[-1] * ms:.0f} ms of mel), "
+          f"{t_first * 1000:.0f} ms of compute; {1 + len(rest)} pieces, {total:.2f} s in all "
+          f"(RTF {total / 5.0:.3f})")  # fmt: skip
 
 
 if __name__ == "__main__":
