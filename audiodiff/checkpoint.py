@@ -300,6 +300,25 @@ def load_export(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, An
     return tensors, config, metadata
 
 
+def export_as_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """An export read back as the checkpoint :func:`export_safetensors` takes (its weights as
+    ``ema``, or ``model`` when it held raw weights; config, step, labels), with the rest of its
+    metadata (e.g. a searched schedule) to pass on as ``extra_metadata``: re-exporting a shipped
+    model or an export (``--half``) keeps everything it held.
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`load_export`.
+    """
+    tensors, config, metadata = load_export(path)
+    raw = metadata.get("weights") == "model"
+    ckpt: dict[str, Any] = {"config": config, "step": int(metadata.get("step", 0))}
+    ckpt.update({"model": tensors, "ema": None} if raw else {"ema": tensors})
+    if "labels" in metadata:
+        ckpt["labels"] = {name: i for i, name in enumerate(json.loads(metadata["labels"]))}
+    own = {"format", "format_version", "config", "step", "weights", "labels"}
+    return ckpt, {k: v for k, v in metadata.items() if k not in own}
+
+
 # --------------------------------------------------------------------------------------------------
 # Training state helpers
 # --------------------------------------------------------------------------------------------------

@@ -14,11 +14,14 @@ the loop (the layout ONNX exports of DiffWave-family and Stable Diffusion models
   needs no schedule code: ``x = start_std * z``; per step ``x0 = step(x, sigma, c_noise,
   mel_up)``, ``x = x0 + sigma_down / sigma * (x - x0) + sigma_up * z``. That covers the
   ``ddim``, ``ddpm`` and ``diffwave-fast`` samplers (all DDIM steps, Song et al. 2021);
-  DPM-Solver++ 2M is a multistep method and is refused. The README shows the loop.
+  DPM-Solver++ 2M is a multistep method and is refused, but for one step (the shipped
+  ``small-speech``'s), which is the same step. The README shows the loop.
 
-Only mel-conditioned waveform models are exported: frame-rate (``stft``) models also need the
-domain's inverse STFT, and label-conditional generators a label input, which no runtime asked
-for yet. The graphs use torch's TorchScript-based exporter (``dynamo=False``): in torch 2.13 the
+Frame-rate (``stft``) models, the shipped ``small-speech`` among them, export through
+:mod:`audiodiff.onnx_stft` (a prepare graph for the network's mel projection, the step graph, and
+``NAME.npz`` with the arrays the numpy around them uses: whitening, inverse STFT, refinement).
+Label-conditional generators need a label input, which no runtime asked for yet. The graphs
+use torch's TorchScript-based exporter (``dynamo=False``): in torch 2.13 the
 ``torch.export`` one needs onnxscript as well and took ~30x longer on the upsampler alone.
 """
 
@@ -44,6 +47,11 @@ ONNX_FORMAT = "audiodiff-onnx-vocoder"
 ONNX_FORMAT_VERSION = 1
 OPSET = 17
 ONNX_EXTRA_HINT = "pip install 'audiodiff[onnx]'"
+
+
+def onnx_arrays_path(out_path: str | Path) -> Path:
+    """``NAME.npz`` beside ``NAME.onnx``: an stft export's arrays (:mod:`audiodiff.onnx_stft`)."""
+    return onnx_paths(out_path)[0].with_suffix(".npz")
 
 
 def onnx_paths(out_path: str | Path) -> tuple[Path, Path, Path]:
@@ -86,7 +94,8 @@ def onnx_schedule(
     """
     spec = make_sampling_spec(vocoder.config, vocoder.schedule, sampler=sampler, steps=steps)
     ddim_steps = [n for n, entry in SAMPLERS.items() if entry.fn in (sample_ddim, sample_ddpm)]
-    if spec.sampler not in ddim_steps:
+    # One step of DPM-Solver++(2M) is its first-order step to sigma 0: x0_hat, as DDIM's is.
+    if spec.sampler not in ddim_steps and not (spec.sampler == "dpmpp-2m" and spec.steps == 1):
         raise ValueError(
             f"the ONNX schedule covers the DDIM-step samplers ({', '.join(ddim_steps)}); "
             f"{spec.sampler} is multistep: pass --sampler ddim"
@@ -155,6 +164,8 @@ def export_onnx(
         ) from None
     vocoder = Vocoder.from_pretrained(source, device="cpu")
     net = vocoder.net
+    if vocoder.domain.name == "stft":
+        return _export_stft(vocoder, paths, steps=steps, sampler=sampler, overwrite=overwrite)
     if vocoder.domain.frame_rate or getattr(net, "spectrogram_upsampler", None) is None:
         raise ValueError(
             f"ONNX export covers mel-conditioned waveform vocoders; this model's domain is "
@@ -211,3 +222,34 @@ def export_onnx(
     text = json.dumps(schedule, indent=2) + "\n"
     atomic_write(paths[2], lambda f: f.write(text.encode("utf-8")))
     return paths
+
+
+def _export_stft(
+    vocoder: Vocoder,
+    paths: tuple[Path, Path, Path],
+    *,
+    steps: int | None,
+    sampler: str | None,
+    overwrite: bool,
+) -> tuple[Path, Path, Path, Path]:
+    """The stft export (:mod:`audiodiff.onnx_stft`): the three files and ``NAME.npz``."""
+    from audiodiff.onnx_stft import (
+        check_exportable,
+        export_stft_graphs,
+        stft_settings,
+        write_arrays,
+        write_json,
+    )
+
+    arrays = onnx_arrays_path(paths[0])
+    if arrays.exists() and not overwrite:
+        raise FileExistsError(f"{arrays} exists; pass --overwrite to replace it")
+    check_exportable(vocoder)
+    schedule = onnx_schedule(vocoder, steps=steps, sampler=sampler)
+    spec = make_sampling_spec(vocoder.config, vocoder.schedule, sampler=sampler, steps=steps)
+    schedule.update(stft_settings(vocoder, spec))
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    export_stft_graphs(vocoder, paths[0], paths[1])
+    write_arrays(vocoder, arrays)
+    write_json(schedule, paths[2])
+    return (*paths, arrays)

@@ -7,14 +7,16 @@ by a halo of ``steps x receptive_radius`` samples on both sides, and all steps o
 before the next chunk starts. After S network evaluations an output sample depends on the initial
 noise and the conditioning within S receptive radii, so the centre of an extended chunk is exactly
 what whole-utterance sampling gives, provided the noise is the same. Noise is therefore drawn
-*by position*: sample n of noise stream k comes from a generator seeded by (seed, k, n // block),
-so any window of the utterance can redraw exactly the noise the whole utterance would see. It is
-keyed by *item* too: each row of a batch has a key (by default its row index; the vocoder uses a
-hash of the row's mel), so a clip's noise does not depend on what it is batched with. Each
-chunk prepares its conditioning (mel upsampling, every layer's conditioner projection) once for all
-its steps; peak memory is bounded by the chunk size, not by the input length. Frame-rate domains
-(stft) work in frames and hand each chunk's centre, with a few frames of its halo, to a
-``decode`` function (the inverse STFT), so their output is assembled as audio chunk by chunk.
+*by position* (:mod:`audiodiff.noise`): sample n of noise stream k comes from a generator seeded
+by (seed, k, n // block), so any window of the utterance can redraw exactly the noise the whole
+utterance would see. It is keyed by *item* too: each row of a batch has a key (by default its
+row index; the vocoder uses a hash of the row's mel), so a clip's noise does not depend on what
+it is batched with. Each chunk prepares its conditioning (mel upsampling, every layer's
+conditioner projection) once for all its steps; peak memory is bounded by the chunk size, not by
+the input length. Frame-rate domains (stft) work in frames and hand each chunk's centre, with a
+few frames of its halo, to a ``decode`` function (the inverse STFT), so their output is
+assembled as audio chunk by chunk. The loop itself (:func:`sample_chunks`) takes its chunks from
+an iterator, so a stream (:mod:`audiodiff.streaming`) runs the same loop as its input arrives.
 
 This chunking is deliberately a separate mechanism from cache-sized time blocks inside one network
 evaluation: exactness across S sampler steps needs a halo of S receptive fields (~0.8 s for the
@@ -25,7 +27,7 @@ layer by layer with much smaller halos.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,61 +38,15 @@ from audiodiff.consistency import Refinement
 from audiodiff.diffusion import prior_std
 from audiodiff.domains import Domain
 from audiodiff.model_blocks import Conditioning
+from audiodiff.noise import positional_noise
 from audiodiff.samplers import SAMPLERS, sample
 from audiodiff.schedule import NoiseSchedule, stored_sigmas
-from audiodiff.seeds import noise_block_seed, noise_row_key
 
-# Noise is drawn in blocks of this many samples (frames for mel-domain models) per stream.
-NOISE_BLOCK = 4096
+# A chunk: extended window [e0, e1) and the centre [s0, s1) it makes exact.
+Span = tuple[int, int, int, int]
 # Default long-form chunk, in seconds of output audio: bounds peak memory (the prepared
 # conditioning holds 2C floats per layer per sample) while keeping the halo overhead small.
 DEFAULT_CHUNK_S = 6.0
-
-
-def positional_noise(
-    seed: int,
-    stream: int,
-    start: int,
-    stop: int,
-    shape: tuple[int, int],
-    *,
-    keys: Sequence[int] | None = None,
-    device: Any = "cpu",
-) -> torch.Tensor:
-    """Standard normal noise for positions ``[start, stop)`` of one stream, whatever the window.
-
-    Args:
-        seed: the draw's base seed.
-        stream: which noise stream (0 = initial noise, k = noise added after step k).
-        start, stop: time range in samples (frames for mel-domain models).
-        shape: ``(batch, channels)``.
-        keys: one non-negative integer per row naming the item it belongs to (at most 64
-            bits); None: the row indices ``0..batch-1``.
-
-    Returns:
-        float32 tensor ``[batch, channels, stop - start]`` on ``device``; row ``b`` depends only
-        on ``(seed, stream, keys[b])`` and the window, never on the other rows.
-
-    Raises:
-        ValueError: ``keys`` of another length than the batch, or a negative key.
-    """
-    batch, channels = shape
-    keys = list(range(batch)) if keys is None else [int(k) for k in keys]
-    if len(keys) != batch or any(k < 0 for k in keys):
-        raise ValueError(f"need {batch} non-negative noise keys, one per row, got {keys}")
-    first, last = start // NOISE_BLOCK, (stop - 1) // NOISE_BLOCK
-    rows = []
-    # Keyed by the item, not its batch row, so a clip's noise does not depend on its batch.
-    for key in keys:
-        row_key = noise_row_key(seed, stream, key)
-        pieces = []
-        for block in range(first, last + 1):
-            gen = torch.Generator().manual_seed(noise_block_seed(row_key, block))
-            pieces.append(torch.randn(channels, NOISE_BLOCK, generator=gen))
-        rows.append(torch.cat(pieces, dim=-1))
-    noise = torch.stack(rows)
-    offset = start - first * NOISE_BLOCK
-    return noise[..., offset : offset + stop - start].to(device)
 
 
 def batches_by_length(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -279,13 +235,50 @@ def synthesize(
         raise ValueError("decode needs decoded_shape")
     out = torch.empty(*decoded_shape) if decode is not None else torch.empty(*shape, n_samples)
     filled = 0
-    start_std = prior_std(float(spec.sigmas[0]))
-    chunk_samples = max(1, chunk_samples)
     # decode reads decode_halo steps past the centre, each exact only with its own sampler halo.
-    halo_samples = halo_samples + decode_halo
-    for s0 in range(0, n_samples, chunk_samples):  # chunk_count(n_samples, chunk_samples) chunks
+    spans = chunk_spans(n_samples, chunk_samples, halo_samples + decode_halo)
+    for piece in sample_chunks(
+        denoiser, spec, spans, shape=shape, prepare_window=prepare_window, seed=seed,
+        device=device, keys=keys, progress=progress, chunk_progress=chunk_progress, decode=decode,
+        start=start,
+    ):  # fmt: skip
+        out[..., filled : filled + piece.shape[-1]] = piece
+        filled += piece.shape[-1]
+    if filled != out.shape[-1]:
+        raise ValueError(f"decoded pieces cover {filled} of {out.shape[-1]} output samples")
+    return out
+
+
+def chunk_spans(n_samples: int, chunk_samples: int, halo: int) -> Iterator[Span]:
+    """:func:`synthesize`'s chunks ``(e0, e1, s0, s1)``: centres ``[s0, s1)`` of ``chunk_samples``
+    (the last one shorter), extended by ``halo`` either side within ``[0, n_samples)``."""
+    chunk_samples = max(1, chunk_samples)
+    for s0 in range(0, n_samples, chunk_samples):  # chunk_count(n_samples, chunk_samples)
         s1 = min(n_samples, s0 + chunk_samples)
-        e0, e1 = max(0, s0 - halo_samples), min(n_samples, s1 + halo_samples)
+        yield max(0, s0 - halo), min(n_samples, s1 + halo), s0, s1
+
+
+def sample_chunks(
+    denoiser: Callable[..., torch.Tensor],
+    spec: SamplingSpec,
+    spans: Iterable[Span],
+    *,
+    shape: tuple[int, int],
+    prepare_window: Callable[[int, int], Any],
+    seed: int,
+    device: Any,
+    keys: Sequence[int] | None = None,
+    progress: Callable[[int], None] | None = None,
+    chunk_progress: Callable[[int], None] | None = None,
+    decode: Callable[[torch.Tensor, int, int, int, int], torch.Tensor] | None = None,
+    start: Callable[[int, int], torch.Tensor] | None = None,
+) -> Iterator[torch.Tensor]:
+    """The sampling loop itself: for each span ``(e0, e1, s0, s1)`` (taken from ``spans`` only
+    when the previous piece is consumed, so a stream can produce them as its input arrives), all
+    of ``spec``'s steps over ``[e0, e1)``, yielding the centre ``[s0, s1)`` (``[batch, channels,
+    s1 - s0]`` float32 on CPU) or ``decode``'s piece of it. Arguments as :func:`synthesize`."""
+    start_std = prior_std(float(spec.sigmas[0]))
+    for e0, e1, s0, s1 in spans:
         prepared = prepare_window(e0, e1)
         x = positional_noise(seed, 0, e0, e1, shape, keys=keys, device=device)
         if start is None:
@@ -304,26 +297,15 @@ def synthesize(
                 progress(1)
 
         x = sample(
-            spec.sampler,
-            denoiser,
-            x,
-            spec.sigmas,
-            eta=spec.eta,
-            extra={"cond": prepared},
-            noise_sampler=noise_sampler,
-            callback=callback,
-        )
+            spec.sampler, denoiser, x, spec.sigmas, eta=spec.eta, extra={"cond": prepared},
+            noise_sampler=noise_sampler, callback=callback,
+        )  # fmt: skip
         if decode is None:
-            out[..., s0:s1] = x[..., s0 - e0 : s1 - e0].float().cpu()
+            yield x[..., s0 - e0 : s1 - e0].float().cpu()
         else:
-            piece = decode(x, e0, e1, s0, s1)
-            out[..., filled : filled + piece.shape[-1]] = piece
-            filled += piece.shape[-1]
+            yield decode(x, e0, e1, s0, s1)
         if chunk_progress is not None:
             chunk_progress(1)
-    if decode is not None and filled != out.shape[-1]:
-        raise ValueError(f"decoded pieces cover {filled} of {out.shape[-1]} output samples")
-    return out
 
 
 def chunk_count(n_samples: int, chunk_samples: int) -> int:
@@ -362,63 +344,88 @@ def vocode_mel(
     """
     net = denoiser.net
     frames = mel.shape[2]
+    n_units, chunk = _mel_units(domain, frames, chunk_samples)
+    prepare_window, decode = mel_windows(denoiser, spec, domain, WholeMel(mel))
+    start = mel_start(spec, domain, WholeMel(mel))
+    out = synthesize(
+        denoiser, spec, n_samples=n_units, shape=(mel.shape[0], domain.channels),
+        prepare_window=prepare_window, halo_samples=sampling_halo(net, spec, domain),
+        chunk_samples=chunk, seed=seed, device=device, keys=keys, progress=progress,
+        chunk_progress=chunk_progress, decode=decode, start=start,
+        decode_halo=domain.window_halo(spec.refinement) if decode else 0,
+        decoded_shape=(mel.shape[0], 1, domain.audio_length(frames)) if decode else None,
+    )  # fmt: skip
+    # Waveform models sample the whitened waveform; undo a PriorGrad prior's per-sample scale.
+    return out if decode else domain.from_model(out, mel.cpu())
+
+
+@dataclass(frozen=True)
+class WholeMel:
+    """A whole ``[B, n_mels, frames]`` mel as :func:`mel_windows` reads one (a stream's buffer
+    is the other kind: :mod:`audiodiff.streaming`)."""
+
+    mel: torch.Tensor
+
+    @property
+    def frames(self) -> int:  # frames known: all of them
+        return self.mel.shape[-1]
+
+    def window(self, f0: int, f1: int) -> torch.Tensor:
+        return self.mel[..., f0:f1]
+
+    def total(self, stop: int) -> int:  # the utterance's frame count
+        return self.frames
+
+
+def mel_windows(denoiser: Any, spec: SamplingSpec, domain: Domain, mel: Any) -> tuple[Any, Any]:
+    """``(prepare_window, decode)`` of :func:`sample_chunks` for a mel-conditioned model.
+
+    ``mel`` has ``frames`` (the frames known), ``window(f0, f1)`` (those frames, ``[B, n_mels,
+    f1 - f0]``) and ``total(e1)``: the utterance's frame count, or while a stream's end is not
+    known yet any count past ``e1``, the end of the window being decoded. ``decode`` is None for
+    waveform models (their chunks are the whitened waveform itself).
+    """
     # The diffused variable's time unit: a sample (waveform) or a frame (stft).
     hop = 1 if domain.frame_rate else domain.hop_length
-    n_units, chunk = _mel_units(domain, frames, chunk_samples)
-    frame_halo = net.conditioner_halo_frames()
+    frame_halo = denoiser.net.conditioner_halo_frames()
 
     def prepare_window(start: int, stop: int) -> Any:
         f0 = max(0, start // hop - frame_halo)
-        f1 = min(frames, math.ceil(stop / hop) + frame_halo)
+        f1 = min(mel.frames, math.ceil(stop / hop) + frame_halo)
+        window = mel.window(f0, f1)
         # Row by row: a batched convolution may round differently from a single one, and a
         # clip's output must not depend on what it is batched with.
-        rows = [denoiser.prepare(mel[b : b + 1, :, f0:f1], None) for b in range(mel.shape[0])]
+        rows = [denoiser.prepare(window[b : b + 1], None) for b in range(window.shape[0])]
         prepared = rows[0] if len(rows) == 1 else Conditioning.cat(rows)
         return prepared.slice_time(start - f0 * hop, stop - f0 * hop)
 
-    start = None
-    if spec.start == "estimate":
+    # Each chunk becomes audio as soon as it is sampled (inverse STFT of its centre and a few
+    # halo frames), so long inputs never hold the whole 1026-channel signal.
+    def decode(x: torch.Tensor, e0: int, e1: int, s0: int, s1: int) -> torch.Tensor:
+        return domain.from_model_window(
+            x.cpu(), mel.window(e0, e1).cpu(), first=e0, total=mel.total(e1), start=s0, stop=s1,
+            refinement=spec.refinement,
+        )  # fmt: skip
 
-        def start(e0: int, e1: int) -> torch.Tensor:
-            return domain.estimate(mel[..., e0:e1], first=e0, total=frames)
+    return prepare_window, decode if domain.frame_rate else None
 
-    decode = None
-    if domain.frame_rate:
-        mel_cpu = mel.cpu()
 
-        # Each chunk becomes audio as soon as it is sampled (inverse STFT of its centre and a
-        # few halo frames), so long inputs never hold the whole 1026-channel signal.
-        def decode(x: torch.Tensor, e0: int, e1: int, s0: int, s1: int) -> torch.Tensor:
-            return domain.from_model_window(
-                x.cpu(),
-                mel_cpu[..., e0:e1],
-                first=e0,
-                total=frames,
-                start=s0,
-                stop=s1,
-                refinement=spec.refinement,
-            )
+def mel_start(spec: SamplingSpec, domain: Domain, mel: Any) -> Any:
+    """``(e0, e1) -> the domain's DSP estimate of frames [e0, e1)`` for a ``model.start:
+    estimate`` model (read from ``mel`` as :func:`mel_windows` reads it), or None."""
+    if spec.start != "estimate":
+        return None
 
-    out = synthesize(
-        denoiser,
-        spec,
-        n_samples=n_units,
-        shape=(mel.shape[0], domain.channels),
-        prepare_window=prepare_window,
-        halo_samples=halo_units(net, spec.steps) + (domain.estimate_halo() if start else 0),
-        chunk_samples=chunk,
-        seed=seed,
-        device=device,
-        keys=keys,
-        progress=progress,
-        chunk_progress=chunk_progress,
-        decode=decode,
-        decode_halo=domain.window_halo(spec.refinement) if decode else 0,
-        decoded_shape=(mel.shape[0], 1, domain.audio_length(frames)) if decode else None,
-        start=start,
-    )
-    # Waveform models sample the whitened waveform; undo a PriorGrad prior's per-sample scale.
-    return out if decode else domain.from_model(out, mel.cpu())
+    def start(e0: int, e1: int) -> torch.Tensor:
+        return domain.estimate(mel.window(e0, e1), first=e0, total=mel.total(e1))
+
+    return start
+
+
+def sampling_halo(net: Any, spec: SamplingSpec, domain: Domain) -> int:
+    """The sampler's exactness halo (:func:`halo_units`) plus the reach of the estimate it
+    starts from, if any."""
+    return halo_units(net, spec.steps) + (domain.estimate_halo() if spec.start == "estimate" else 0)
 
 
 def _mel_units(domain: Domain, frames: int, chunk_samples: int | None) -> tuple[int, int]:

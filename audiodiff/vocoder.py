@@ -1,164 +1,43 @@
 """The stable inference API: ``Vocoder`` (mel -> waveform) over the sampling engine of
-:mod:`audiodiff.synthesis` (chunked long-form synthesis with positional noise; see there).
+:mod:`audiodiff.synthesis` (chunked long-form synthesis with positional noise; see there), whole
+or streamed (:mod:`audiodiff.streaming`). The input checks live in :mod:`audiodiff.mel_checks`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 
 from audiodiff.audio import as_audio_batch, check_level, load_model_audio, resample
-from audiodiff.config import ExperimentConfig, MelConfig, mel_profile
+from audiodiff.config import ExperimentConfig, MelConfig
 from audiodiff.diffusion import Denoiser
 from audiodiff.dist import resolve_device
 from audiodiff.domains import build_domain
-from audiodiff.mel import MelSpectrogram, mel_value_range
+from audiodiff.mel import MelSpectrogram
+from audiodiff.mel_checks import (  # noqa: F401  (re-exported: the checks' old home)
+    MEL_RANGE_TOLERANCE,
+    _as_mel_tensor,
+    check_mel,
+    check_profile,
+    describe_convention,
+    mel_range_tolerance,
+    profile_difference,
+)
 from audiodiff.model import DiffWave
 from audiodiff.pretrained import load_network
 from audiodiff.schedule import NoiseSchedule
 from audiodiff.seeds import item_key, resolve_seed
-from audiodiff.synthesis import halo_units, make_sampling_spec, mel_chunk_count, vocode_mel
-
-
-def _as_mel_tensor(mel: Any) -> torch.Tensor:
-    """``mel`` as a ``[B, n_mels, frames]`` float tensor in its own dtype (not yet cast)."""
-    if isinstance(mel, np.ndarray):
-        # ascontiguousarray: torch.from_numpy refuses negative strides (a reversed view).
-        mel = torch.from_numpy(np.ascontiguousarray(mel))
-    if not isinstance(mel, torch.Tensor):
-        raise ValueError(f"mel must be a NumPy array or torch tensor, got {type(mel).__name__}")
-    if mel.dim() == 2:
-        mel = mel.unsqueeze(0)
-    if mel.dim() != 3:
-        raise ValueError(
-            f"mel must be [n_mels, frames] or [batch, n_mels, frames], got shape {tuple(mel.shape)}"
-        )
-    if not mel.is_floating_point():
-        raise ValueError(f"mel must hold floats, got dtype {mel.dtype}")
-    return mel
-
-
-def describe_convention(cfg: MelConfig) -> str:
-    """One phrase naming a profile's mel convention, for error messages."""
-    lo, hi = mel_value_range(cfg)
-    kind = "ln(mel)" if cfg.compression == "ln" else "dB normalised to 0..1"
-    return (
-        f"profile {cfg.name!r}: {cfg.n_mels} bins, {cfg.sample_rate} Hz, hop {cfg.hop_length}, "
-        f"{kind}, values in [{lo:.2f}, {hi:.2f}]"
-    )
-
-
-# Slack on the profile's value range for float32 mels (rounding of the log and the filterbank).
-MEL_RANGE_TOLERANCE = 1e-3
-
-
-def mel_range_tolerance(dtype: torch.dtype, cfg: MelConfig) -> float:
-    """Slack on :func:`mel_value_range` for a mel stored in ``dtype``: the larger of
-    :data:`MEL_RANGE_TOLERANCE` and one unit in the last place at the range's largest magnitude
-    (``eps * |value|``), so a float16 ``ln(1e-5)`` (stored as -11.516) is not refused."""
-    lo, hi = mel_value_range(cfg)
-    return max(MEL_RANGE_TOLERANCE, torch.finfo(dtype).eps * max(abs(lo), abs(hi)))
-
-
-def profile_difference(a: MelConfig, b: MelConfig) -> str | None:
-    """The first parameter in which two mel profiles differ, as ``"field: A vs B"``, or None.
-
-    Names are not compared: a renamed copy of a profile computes the same mels, and a profile
-    that keeps a name but changes a parameter does not.
-    """
-    if dataclasses.replace(a, name=b.name) == b:
-        return None
-    field = next(
-        f.name
-        for f in dataclasses.fields(a)
-        if f.name != "name" and getattr(a, f.name) != getattr(b, f.name)
-    )
-    return f"{field}: {getattr(a, field)!r} vs {getattr(b, field)!r}"
-
-
-def check_profile(profile: MelConfig | str, cfg: MelConfig, *, what: str = "the mel") -> None:
-    """Refuse ``what`` (computed with ``profile``) for a model of profile ``cfg``.
-
-    Raises:
-        ValueError: an unknown profile name, or parameters that differ, naming both profiles
-            and the first differing parameter.
-    """
-    if isinstance(profile, str):
-        profile = mel_profile(profile)
-    diff = profile_difference(profile, cfg)
-    if diff is not None:
-        raise ValueError(
-            f"{what} was computed with mel profile {profile.name!r} but this vocoder uses "
-            f"{cfg.name!r} ({diff}); recompute it with --profile {cfg.name} or --from MODEL"
-        )
-
-
-def check_mel(mel: Any, cfg: MelConfig, profile: MelConfig | str | None = None) -> torch.Tensor:
-    """Validate a mel against a profile; return it as float32 ``[B, n_mels, frames]``.
-
-    ``profile``, when known (e.g. recorded in the mel file), is the profile the mel was computed
-    with; it must have ``cfg``'s parameters (:func:`check_profile`).
-
-    The range check allows :func:`mel_range_tolerance` for the mel's own dtype (checked before
-    the cast to float32). A refusal names the measured values and the profile's limits:
-
-    - an ln-mel model given values all in 0..1: the 'diffwave' dB convention, not ln(mel);
-    - a 0..1 dB model given negative values: an ln-compressed mel, not dB;
-    - values below the floor: made with another floor or compression;
-    - values above the highest value audio in [-1, 1] can give: the audio was above full scale
-      (or scaled differently).
-
-    Raises:
-        ValueError: a ``profile`` with other parameters, wrong rank, wrong number of bins,
-            non-finite values, or values outside the profile's range.
-    """
-    if profile is not None:
-        check_profile(profile, cfg)
-    mel = _as_mel_tensor(mel)
-    tol = mel_range_tolerance(mel.dtype, cfg)
-    mel = mel.float()
-    if mel.shape[1] != cfg.n_mels:
-        raise ValueError(
-            f"mel has {mel.shape[1]} bins but this vocoder expects {cfg.n_mels} "
-            f"({describe_convention(cfg)})"
-        )
-    if mel.shape[2] < 1:
-        raise ValueError("mel has no frames")
-    if not torch.isfinite(mel).all():
-        raise ValueError("mel holds NaN or infinite values")
-    lo, hi = mel_value_range(cfg)
-    v_min, v_max = float(mel.min()), float(mel.max())
-    span = f"mel values span [{v_min:.2f}, {v_max:.2f}]"
-    expects = f"this vocoder expects {describe_convention(cfg)}"
-    if cfg.compression == "ln" and v_min >= 0.0 and v_max <= 1.0:
-        raise ValueError(
-            f"{span}, all within 0..1 as a dB mel normalised to 0..1 (the 'diffwave' "
-            f"convention) is, but {expects}"
-        )
-    if cfg.compression == "diffwave-db" and v_min < lo - tol:
-        raise ValueError(
-            f"{span}, below 0 as an ln-compressed mel (hifigan/bigvgan convention) is, but "
-            f"{expects}"
-        )
-    if v_min < lo - tol:
-        raise ValueError(
-            f"{span}: the minimum {v_min:.4f} is below the profile's floor {lo:.4f} (tolerance "
-            f"{tol:.1e}), so it was made with another floor or compression; {expects}"
-        )
-    if cfg.compression == "diffwave-db" and v_max > hi + tol:
-        raise ValueError(f"{span}: the maximum is above 1, the top of the 0..1 scale; {expects}")
-    if v_max > hi + tol:
-        raise ValueError(
-            f"{span}: the maximum {v_max:.2f} is above {hi:.2f}, the highest value audio in "
-            f"[-1, 1] can give with profile {cfg.name!r}, so the audio was above full scale or "
-            f"the mel was scaled differently; {expects}"
-        )
-    return mel
+from audiodiff.streaming import lookahead_frames, stream_mel
+from audiodiff.synthesis import (
+    SamplingSpec,
+    halo_units,
+    make_sampling_spec,
+    mel_chunk_count,
+    vocode_mel,
+)
 
 
 class Vocoder:
@@ -313,14 +192,11 @@ class Vocoder:
         if keys is None:
             keys = [item_key(row) for row in mel]
         mel = mel.to(self.device)
-        spec = make_sampling_spec(
-            self.config, self.schedule, sampler=sampler, steps=steps, eta=eta, t_mapping=t_mapping,
+        spec, denoiser = self._sampling(
+            sampler=sampler, steps=steps, eta=eta, t_mapping=t_mapping,
             mel_match_iters=mel_match_iters, griffin_lim_iters=griffin_lim_iters,
             magnitude_blend=magnitude_blend,
         )  # fmt: skip
-        denoiser = Denoiser(
-            self.net, self.schedule, target=self.config.diffusion.target, t_mapping=spec.t_mapping
-        )
         return vocode_mel(
             denoiser,
             spec,
@@ -333,6 +209,79 @@ class Vocoder:
             progress=progress,
             chunk_progress=chunk_progress,
         )
+
+    def _sampling(
+        self, t_mapping: str = "diffwave", **settings: Any
+    ) -> tuple[SamplingSpec, Denoiser]:
+        """The resolved sampling settings (:func:`make_sampling_spec`) and the denoiser for them."""
+        spec = make_sampling_spec(self.config, self.schedule, t_mapping=t_mapping, **settings)
+        target = self.config.diffusion.target
+        return spec, Denoiser(self.net, self.schedule, target=target, t_mapping=spec.t_mapping)
+
+    @property
+    def lookahead_frames(self) -> int:
+        """Mel frames past a frame that its audio depends on, with the model's own sampling
+        settings (:func:`audiodiff.streaming.lookahead_frames`): what :meth:`stream` waits for."""
+        spec, denoiser = self._sampling()
+        return lookahead_frames(self.net, spec, self.domain)
+
+    @property
+    def lookahead_ms(self) -> float:
+        """:attr:`lookahead_frames` in milliseconds of audio."""
+        return 1000.0 * self.lookahead_frames * self.hop_length / self.sample_rate
+
+    def stream(
+        self,
+        mel_chunks: Iterable[Any],
+        *,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        key: int = 0,
+        chunk_frames: int | None = None,
+        profile: MelConfig | str | None = None,
+        **sampling: Any,
+    ) -> Iterator[torch.Tensor]:
+        """Synthesize one utterance from mel pieces as they arrive (:mod:`audiodiff.streaming`).
+
+        Args:
+            mel_chunks: an iterable of ``[n_mels, frames]`` or ``[1, n_mels, frames]`` pieces of
+                any length (NumPy or torch; each checked as :func:`check_mel`).
+            seed, generator: as :meth:`__call__`; ``key``: the noise key (:meth:`__call__`'s
+                default, a hash of the whole mel, cannot be known before the stream ends), so
+                ``torch.cat(list(vocoder.stream(pieces, seed=s, key=k)), -1)`` equals
+                ``vocoder(mel, seed=s, keys=[k])`` (within 1e-5).
+            chunk_frames: the fewest new frames worth a chunk (default ``max(16,
+                lookahead_frames)``): audio comes ``lookahead_frames`` after its mel, in pieces
+                of at least this many frames; smaller pieces cost more halo per second.
+            profile: as :meth:`__call__`.
+            **sampling: ``steps``, ``sampler``, ``eta``, ``t_mapping``, ``mel_match_iters``,
+                ``griffin_lim_iters``, ``magnitude_blend``, as :meth:`__call__`.
+
+        Returns:
+            an iterator of ``[1, 1, L]`` float32 CPU pieces of audio, in order.
+
+        Raises:
+            ValueError: a bad sampler setting or profile (now), or a bad piece (when it is read).
+        """
+        if profile is not None:
+            check_profile(profile, self.config.mel)
+        spec, denoiser = self._sampling(**sampling)
+        lookahead = lookahead_frames(self.net, spec, self.domain)
+        max_frames = int(self.domain.default_chunk_s * self.sample_rate) // self.hop_length
+        return stream_mel(
+            denoiser, spec, self.domain, self._stream_pieces(mel_chunks),
+            seed=resolve_seed(generator, seed), key=int(key), device=self.device,
+            chunk_frames=max(16, lookahead) if chunk_frames is None else int(chunk_frames),
+            max_frames=max_frames, n_mels=self.n_mels,
+        )  # fmt: skip
+
+    def _stream_pieces(self, pieces: Iterable[Any]) -> Iterator[torch.Tensor]:
+        for piece in pieces:
+            mel = _as_mel_tensor(piece)
+            if mel.shape[0] != 1:
+                raise ValueError(f"a stream is one utterance: a piece of shape {tuple(mel.shape)}")
+            if mel.shape[-1] > 0:
+                yield check_mel(mel, self.config.mel).to(self.device)
 
     def _chunk_samples(self, chunk_seconds: float | Literal["auto"] | None) -> int | None:
         if chunk_seconds == "auto":

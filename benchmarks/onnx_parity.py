@@ -4,7 +4,8 @@ Exports MODEL (default the shipped waveform vocoder ``small-speech-waveform``) w
 ``audiodiff.onnx_export.export_onnx``
 into a temporary folder, then prints the largest absolute difference between onnxruntime and
 PyTorch for the mel upsampler and for the denoiser step at every sigma of the exported schedule,
-on a random mel of ``--frames`` frames (batch 2). Needs the ``onnx`` extra.
+on a random mel of ``--frames`` frames (batch 2). Needs the ``onnx`` extra. Waveform vocoders;
+stft ones (``small-speech``): ``benchmarks/onnx_stft.py``.
 
     python benchmarks/onnx_parity.py [MODEL] [--frames 40]
 """
@@ -33,9 +34,11 @@ def main() -> None:
     import onnxruntime as ort
 
     torch.set_num_threads(1)
+    if Vocoder.from_pretrained(args.model, device="cpu").domain.frame_rate:
+        raise SystemExit(f"{args.model} is an stft vocoder: use benchmarks/onnx_stft.py")
     out = Path(tempfile.mkdtemp(prefix="onnx-parity-")) / "voc.onnx"
     start = time.perf_counter()
-    step_path, prepare_path, schedule_path = export_onnx(args.model, out)
+    step_path, prepare_path, schedule_path = export_onnx(args.model, out)[:3]
     print(f"export of {args.model}: {time.perf_counter() - start:.1f} s")
     vocoder = Vocoder.from_pretrained(args.model, device="cpu")
     with open(schedule_path, encoding="utf-8") as fh:

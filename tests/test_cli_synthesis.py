@@ -106,9 +106,14 @@ def test_bad_inputs_are_one_line_with_exit_2(model, speech, tmp_path):
     )
     one_line_exit_2(invoke("mel", speech, "--profile", "nope", "-o", out), "unknown mel profile")
     one_line_exit_2(invoke("generate", model, "-o", out), "mel-conditioned vocoder")
+    from safetensors.torch import save_file
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
     one_line_exit_2(
-        invoke("export", model, tmp_path / "x.safetensors"), "not an audiodiff checkpoint"
+        invoke("export", foreign, tmp_path / "x.safetensors"), "not an audiodiff export"
     )
+    one_line_exit_2(invoke("export", "no-such-model", tmp_path / "x.safetensors"), "shipped model")
     assert not out.exists() or not any(out.iterdir())  # nothing half-written
 
 
@@ -158,6 +163,22 @@ def test_export_round_trip_is_bit_identical(tiny_config, tmp_path, speech):
     b = Vocoder.from_pretrained(out)(mel, seed=5)
     assert torch.equal(a, b)
     one_line_exit_2(invoke("export", tmp_path / "run", out), "exists")
+
+
+def test_export_takes_a_shipped_name_and_an_export(tmp_path):
+    from audiodiff.vocoder import Vocoder
+
+    out = tmp_path / "half.safetensors"
+    result = invoke("export", "small-speech", out, "--half")
+    assert result.exit_code == 0, result.output
+    shipped = Vocoder.from_pretrained("small-speech")
+    tensors, cfg, metadata = load_export(out)
+    assert cfg["model"] == to_dict(shipped.config)["model"] and metadata["weights"] == "ema"
+    for name, value in shipped.net.state_dict().items():
+        assert torch.allclose(tensors[name].float(), value, rtol=1e-3, atol=1e-4), name
+    again = invoke("export", out, tmp_path / "again.safetensors")  # an export re-exported
+    assert again.exit_code == 0, again.output
+    assert load_export(tmp_path / "again.safetensors")[2] == metadata
 
 
 def test_real_subprocess_vocode(model, speech, tmp_path):

@@ -174,3 +174,17 @@ def test_fine_tune_from_an_export_with_phase_and_consistency_losses(
             validate(apply_overrides(cfg, ["model.residual_channels=12"])),
             tmp_path / "run2", log=lambda _: None,
         )  # fmt: skip
+
+
+@pytest.mark.parametrize("size", [1, 7, 64])
+def test_estimate_start_streams_exactly(tiny_config, tmp_path, size):
+    """The stream starts each chunk from the same windowed estimate offline synthesis uses."""
+    voc = Vocoder.from_pretrained(
+        random_export(_cfg(tiny_config), tmp_path / "s.safetensors", output_std=0.05)
+    )
+    audio = np.concatenate([chirp_plus_noise(22050, 0.5, seed=s) for s in range(3)])
+    mel = voc.mel(audio, 22050)
+    offline = voc(mel, seed=4, keys=[3])
+    pieces = [mel[..., i : i + size] for i in range(0, mel.shape[-1], size)]
+    out = torch.cat(list(voc.stream(pieces, seed=4, key=3, chunk_frames=16)), dim=-1)
+    assert out.shape == offline.shape and float((out - offline).abs().max()) <= 1e-5

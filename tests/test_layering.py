@@ -22,6 +22,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "audiodiff"
 LAYER = {
     "config": 0,
     "seeds": 0,  # every seed derivation: imports nothing of ours
+    "noise": 0.3,  # positional noise (drawn by position, keyed by item): the engine's noise
     "atomic": 0,  # the one atomic file writer: imports nothing of ours
     "config_migrate": 0.05,  # config_version migrations, model config apart from run config
     "config_io": 0.1,  # strict dict/YAML loading and --set overrides of the config dataclasses
@@ -37,6 +38,7 @@ LAYER = {
     "phase_loss": 0,  # anti-wrapping phase losses (APNet2): imports nothing of ours
     "discriminator": 0,  # UnivNet's multi-resolution discriminator and the GAN losses
     "audio": 1,
+    "mel_checks": 1.2,  # a vocoder's input checks: layout, profile and value range of a mel
     "mel": 1,  # MelConfig profiles -> MelSpectrogram, value ranges, the mel normaliser
     "schedule": 1,
     "kernels": 0,  # CPU backends of the residual stack and the rule picking one; import nothing
@@ -62,6 +64,7 @@ LAYER = {
     "griffin_lim": 2,
     "checkpoint": 3,
     "synthesis": 3,  # the one sampling engine: below vocoder, generate, train, schedule search
+    "streaming": 3.5,  # mel chunks in, audio out: spans for the engine as the input arrives
     "pretrained": 4,
     "run_dir": 4,  # a run directory: config.yaml, metrics.jsonl, the checkpoint a resume loads
     "train_data": 4,  # a training run's datasets, class names, sampler and loader
@@ -76,6 +79,7 @@ LAYER = {
     "schedule_store": 6,  # a searched schedule written into a copy of a checkpoint or an export
     "diffwave_import": 6,
     "diffwave_reader": 5.5,  # lmnt-com/diffwave checkpoints read safely; diffwave_import maps them
+    "onnx_stft": 5.5,  # an stft vocoder's step and prepare graphs, its arrays and settings
     "onnx_export": 6,  # a waveform vocoder as ONNX graphs and a schedule JSON, beside the exports
     "demo": 6,
     "cli": 7,

@@ -19,7 +19,7 @@ from audiodiff.samplers import sample
 from audiodiff.synthesis import make_sampling_spec
 from audiodiff.vocoder import Vocoder
 
-from .conftest import one_line_exit_2, random_export
+from .conftest import chirp_plus_noise, one_line_exit_2, random_export
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -101,10 +101,10 @@ def test_runtime_matches_pytorch_within_1e_4(exported, batch, frames):
         np.testing.assert_allclose(got, want.numpy(), atol=1e-4, rtol=0)
 
 
-def readme_loop() -> str:
+def readme_loop(marker: str = "onnx-loop-waveform") -> str:
     text = README.read_text(encoding="utf-8")
-    match = re.search(r"<!-- onnx-loop:[^>]*-->\n```python\n(.*?)```", text, re.S)
-    assert match, "README lost its ONNX loop"
+    match = re.search(rf"<!-- {marker}:[^>]*-->\n```python\n(.*?)```", text, re.S)
+    assert match, f"README lost its ONNX loop ({marker})"
     return match.group(1)
 
 
@@ -162,7 +162,8 @@ def test_refusals_come_before_any_work(exported, tiny_config, tmp_path):
     stft = random_export(stft_cfg, tmp_path / "stft.safetensors")
     one_line_exit_2(
         invoke(main, ["export", str(stft), str(tmp_path / "s.onnx")]),
-        "ONNX export covers mel-conditioned waveform vocoders; this model's domain is stft",
+        "ONNX export of stft models covers the hifigan padding, ln mels of power 1 and the mel "
+        "prior; this model has prior 'standard'",
     )
     prior_cfg = apply_overrides(tiny_config, ["model.prior=mel"])
     prior = random_export(prior_cfg, tmp_path / "prior.safetensors")
@@ -177,3 +178,73 @@ def test_refusals_come_before_any_work(exported, tiny_config, tmp_path):
         "dpmpp-2m is multistep: pass --sampler ddim",
     )
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob("*.json"))
+    assert not list(tmp_path.glob("*.npz"))
+
+
+@pytest.fixture(scope="module")
+def stft_exported(tmp_path_factory):
+    from audiodiff.config import ExperimentConfig
+
+    from .conftest import STFT_TINY, TINY_OVERRIDES
+
+    tmp = tmp_path_factory.mktemp("onnx_stft")
+    refine = [
+        "sample.steps=1",  # small-speech's form: one DPM-Solver++ step, then the refinement
+        "sample.mel_match_iters=3",
+        "sample.griffin_lim_iters=2",
+        "sample.magnitude_blend=0.5",
+    ]
+    cfg = apply_overrides(ExperimentConfig(), TINY_OVERRIDES + STFT_TINY + refine)
+    model = random_export(cfg, tmp / "tiny-stft.safetensors", output_std=0.2)
+    result = CliRunner().invoke(main, ["export", str(model), str(tmp / "voc.onnx")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp.glob("voc*")) == [
+        "voc.json", "voc.npz", "voc.onnx", "voc.prepare.onnx"
+    ]  # fmt: skip
+    return Vocoder.from_pretrained(model, device="cpu"), tmp
+
+
+def test_stft_step_and_prepare_match_pytorch_within_1e_4(stft_exported):
+    vocoder, tmp = stft_exported
+    step = ort.InferenceSession(str(tmp / "voc.onnx"))
+    prepare = ort.InferenceSession(str(tmp / "voc.prepare.onnx"))
+    gen = torch.Generator().manual_seed(0)
+    mel = torch.randn(2, vocoder.n_mels, 11, generator=gen) - 4.0
+    denoiser = Denoiser(vocoder.net, vocoder.schedule, target=vocoder.config.diffusion.target)
+    with torch.no_grad():
+        prepared = denoiser.prepare(mel)
+    cond = prepare.run(None, {"mel": mel.numpy()})[0]
+    np.testing.assert_allclose(cond, prepared.conditioner.numpy(), atol=1e-4, rtol=0)
+    for sigma in (80.0, 1.0, 0.05):
+        x = torch.randn(2, vocoder.domain.channels, 11, generator=gen) * (1 + sigma)
+        c_noise = float(vocoder.schedule.sigma_to_t(torch.tensor([sigma], dtype=torch.float64)))
+        feed = {"x": x.numpy(), "sigma": np.full(2, sigma, np.float32),
+                "c_noise": np.full(2, c_noise, np.float32), "conditioner": cond}  # fmt: skip
+        with torch.no_grad():
+            want = denoiser(x, sigma, prepared)
+        np.testing.assert_allclose(step.run(None, feed)[0], want.numpy(), atol=1e-4, rtol=0)
+
+
+def test_readme_stft_loop_equals_pytorch_from_the_same_start(stft_exported, monkeypatch):
+    vocoder, tmp = stft_exported
+    audio = np.concatenate([chirp_plus_noise(22050, 0.3, seed=s) for s in range(2)])
+    mel = vocoder.mel(audio, 22050)
+    monkeypatch.chdir(tmp)
+    scope = {"mel": mel.numpy()}
+    exec(compile(readme_loop("onnx-loop"), "README.md", "exec"), scope)  # noqa: S102
+    spec = make_sampling_spec(vocoder.config, vocoder.schedule)
+    assert spec.steps == 1 and spec.refinement.active  # what the JSON's numbers describe
+    denoiser = Denoiser(vocoder.net, vocoder.schedule, target=vocoder.config.diffusion.target)
+    n = mel.shape[-1]
+    with torch.no_grad():
+        scale = vocoder.domain.prior_std(mel)
+        np.testing.assert_allclose(scope["scale"], scale.numpy(), rtol=1e-5, atol=0)
+        x0 = denoiser(torch.from_numpy(scope["start"]), float(spec.sigmas[0]),
+                      denoiser.prepare(mel))  # fmt: skip
+        np.testing.assert_allclose(scope["x0"], x0.numpy(), atol=1e-4, rtol=0)
+        want = vocoder.domain.from_model_window(
+            x0, mel, first=0, total=n, start=0, stop=n, refinement=spec.refinement
+        )
+    assert scope["audio"].shape == (want.shape[-1],)
+    assert float(np.abs(want[0, 0].numpy()).max()) > 1e-3
+    np.testing.assert_allclose(scope["audio"], want[0, 0].numpy(), atol=1e-4, rtol=0)

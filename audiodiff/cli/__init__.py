@@ -13,6 +13,7 @@ inside the commands so that ``audiodiff --help`` stays fast.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from functools import wraps
@@ -120,6 +121,21 @@ class OneLineErrors(click.Group):
 @click.version_option(package_name="audiodiff")
 def main() -> None:
     """Diffusion-based audio generation: train, sample, vocode and evaluate DiffWave models."""
+    own_process_defaults()
+
+
+def own_process_defaults() -> None:
+    """What a process of ours sets before torch loads (the commands import it lazily).
+
+    ``OMP_WAIT_POLICY=PASSIVE`` unless the user set it: torch's OpenMP threads otherwise spin
+    for a while after each parallel region, and on cores another job uses they spin against it
+    (default threads took 2x as long as ``--threads 1`` beside one other torch job; with PASSIVE
+    they sleep instead: ``benchmarks/busy_machine.py``). Nothing changes once torch is loaded
+    (a caller running the CLI in its own process, as the tests do): OpenMP reads it only at
+    start-up, and that process's settings are its own.
+    """
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def threads_option(fn: F) -> F:

@@ -40,26 +40,29 @@ def export_command(
     overwrite: bool,
 ) -> None:
     """Write CHECKPOINT's EMA weights and config (with any searched schedule) as one
-    .safetensors file, whose loading executes no code; or, with .onnx, a waveform vocoder as
+    .safetensors file, whose loading executes no code (CHECKPOINT: a checkpoint, run directory,
+    export or shipped model name); or, with .onnx, a waveform vocoder as
     NAME.onnx (one denoiser step), NAME.prepare.onnx (the mel upsampler) and NAME.json (the
     sampling schedule) for onnxruntime."""
     from pathlib import Path
 
     from audiodiff.checkpoint import model_files
     from audiodiff.files import plan_output
+    from audiodiff.pretrained import resolve_source
 
     fmt = fmt or {".safetensors": "safetensors", ".onnx": "onnx"}.get(Path(out_path).suffix)
     if fmt is None:
         raise ValueError(f"export path must end in .safetensors or .onnx, got {out_path}")
-    sources = [checkpoint, *model_files(checkpoint)]  # no checkpoint loaded just to compare paths
+    source = resolve_source(checkpoint)  # a shipped model's name, as every other command takes
+    sources = [source, *model_files(source)]  # no checkpoint loaded just to compare paths
     if fmt == "onnx":
-        from audiodiff.onnx_export import export_onnx, onnx_paths
+        from audiodiff.onnx_export import export_onnx, onnx_arrays_path, onnx_paths
 
         if steps is not None and steps < 1:
             raise ValueError(f"--steps must be at least 1, got {steps}")
         if half:
             raise ValueError("--half is for --format safetensors")
-        for path in onnx_paths(out_path):
+        for path in (*onnx_paths(out_path), onnx_arrays_path(out_path)):
             plan_output(path, overwrite=overwrite, inputs=sources)
         try:
             paths = export_onnx(
@@ -69,13 +72,17 @@ def export_command(
             fail(str(err))
         click.echo(f"exported {checkpoint} -> {', '.join(str(p) for p in paths)}")
         return
-    from audiodiff.checkpoint import export_safetensors, load_checkpoint
+    from audiodiff.checkpoint import export_as_checkpoint, export_safetensors, load_checkpoint
 
     if steps is not None or sampler is not None:
         raise ValueError("--steps and --sampler are for --format onnx")
     plan_output(out_path, overwrite=overwrite, inputs=sources, suffix=".safetensors")
-    ckpt = load_checkpoint(checkpoint)
-    path = export_safetensors(ckpt, out_path, overwrite=overwrite, half=half)
+    extra = None
+    if source.is_file() and source.suffix == ".safetensors":  # an export: e.g. --half of one
+        ckpt, extra = export_as_checkpoint(source)
+    else:
+        ckpt = load_checkpoint(source)
+    path = export_safetensors(ckpt, out_path, overwrite=overwrite, half=half, extra_metadata=extra)
     click.echo(
         f"exported step {ckpt.get('step', 0)} ({'EMA' if ckpt.get('ema') else 'raw'}"
         f"{', float16' if half else ''}) weights to {path}"
