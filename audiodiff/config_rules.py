@@ -282,6 +282,10 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         raise ValueError(f"train.adam_betas must be two numbers in [0, 1), got {tr.adam_betas}")
     if tr.max_steps < 0 or tr.warmup_steps < 0:
         raise ValueError("train.max_steps and train.warmup_steps must be >= 0")
+    if not tr.save_every_minutes >= 0:  # NaN too
+        raise ValueError(
+            f"train.save_every_minutes must be >= 0 (0 disables), got {tr.save_every_minutes}"
+        )
     if tr.grad_clip < 0:
         raise ValueError(f"train.grad_clip must be >= 0 (0 disables), got {tr.grad_clip}")
     if tr.lr_decay == "step":

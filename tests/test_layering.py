@@ -60,6 +60,8 @@ LAYER = {
     "checkpoint": 3,
     "synthesis": 3,  # the one sampling engine: below vocoder, generate, train, schedule search
     "pretrained": 4,
+    "run_lock": 0,  # one process per run directory (fcntl): imports nothing of ours
+    "interrupt": 1.5,  # SIGTERM/SIGINT and the save clock of the training loop (above dist)
     "run_dir": 4,  # a run directory: config.yaml, metrics.jsonl, the checkpoint a resume loads
     "train_data": 4,  # a training run's datasets, class names, sampler and loader
     "train_eval": 4,  # in-training evaluation: validation loss, copy synthesis and its scores
