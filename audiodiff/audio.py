@@ -16,7 +16,7 @@ import soundfile as sf
 import torch
 
 from audiodiff.atomic import atomic_write
-from audiodiff.encoding import native_path
+from audiodiff.encoding import native_path, unreadable_reason
 from audiodiff.levels import OVER_RANGE_PEAK, SILENCE_PEAK, level_problem
 
 # PCM_16 full scale used when writing: +1.0 -> +32767 and -1.0 -> -32767 (no wrap-around at +1).
@@ -70,7 +70,9 @@ def _open_error(path: Path, err: Exception) -> AudioError:
         return AudioError(f"{path}: no such file")
     if path.is_dir():
         return AudioError(f"{path}: is a directory, not an audio file")
-    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    reason = unreadable_reason(path, err)
+    if reason.startswith("empty file"):
+        return AudioError(f"{path}: {reason}, not audio")
     return AudioError(f"{path}: not a readable audio file ({reason})")
 
 

@@ -8,6 +8,7 @@ realise, a mel band below Nyquist, labels that match ``model.n_labels``, ...); t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from audiodiff.config import (
@@ -15,6 +16,7 @@ from audiodiff.config import (
     CONFIG_VERSION,
     MR_STFT_RESOLUTIONS,
     ExperimentConfig,
+    MelConfig,
 )
 from audiodiff.config_io import to_dict
 
@@ -312,9 +314,20 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     return cfg
 
 
+def canonical_mel(m: MelConfig) -> MelConfig:
+    """``m`` with its band in one spelling: ``f_max: null`` means ``sample_rate / 2`` (librosa's
+    reading), so a profile written either way compares equal to the other (an 11025 Hz model
+    accepts a ``null`` mel at 22050 Hz), and numbers as floats (``f_min: 0`` is ``0.0``)."""
+    f_max = m.sample_rate / 2 if m.f_max is None else m.f_max
+    return dataclasses.replace(m, f_min=float(m.f_min), f_max=float(f_max))
+
+
 def architecture_changes(old: ExperimentConfig, new: ExperimentConfig) -> list[str]:
-    """Fields of the architecture sections that differ, as ``section.field: old -> new`` lines."""
+    """Fields of the architecture sections that differ, as ``section.field: old -> new`` lines
+    (the mel band compared in one spelling, :func:`canonical_mel`)."""
     changes = []
+    old = dataclasses.replace(old, mel=canonical_mel(old.mel))
+    new = dataclasses.replace(new, mel=canonical_mel(new.mel))
     a, b = to_dict(old), to_dict(new)
     for section in ARCHITECTURE_SECTIONS:
         for key in a[section]:

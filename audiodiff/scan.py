@@ -19,7 +19,7 @@ import soundfile as sf
 
 from audiodiff.config import DataConfig
 from audiodiff.dist import DistContext, all_gather_object, broadcast_object
-from audiodiff.encoding import native_path, path_from_text, path_to_text
+from audiodiff.encoding import native_path, path_from_text, path_to_text, unreadable_reason
 from audiodiff.levels import OVER_RANGE_PEAK
 from audiodiff.manifest import read_manifest
 from audiodiff.probe import clip_problem, probe_clip
@@ -42,8 +42,9 @@ def check_clip(path: str, *, min_duration_s: float, silence_threshold: float) ->
     probe = probe_clip(path)
     if probe.error is not None:
         err = probe.error
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        return {"reason": f"unreadable: {reason}", "file_rate": 0, "n_frames": 0, "channels": 0}
+        reason = unreadable_reason(path, err)
+        kind = "empty" if reason.startswith("empty file") else "unreadable"
+        return {"reason": f"{kind}: {reason}", "file_rate": 0, "n_frames": 0, "channels": 0}
     info = {"file_rate": probe.sample_rate, "n_frames": probe.n_frames, "channels": probe.channels}
     problem = clip_problem(
         probe, min_duration_s=min_duration_s, silence_threshold=silence_threshold

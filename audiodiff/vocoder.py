@@ -14,6 +14,7 @@ import torch
 
 from audiodiff.audio import as_audio_batch, check_level, load_model_audio, resample
 from audiodiff.config import ExperimentConfig, MelConfig, mel_profile
+from audiodiff.config_rules import canonical_mel
 from audiodiff.diffusion import Denoiser
 from audiodiff.dist import resolve_device
 from audiodiff.domains import build_domain
@@ -69,8 +70,10 @@ def profile_difference(a: MelConfig, b: MelConfig) -> str | None:
     """The first parameter in which two mel profiles differ, as ``"field: A vs B"``, or None.
 
     Names are not compared: a renamed copy of a profile computes the same mels, and a profile
-    that keeps a name but changes a parameter does not.
+    that keeps a name but changes a parameter does not. ``f_max: null`` equals ``sample_rate / 2``
+    (:func:`audiodiff.config_rules.canonical_mel`).
     """
+    a, b = canonical_mel(a), canonical_mel(b)
     if dataclasses.replace(a, name=b.name) == b:
         return None
     field = next(
@@ -92,9 +95,16 @@ def check_profile(profile: MelConfig | str, cfg: MelConfig, *, what: str = "the 
         profile = mel_profile(profile)
     diff = profile_difference(profile, cfg)
     if diff is not None:
+        # Suggest --profile NAME only when that named profile is this model's: a model trained
+        # with a changed parameter keeps the name, and NAME would be refused again.
+        try:
+            named = profile_difference(mel_profile(cfg.name), cfg) is None
+        except ValueError:  # a custom name
+            named = False
+        how = f"--profile {cfg.name} or --from MODEL" if named else "--from MODEL"
         raise ValueError(
             f"{what} was computed with mel profile {profile.name!r} but this vocoder uses "
-            f"{cfg.name!r} ({diff}); recompute it with --profile {cfg.name} or --from MODEL"
+            f"{cfg.name!r} ({diff}); recompute it with {how}"
         )
 
 
@@ -123,9 +133,16 @@ def check_mel(mel: Any, cfg: MelConfig, profile: MelConfig | str | None = None) 
     tol = mel_range_tolerance(mel.dtype, cfg)
     mel = mel.float()
     if mel.shape[1] != cfg.n_mels:
+        # librosa and most TTS code keep [frames, n_mels] rows; the bins are then the last axis.
+        transposed = (
+            f"; its last axis has {cfg.n_mels}, so it is likely transposed ([frames, n_mels], "
+            "as librosa users often hold it): pass mel.T"
+            if mel.shape[2] == cfg.n_mels
+            else ""
+        )
         raise ValueError(
             f"mel has {mel.shape[1]} bins but this vocoder expects {cfg.n_mels} "
-            f"({describe_convention(cfg)})"
+            f"({describe_convention(cfg)}){transposed}"
         )
     if mel.shape[2] < 1:
         raise ValueError("mel has no frames")

@@ -38,7 +38,7 @@ def _sampling_options(fn: F) -> F:
         default=None,
         help="Sampler (default: the model's; small-speech: dpmpp-2m).",
     )(fn)
-    return click.option("--steps", type=int, default=None, help=STEPS_HELP)(fn)
+    return click.option("--steps", type=click.IntRange(min=1), default=None, help=STEPS_HELP)(fn)
 
 
 @main.command("mel")
@@ -375,7 +375,7 @@ def generate_command(
 @click.option("-o", "--out-dir", default="out", show_default=True, help="Output folder.")
 @click.option("--model", default="small-speech", show_default=True, help="Vocoder to use.")
 @click.option("--clip", default=None, help="Speech clip (default: the shipped example).")
-@click.option("--steps", type=int, default=None, help=STEPS_HELP)
+@click.option("--steps", type=click.IntRange(min=1), default=None, help=STEPS_HELP)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @threads_option
