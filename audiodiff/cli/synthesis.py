@@ -175,6 +175,7 @@ def vocode_command(
     from audiodiff.audio import save_audio
     from audiodiff.files import is_mel_file, make_output_dirs, plan_outputs, read_mel_file
     from audiodiff.griffin_lim import griffin_lim
+    from audiodiff.output_level import PeakPolicy
     from audiodiff.seeds import item_key, item_seed
     from audiodiff.synthesis import batches_by_length, make_sampling_spec
     from audiodiff.vocoder import Vocoder, check_mel
@@ -216,6 +217,7 @@ def vocode_command(
     keys = [item_key(mel[0]) for mel in mels]  # a row, as Vocoder.__call__ keys it
     batches = batches_by_length([mel.shape[-1] for mel in mels], batch_size)
     compute_s = audio_s = 0.0
+    peaks = PeakPolicy()  # never a silent clip (audiodiff.output_level)
     if method == "griffin-lim":
         bar = tqdm(total=len(mels), unit="file", disable=None)
     else:  # per chunk: one long file is many chunks (6 s each for waveform models)
@@ -248,11 +250,14 @@ def vocode_command(
             )
         compute_s += time.perf_counter() - start
         for row, i in enumerate(group):
-            save_audio(paths[i], audio[row], vocoder.sample_rate, overwrite=overwrite)
+            out = peaks(paths[i].name, audio[row])
+            save_audio(paths[i], out, vocoder.sample_rate, overwrite=overwrite)
             audio_s += audio.shape[-1] / vocoder.sample_rate
         done += len(group)
         bar.set_postfix_str(f"{done}/{len(mels)} files")
     bar.close()
+    if peaks.note():
+        click.echo(f"audiodiff: {peaks.note()}", err=True)
     click.echo(
         f"wrote {len(paths)} file(s) to {out_dir}: {audio_s:.2f} s of audio in {compute_s:.2f} s, "
         f"real-time factor {compute_s / max(audio_s, 1e-9):.3f} ({method}, {vocoder.device})"
@@ -301,6 +306,7 @@ def generate_command(
     from audiodiff.audio import save_audio
     from audiodiff.files import plan_outputs, save_mel
     from audiodiff.generate import GenerativeModel, check_same_profile
+    from audiodiff.output_level import PeakPolicy
     from audiodiff.plot import spectrogram_png
     from audiodiff.vocoder import Vocoder
 
@@ -353,8 +359,9 @@ def generate_command(
         mels, audio = None, out
     bar.close()
     elapsed = time.perf_counter() - start
+    peaks = PeakPolicy()  # never a silent clip (audiodiff.output_level)
     for i in range(count):
-        save_audio(paths[i], audio[i], model.sample_rate, overwrite=overwrite)
+        save_audio(paths[i], peaks(paths[i].name, audio[i]), model.sample_rate, overwrite=overwrite)
         if save_mels and mels is not None:  # only with --save-mels: their paths are planned
             save_mel(paths[count + i], mels[i], overwrite=overwrite, profile=model.config.mel)
             if plot:
@@ -365,6 +372,8 @@ def generate_command(
                     overwrite=overwrite,
                 )
     audio_s = count * audio.shape[-1] / model.sample_rate
+    if peaks.note():
+        click.echo(f"audiodiff: {peaks.note()}", err=True)
     click.echo(
         f"wrote {count} clip(s) of {audio.shape[-1] / model.sample_rate:.2f} s to {out_dir} in "
         f"{elapsed:.2f} s (real-time factor {elapsed / audio_s:.3f})"
