@@ -115,7 +115,9 @@ def check_mel(mel: Any, cfg: MelConfig, profile: MelConfig | str | None = None) 
     with; it must have ``cfg``'s parameters (:func:`check_profile`).
 
     The range check allows :func:`mel_range_tolerance` for the mel's own dtype (checked before
-    the cast to float32). A refusal names the measured values and the profile's limits:
+    the cast to float32), or float16's when the values beyond float32's slack are all float16
+    numbers (a half-precision mel cast up, or batched with float32 ones). A refusal names the
+    measured values and the profile's limits:
 
     - an ln-mel model given values all in 0..1: the 'diffwave' dB convention, not ln(mel);
     - a 0..1 dB model given negative values: an ln-compressed mel, not dB;
@@ -132,6 +134,12 @@ def check_mel(mel: Any, cfg: MelConfig, profile: MelConfig | str | None = None) 
     mel = _as_mel_tensor(mel)
     tol = mel_range_tolerance(mel.dtype, cfg)
     mel = mel.float()
+    lo, hi = mel_value_range(cfg)
+    outside = (mel < lo - tol) | (mel > hi + tol)
+    if outside.any() and torch.equal(mel[outside].half().float(), mel[outside]):
+        # Every value past the float32 slack is a float16 number: a half-precision mel cast up
+        # (by the caller, or by batching it with float32 ones) carries float16's rounding.
+        tol = mel_range_tolerance(torch.float16, cfg)
     if mel.shape[1] != cfg.n_mels:
         # librosa and most TTS code keep [frames, n_mels] rows; the bins are then the last axis.
         transposed = (
@@ -148,7 +156,6 @@ def check_mel(mel: Any, cfg: MelConfig, profile: MelConfig | str | None = None) 
         raise ValueError("mel has no frames")
     if not torch.isfinite(mel).all():
         raise ValueError("mel holds NaN or infinite values")
-    lo, hi = mel_value_range(cfg)
     v_min, v_max = float(mel.min()), float(mel.max())
     span = f"mel values span [{v_min:.2f}, {v_max:.2f}]"
     expects = f"this vocoder expects {describe_convention(cfg)}"
