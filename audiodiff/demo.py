@@ -18,6 +18,7 @@ from audiodiff.audio import load_model_audio, save_audio
 from audiodiff.evaluation import evaluate_dirs, format_comparison
 from audiodiff.files import plan_outputs
 from audiodiff.griffin_lim import griffin_lim
+from audiodiff.input_notes import InputNotes
 from audiodiff.output_level import PeakPolicy
 from audiodiff.plot import PLOT_EXTRA_HINT, check_plotting_available, spectrogram_png
 from audiodiff.pretrained import SHIPPED_DIR, shipped_models
@@ -73,7 +74,10 @@ def run_demo(
         names = list(OUTPUT_NAMES[:-1])
     # plan_outputs creates original/, diffusion/ and griffin-lim/; --clip may not be an output.
     paths = plan_outputs(out_dir, names, overwrite=overwrite, inputs=[clip_path, model])
-    audio, rate = load_model_audio(clip_path, vocoder.sample_rate)
+    notes = InputNotes(vocoder.sample_rate, vocoder.mel_config.f_max)
+    audio, rate = load_model_audio(clip_path, vocoder.sample_rate, notes)
+    if notes.note():
+        log(notes.note())
     mel = vocoder.mel(audio, rate, check=False)
     n = mel.shape[-1] * vocoder.hop_length
     original = audio[..., :n]

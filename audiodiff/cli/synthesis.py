@@ -71,6 +71,7 @@ def mel_command(
     from audiodiff.audio import load_model_audio
     from audiodiff.config import mel_profile
     from audiodiff.files import make_output_dirs, plan_outputs, save_mel
+    from audiodiff.input_notes import InputNotes
     from audiodiff.mel import MelSpectrogram
     from audiodiff.plot import spectrogram_png
 
@@ -91,14 +92,16 @@ def mel_command(
     )
     mel_fn = MelSpectrogram(cfg)
     # Every input is read and checked before the first file is written (mels are small).
-    mels = []
+    mels, notes = [], InputNotes(cfg.sample_rate, cfg.f_max)
     for path in audio:
-        wave, _ = load_model_audio(path, cfg.sample_rate)  # level-checked at the model's rate
+        wave, _ = load_model_audio(path, cfg.sample_rate, notes)  # level-checked at this rate
         try:
             mels.append(mel_fn(wave)[0])
         except ValueError as err:  # e.g. shorter than one analysis window
             raise ValueError(f"{path}: {err}") from None
     make_output_dirs(paths)
+    if notes.note():
+        click.echo(f"audiodiff: {notes.note()}", err=True)
     for i, (path, mel) in enumerate(zip(audio, mels, strict=True)):
         save_mel(paths[i], mel, overwrite=overwrite, profile=cfg)
         if plot:
@@ -175,6 +178,7 @@ def vocode_command(
     from audiodiff.audio import save_audio
     from audiodiff.files import is_mel_file, make_output_dirs, plan_outputs, read_mel_file
     from audiodiff.griffin_lim import griffin_lim
+    from audiodiff.input_notes import InputNotes
     from audiodiff.output_level import PeakPolicy
     from audiodiff.seeds import item_key, item_seed
     from audiodiff.synthesis import batches_by_length, make_sampling_spec
@@ -204,14 +208,17 @@ def vocode_command(
         create=False,
     )
     # Read and check every input first: a bad file stops the run before any work is done.
-    mels = []
+    mels, notes = [], InputNotes(vocoder.sample_rate, vocoder.mel_config.f_max)
     for p in inputs:
-        mel, recorded = read_mel_file(p) if is_mel_file(p) else (vocoder.mel_from_file(p), None)
+        is_mel = is_mel_file(p)
+        mel, recorded = read_mel_file(p) if is_mel else (vocoder.mel_from_file(p, notes), None)
         try:
             mels.append(check_mel(mel, vocoder.mel_config, recorded))
         except ValueError as err:
             raise ValueError(f"{p}: {err}") from None
     make_output_dirs(paths)  # every input passed: only now is anything created
+    if notes.note():
+        click.echo(f"audiodiff: {notes.note()}", err=True)
     # Each item's noise (and Griffin-Lim phase) is keyed by its own mel, and batches hold only
     # mels of one length: a file's output does not depend on the files run with it.
     keys = [item_key(mel[0]) for mel in mels]  # a row, as Vocoder.__call__ keys it
