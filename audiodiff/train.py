@@ -417,13 +417,20 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """``train.precision`` -> ``"fp32" | "bf16" | "fp16"``; ``auto`` is bf16 on capable GPUs.
 
     Raises:
-        ValueError: fp16 requested without CUDA (GradScaler and fp16 kernels need a GPU).
+        ValueError: fp16 requested without CUDA (GradScaler and fp16 kernels need a GPU), or
+            bf16 on a CPU, where it would change nothing.
     """
     if precision == "auto":
         bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         return "bf16" if bf16 else "fp32"
     if precision == "fp16" and device.type != "cuda":
         raise ValueError(f"train.precision 'fp16' needs a CUDA device, but the device is {device}")
+    if precision == "bf16" and device.type == "cpu":  # refused, not ignored (issue 23)
+        raise ValueError(
+            "train.precision 'bf16' does nothing on a CPU: the network's CPU kernels run in "
+            "float32 under autocast (the first loss is bit-identical to fp32's); use 'fp32' or "
+            "'auto' (bf16 on GPUs that have it)"
+        )
     return precision
 
 
