@@ -55,7 +55,8 @@ def load_datasets(
     for split, manifest in (("train", d.train_manifest), ("val", d.val_manifest)):
         if not manifest:
             continue
-        rows, checks, report = usable_clips(manifest, d, ctx, run_dir / f".scan_{split}.json")
+        cache = run_dir / f".scan_{split}.json"
+        rows, checks, report = usable_clips(manifest, d, ctx, cache, cfg.mel.sample_rate)
         splits[split], reports[split] = (rows, checks), report
         log(f"{split} {summary_line(report, report_path)}")
         notes = InputNotes(cfg.mel.sample_rate, cfg.mel.f_max)  # what the loader converts
