@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import soundfile as sf
 import torch
 
 from audiodiff.config_io import apply_overrides
@@ -11,7 +10,7 @@ from audiodiff.schedule import NoiseSchedule
 from audiodiff.synthesis import make_sampling_spec
 from audiodiff.train import Trainer, resolve_precision
 
-from .conftest import chirp_plus_noise, invoke, manifest_overrides, one_line_exit_2
+from .conftest import manifest_overrides
 
 
 def test_bf16_on_a_cpu_is_refused_before_the_run_dir_exists(tiny_config, manifests, tmp_path):
@@ -36,12 +35,3 @@ def test_eta_for_a_sampler_with_a_fixed_eta_is_refused(tiny_config):
     # The value a sampler fixes is no contradiction, and no eta at all is the usual call.
     assert make_sampling_spec(tiny_config, schedule, sampler="ddpm", steps=6, eta=1.0).eta == 1.0
     assert make_sampling_spec(tiny_config, schedule, sampler="dpmpp-2m", steps=6).eta == 0.0
-
-
-def test_batch_size_with_griffin_lim_is_refused(tmp_path):
-    speech = tmp_path / "speech.wav"
-    sf.write(speech, chirp_plus_noise(22050, 0.3), 22050)
-    result = invoke("vocode", "small-speech", speech, "-o", tmp_path / "o",
-                    "--method", "griffin-lim", "--batch-size", "2")  # fmt: skip
-    one_line_exit_2(result, "--batch-size are for --method diffusion, not griffin-lim")
-    assert not (tmp_path / "o").exists()

@@ -193,10 +193,10 @@ def vocode_command(
         "magnitude_blend": magnitude_blend,
     }
     diffusion_only = (steps, sampler, *refine.values())
-    if method == "griffin-lim" and (any(v is not None for v in diffusion_only) or batch_size != 1):
+    if method == "griffin-lim" and any(v is not None for v in diffusion_only):
         raise ValueError(
-            "--steps, --sampler, --mel-match-iters, --griffin-lim-iters, --magnitude-blend and "
-            "--batch-size are for --method diffusion, not griffin-lim (one file at a time)"
+            "--steps, --sampler, --mel-match-iters, --griffin-lim-iters and --magnitude-blend "
+            "are for --method diffusion, not griffin-lim"
         )
     if method == "diffusion":  # bad sampling options refused before any input is read
         make_sampling_spec(vocoder.config, vocoder.schedule, sampler=sampler, steps=steps, **refine)
