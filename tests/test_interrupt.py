@@ -128,7 +128,9 @@ def test_sigterm_saves_says_how_to_resume_and_exits_143_and_the_dir_is_held(tmp_
     SIGTERM then saves the step it was on and exits with 143; the resume takes the directory."""
     run = tmp_path / "run"
     sets = ["train.max_steps=100000", "train.save_every=100000", "train.log_every=1"]
-    sets += ["train.eval_every=100000", "train.save_every_minutes=0"]
+    # Two DataLoader workers: the signal goes to the whole process group, as Ctrl-C in a terminal
+    # and a SLURM scancel send it, so the workers get it too and must not die of it.
+    sets += ["train.eval_every=100000", "train.save_every_minutes=0", "data.num_workers=2"]
     env = ENV
     proc = subprocess.Popen(
         _cli(run, manifests, *sets),
@@ -137,6 +139,7 @@ def test_sigterm_saves_says_how_to_resume_and_exits_143_and_the_dir_is_held(tmp_
         text=True,
         cwd=tmp_path,
         env=env,
+        start_new_session=True,
     )
     try:
         _wait_for(lambda: _train_rows(run) >= 2, proc)
@@ -147,7 +150,7 @@ def test_sigterm_saves_says_how_to_resume_and_exits_143_and_the_dir_is_held(tmp_
         assert len(second.stderr.strip().splitlines()) == 1
         assert f"is in use by PID {proc.pid} on " in second.stderr
         assert "since 20" in second.stderr
-        proc.send_signal(signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGTERM)
         out, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
