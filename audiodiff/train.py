@@ -118,8 +118,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
         # Run directory: refuse a foreign one, write the resolved config.yaml first, and load the
-        # checkpoint to resume (once; rank 0 decides and tells the others); hold it until train()
-        # ends (run_lock).
+        # checkpoint to resume (once; rank 0 decides and tells the others); hold it (run_lock).
         self.last_checkpoint, resume, self.run_lock = open_run_dir(
             cfg, self.run_dir, self.ctx, self.log
         )
@@ -427,9 +426,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         raise ValueError(f"train.precision 'fp16' needs a CUDA device, but the device is {device}")
     if precision == "bf16" and device.type == "cpu":  # refused, not ignored (issue 23)
         raise ValueError(
-            "train.precision 'bf16' does nothing on a CPU: the network's CPU kernels run in "
-            "float32 under autocast (the first loss is bit-identical to fp32's); use 'fp32' or "
-            "'auto' (bf16 on GPUs that have it)"
+            "train.precision 'bf16' does nothing on a CPU (the network stays float32 under "
+            "autocast: its loss is fp32's bit for bit); use 'fp32' or 'auto' (bf16 on GPUs)"
         )
     return precision
 
