@@ -33,6 +33,21 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+class WriteFailed(OSError):
+    """Writing a file failed in the file system (disk full, quota, I/O error). Its message is
+    one line naming the file and the cause, and what was kept (by default: any earlier version of
+    the file, which is only replaced once the new one is complete)."""
+
+    def __init__(self, path: Path, err: OSError, kept: str | None = None) -> None:
+        cause = err.cause if isinstance(err, WriteFailed) else err.strerror
+        self.path, self.cause = Path(path), cause or str(err) or type(err).__name__
+        self.kept = kept if kept is not None else f"any earlier {self.path.name} is unchanged"
+        super().__init__(err.errno, f"could not write {self.path}: {self.cause}; {self.kept}")
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Write ``path`` through ``write(binary file object)`` atomically (module docstring).
 
@@ -45,7 +60,9 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
-        Whatever ``write`` or the file system raises; the temp file is removed first.
+        WriteFailed: a plain ``OSError`` of the file system (disk full, quota, I/O), as one line
+            naming ``path`` and the cause.
+        Whatever else ``write`` or the file system raises; the temp file is removed first.
     """
     path = Path(path)
     tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
@@ -55,8 +72,13 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        # A full disk, a quota, a read-only or failing filesystem: plain OSErrors whose text
+        # names the temp file (or nothing). Its subclasses (missing folder, permission) already
+        # read as the user's to fix and keep their type.
+        if type(err) is OSError:
+            raise WriteFailed(path, err) from err
         raise
     _fsync_dir(path.parent)
     return path

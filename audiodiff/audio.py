@@ -16,7 +16,8 @@ import soundfile as sf
 import torch
 
 from audiodiff.atomic import atomic_write
-from audiodiff.encoding import native_path
+from audiodiff.encoding import native_path, unreadable_reason
+from audiodiff.input_notes import InputNotes
 from audiodiff.levels import OVER_RANGE_PEAK, SILENCE_PEAK, level_problem
 
 # PCM_16 full scale used when writing: +1.0 -> +32767 and -1.0 -> -32767 (no wrap-around at +1).
@@ -70,7 +71,9 @@ def _open_error(path: Path, err: Exception) -> AudioError:
         return AudioError(f"{path}: no such file")
     if path.is_dir():
         return AudioError(f"{path}: is a directory, not an audio file")
-    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    reason = unreadable_reason(path, err)
+    if reason.startswith("empty file"):
+        return AudioError(f"{path}: {reason}, not audio")
     return AudioError(f"{path}: not a readable audio file ({reason})")
 
 
@@ -128,9 +131,13 @@ def load_audio(path: str | Path, sample_rate: int | None = None) -> tuple[torch.
     return audio, rate
 
 
-def load_model_audio(path: str | Path, sample_rate: int) -> tuple[torch.Tensor, int]:
+def load_model_audio(
+    path: str | Path, sample_rate: int, notes: InputNotes | None = None
+) -> tuple[torch.Tensor, int]:
     """:func:`load_audio` for a model's input: the level is checked (:func:`check_level`) on
     what the model gets, after the mix-down to mono and the resampling to ``sample_rate``.
+    ``notes``, when given, records the file's rate and channels for the run's one note
+    (:class:`audiodiff.input_notes.InputNotes`).
 
     Returns:
         ``(audio [1, T] float32, sample_rate)``.
@@ -140,6 +147,8 @@ def load_model_audio(path: str | Path, sample_rate: int) -> tuple[torch.Tensor, 
             (the message names the file, what was done to it, the measured peak and the limit).
     """
     audio, rate, file_rate, channels = _read_mono(Path(path), sample_rate)
+    if notes is not None:
+        notes.add(file_rate, channels)
     steps = [f"mix-down of {channels} channels"] if channels > 1 else []
     if file_rate != rate:
         steps.append(f"resampling from {file_rate} to {rate} Hz")

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from audiodiff.atomic import TMP_PREFIX, atomic_write
+from audiodiff.atomic import TMP_PREFIX, WriteFailed, atomic_write
 from audiodiff.config_migrate import migrate, model_config
 from audiodiff.encoding import one_line
 from audiodiff.files import check_not_inputs
@@ -75,14 +75,24 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | Path, step: int, keep_
 
     Returns:
         Path of the written checkpoint.
+
+    Raises:
+        audiodiff.atomic.WriteFailed: the disk is full (or another file-system failure), in one
+            line naming the file, the cause and the checkpoint ``latest`` still names (intact).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     state = {"format": CHECKPOINT_FORMAT, "format_version": FORMAT_VERSION, **state}
     _check_primitive(state, "checkpoint")
     path = run_dir / checkpoint_name(step)
-    atomic_write(path, lambda f: torch.save(state, f))
-    atomic_write(run_dir / LATEST, lambda f: f.write(path.name.encode("utf-8") + b"\n"))
+    try:
+        atomic_write(path, lambda f: torch.save(state, f))
+        atomic_write(run_dir / LATEST, lambda f: f.write(path.name.encode("utf-8") + b"\n"))
+    except WriteFailed as err:
+        # Name what a resume would use: the checkpoint `latest` still points at.
+        before = latest_checkpoint(run_dir)
+        kept = f"the latest checkpoint, {before}, is intact" if before else "no checkpoint yet"
+        raise WriteFailed(err.path, err, kept) from err
     for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
         old.unlink(missing_ok=True)
     for tmp in run_dir.glob(f"{TMP_PREFIX}*"):

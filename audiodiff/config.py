@@ -263,6 +263,9 @@ class TrainConfig:
     # (audiodiff.perceptual; needs the eval extra, checked when the trainer starts).
     eval_perceptual: bool = False
     save_every: int = 5000
+    # Also save when this many minutes passed since the last save (0 = off), so a kill loses at
+    # most that much work whatever save_every is (audiodiff.interrupt).
+    save_every_minutes: float = 5.0
     keep_last: int = 3
     max_bad_steps: int = 10
 

@@ -8,6 +8,7 @@ realise, a mel band below Nyquist, labels that match ``model.n_labels``, ...); t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from audiodiff.config import (
@@ -15,6 +16,7 @@ from audiodiff.config import (
     CONFIG_VERSION,
     MR_STFT_RESOLUTIONS,
     ExperimentConfig,
+    MelConfig,
 )
 from audiodiff.config_io import to_dict
 
@@ -282,6 +284,10 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         raise ValueError(f"train.adam_betas must be two numbers in [0, 1), got {tr.adam_betas}")
     if tr.max_steps < 0 or tr.warmup_steps < 0:
         raise ValueError("train.max_steps and train.warmup_steps must be >= 0")
+    if not tr.save_every_minutes >= 0:  # NaN too
+        raise ValueError(
+            f"train.save_every_minutes must be >= 0 (0 disables), got {tr.save_every_minutes}"
+        )
     if tr.grad_clip < 0:
         raise ValueError(f"train.grad_clip must be >= 0 (0 disables), got {tr.grad_clip}")
     if tr.lr_decay == "step":
@@ -359,9 +365,20 @@ def _check_estimate_start(cfg: ExperimentConfig) -> None:
         raise ValueError(f"sample.start_sigma must be positive, got {sa.start_sigma}")
 
 
+def canonical_mel(m: MelConfig) -> MelConfig:
+    """``m`` with its band in one spelling: ``f_max: null`` means ``sample_rate / 2`` (librosa's
+    reading), so a profile written either way compares equal to the other (an 11025 Hz model
+    accepts a ``null`` mel at 22050 Hz), and numbers as floats (``f_min: 0`` is ``0.0``)."""
+    f_max = m.sample_rate / 2 if m.f_max is None else m.f_max
+    return dataclasses.replace(m, f_min=float(m.f_min), f_max=float(f_max))
+
+
 def architecture_changes(old: ExperimentConfig, new: ExperimentConfig) -> list[str]:
-    """Fields of the architecture sections that differ, as ``section.field: old -> new`` lines."""
+    """Fields of the architecture sections that differ, as ``section.field: old -> new`` lines
+    (the mel band compared in one spelling, :func:`canonical_mel`)."""
     changes = []
+    old = dataclasses.replace(old, mel=canonical_mel(old.mel))
+    new = dataclasses.replace(new, mel=canonical_mel(new.mel))
     a, b = to_dict(old), to_dict(new)
     for section in ARCHITECTURE_SECTIONS:
         for key in a[section]:

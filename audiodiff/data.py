@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+import signal
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -221,7 +222,8 @@ class ResumableDistributedSampler(DistributedSampler):
 
 
 def seed_worker(worker_id: int) -> None:
-    """Seed python and numpy in a DataLoader worker from torch's per-worker seed.
+    """Seed python and numpy in a DataLoader worker from torch's per-worker seed, and leave
+    SIGINT/SIGTERM to the trainer.
 
     Crops do not depend on these (they use their own generators); this only keeps any library
     that draws from the global generators reproducible.
@@ -229,6 +231,12 @@ def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+    # Ctrl-C and a scheduler's SIGTERM reach the whole process group, workers included. The
+    # trainer answers them by finishing its step and saving (audiodiff.interrupt), which needs
+    # its workers alive; it stops them itself when it exits (and a worker whose trainer died
+    # notices within seconds).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def make_loader(

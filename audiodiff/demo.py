@@ -18,6 +18,8 @@ from audiodiff.audio import load_model_audio, save_audio
 from audiodiff.evaluation import evaluate_dirs, format_comparison
 from audiodiff.files import plan_outputs
 from audiodiff.griffin_lim import griffin_lim
+from audiodiff.input_notes import InputNotes
+from audiodiff.output_level import PeakPolicy
 from audiodiff.plot import PLOT_EXTRA_HINT, check_plotting_available, spectrogram_png
 from audiodiff.pretrained import SHIPPED_DIR, shipped_models
 from audiodiff.synthesis import make_sampling_spec
@@ -72,7 +74,10 @@ def run_demo(
         names = list(OUTPUT_NAMES[:-1])
     # plan_outputs creates original/, diffusion/ and griffin-lim/; --clip may not be an output.
     paths = plan_outputs(out_dir, names, overwrite=overwrite, inputs=[clip_path, model])
-    audio, rate = load_model_audio(clip_path, vocoder.sample_rate)
+    notes = InputNotes(vocoder.sample_rate, vocoder.mel_config.f_max)
+    audio, rate = load_model_audio(clip_path, vocoder.sample_rate, notes)
+    if notes.note():
+        log(notes.note())
     mel = vocoder.mel(audio, rate, check=False)
     n = mel.shape[-1] * vocoder.hop_length
     original = audio[..., :n]
@@ -90,9 +95,16 @@ def run_demo(
     baseline = griffin_lim(mel, vocoder.mel_config, generator=torch.Generator().manual_seed(seed))
     rtf["griffin-lim"] = (time.perf_counter() - start) / seconds
 
+    # Written (and so scored and plotted) as the WAVs hold them: scaled to full scale where a
+    # clip would have clipped (audiodiff.output_level), which the note says.
+    peaks = PeakPolicy()
+    original, generated = peaks("original", original), peaks("diffusion", generated)
+    baseline = peaks("griffin-lim", baseline)
     save_audio(paths[0], original, vocoder.sample_rate, overwrite=overwrite)
     save_audio(paths[1], generated, vocoder.sample_rate, overwrite=overwrite)
     save_audio(paths[2], baseline[0], vocoder.sample_rate, overwrite=overwrite)
+    if peaks.note():
+        log(peaks.note())
     panels = [
         ("original: the mel both vocoders are given", mel[0].numpy()),
         # Outputs are plotted whatever their level: the checks are for inputs.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 ENCODING = "utf-8"
@@ -62,3 +63,22 @@ def one_line(text: object, default: str = "error") -> str:
     if lines:
         return "; ".join(lines)
     return type(text).__name__ if isinstance(text, BaseException) else default
+
+
+# libsndfile's open failure names the file as Python bytes ("Error opening b'/x.wav': ..."); the
+# caller names it already, readably.
+_SOUNDFILE_PREFIX = re.compile(r"^Error opening (b?'.*?'|b?\".*?\"): ")
+
+
+def unreadable_reason(path: str | os.PathLike[str], err: BaseException) -> str:
+    """Why a file could not be read, in words and on one line: ``"empty file (0 bytes)"`` for an
+    empty one (whatever a reader calls it: libsndfile says "Format not recognised", NumPy "No
+    data left in file", torch nothing), else the error's first line without libsndfile's
+    ``Error opening b'...'`` prefix."""
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file (0 bytes)"
+    except OSError:
+        pass
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return _SOUNDFILE_PREFIX.sub("", text)

@@ -26,6 +26,7 @@ import torch
 
 from audiodiff.atomic import atomic_write
 from audiodiff.config import MelConfig
+from audiodiff.encoding import unreadable_reason
 from audiodiff.problems import collisions, joined, listed
 
 MEL_SUFFIXES = (".npz", ".npy", ".pt")
@@ -161,7 +162,9 @@ def read_mel_file(path: str | Path) -> tuple[torch.Tensor, MelConfig | None]:
         else:
             mel = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any reader failure is one user-facing reason
-        raise ValueError(f"{path} is not a readable mel file: {err}") from None
+        raise ValueError(
+            f"{path} is not a readable mel file: {unreadable_reason(path, err)}"
+        ) from None
     profile = None
     if recorded is not None:
         try:

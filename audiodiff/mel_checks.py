@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from audiodiff.config import MelConfig, mel_profile
+from audiodiff.config_rules import canonical_mel
 from audiodiff.mel import mel_value_range
 
 
@@ -58,8 +59,10 @@ def profile_difference(a: MelConfig, b: MelConfig) -> str | None:
     """The first parameter in which two mel profiles differ, as ``"field: A vs B"``, or None.
 
     Names are not compared: a renamed copy of a profile computes the same mels, and a profile
-    that keeps a name but changes a parameter does not.
+    that keeps a name but changes a parameter does not. ``f_max: null`` equals ``sample_rate / 2``
+    (:func:`audiodiff.config_rules.canonical_mel`).
     """
+    a, b = canonical_mel(a), canonical_mel(b)
     if dataclasses.replace(a, name=b.name) == b:
         return None
     field = next(
@@ -81,9 +84,16 @@ def check_profile(profile: MelConfig | str, cfg: MelConfig, *, what: str = "the 
         profile = mel_profile(profile)
     diff = profile_difference(profile, cfg)
     if diff is not None:
+        # Suggest --profile NAME only when that named profile is this model's: a model trained
+        # with a changed parameter keeps the name, and NAME would be refused again.
+        try:
+            named = profile_difference(mel_profile(cfg.name), cfg) is None
+        except ValueError:  # a custom name
+            named = False
+        how = f"--profile {cfg.name} or --from MODEL" if named else "--from MODEL"
         raise ValueError(
             f"{what} was computed with mel profile {profile.name!r} but this vocoder uses "
-            f"{cfg.name!r} ({diff}); recompute it with --profile {cfg.name} or --from MODEL"
+            f"{cfg.name!r} ({diff}); recompute it with {how}"
         )
 
 
@@ -94,7 +104,9 @@ def check_mel(mel: Any, cfg: MelConfig, profile: MelConfig | str | None = None) 
     with; it must have ``cfg``'s parameters (:func:`check_profile`).
 
     The range check allows :func:`mel_range_tolerance` for the mel's own dtype (checked before
-    the cast to float32). A refusal names the measured values and the profile's limits:
+    the cast to float32), or float16's when the values beyond float32's slack are all float16
+    numbers (a half-precision mel cast up, or batched with float32 ones). A refusal names the
+    measured values and the profile's limits:
 
     - an ln-mel model given values all in 0..1: the 'diffwave' dB convention, not ln(mel);
     - a 0..1 dB model given negative values: an ln-compressed mel, not dB;
@@ -111,16 +123,28 @@ def check_mel(mel: Any, cfg: MelConfig, profile: MelConfig | str | None = None) 
     mel = _as_mel_tensor(mel)
     tol = mel_range_tolerance(mel.dtype, cfg)
     mel = mel.float()
+    lo, hi = mel_value_range(cfg)
+    outside = (mel < lo - tol) | (mel > hi + tol)
+    if outside.any() and torch.equal(mel[outside].half().float(), mel[outside]):
+        # Every value past the float32 slack is a float16 number: a half-precision mel cast up
+        # (by the caller, or by batching it with float32 ones) carries float16's rounding.
+        tol = mel_range_tolerance(torch.float16, cfg)
     if mel.shape[1] != cfg.n_mels:
+        # librosa and most TTS code keep [frames, n_mels] rows; the bins are then the last axis.
+        transposed = (
+            f"; its last axis has {cfg.n_mels}, so it is likely transposed ([frames, n_mels], "
+            "as librosa users often hold it): pass mel.T"
+            if mel.shape[2] == cfg.n_mels
+            else ""
+        )
         raise ValueError(
             f"mel has {mel.shape[1]} bins but this vocoder expects {cfg.n_mels} "
-            f"({describe_convention(cfg)})"
+            f"({describe_convention(cfg)}){transposed}"
         )
     if mel.shape[2] < 1:
         raise ValueError("mel has no frames")
     if not torch.isfinite(mel).all():
         raise ValueError("mel holds NaN or infinite values")
-    lo, hi = mel_value_range(cfg)
     v_min, v_max = float(mel.min()), float(mel.max())
     span = f"mel values span [{v_min:.2f}, {v_max:.2f}]"
     expects = f"this vocoder expects {describe_convention(cfg)}"

@@ -32,39 +32,44 @@ from audiodiff.config import ExperimentConfig
 from audiodiff.config_io import dump_config, from_dict, load_config, to_dict
 from audiodiff.config_migrate import migrate, model_config, run_config, stored_config
 from audiodiff.config_rules import architecture_changes
+from audiodiff.run_lock import LOCK_NAME, RunLock, lock_run_dir
 
 
 def open_run_dir(
     cfg: ExperimentConfig, run_dir: Path, ctx: dist.DistContext, log: Callable[[str], None]
-) -> tuple[Path | None, dict[str, Any] | None]:
-    """:func:`prepare_run_dir` on rank 0, and the checkpoint to resume, loaded once per rank.
+) -> tuple[Path | None, dict[str, Any] | None, RunLock]:
+    """Hold ``run_dir`` (:func:`audiodiff.run_lock.lock_run_dir`), :func:`prepare_run_dir` on
+    rank 0, and the checkpoint to resume, loaded once per rank.
 
-    Rank 0 decides (refusal and checkpoint) and tells the others, so a refusal stops every rank
-    instead of hanging them, and every rank resumes from the same checkpoint (the run dir must be
-    on a filesystem all machines share, as for any multi-node resume).
+    Rank 0 decides (lock, refusal and checkpoint) and tells the others, so a refusal stops every
+    rank instead of hanging them, and every rank resumes from the same checkpoint (the run dir must
+    be on a filesystem all machines share, as for any multi-node resume).
 
     Returns:
-        ``(checkpoint path, its contents on ctx.device)``, or ``(None, None)`` for a new run.
+        ``(checkpoint path, its contents on ctx.device, the lock)``, with ``(None, None, lock)``
+        for a new run; the lock is held on rank 0 only (the one writer).
 
     Raises:
-        ValueError: the directory belongs to another experiment or setup (see
-            :func:`prepare_run_dir`).
+        ValueError: the directory is held by another live process (naming its PID, host and
+            start), or belongs to another experiment or setup (see :func:`prepare_run_dir`).
     """
-    refusal, found = None, None
+    refusal, found, lock = None, None, RunLock(run_dir / LOCK_NAME, None)
     if ctx.is_main:
         try:
+            lock = lock_run_dir(run_dir)
             found = load_latest(run_dir, map_location=ctx.device)
             prepare_run_dir(cfg, run_dir, log, resume=found)
         except ValueError as err:
             refusal = str(err)
     refusal = dist.broadcast_object(ctx, refusal)
     if refusal is not None:
+        lock.release(undo=True)  # nothing of ours stays in a directory we refuse
         raise ValueError(refusal)
     path = dist.broadcast_object(ctx, None if found is None else found[0])
     if path is None:
-        return None, None
+        return None, None, lock
     state = found[1] if found is not None else load_checkpoint(path, map_location=ctx.device)
-    return path, state
+    return path, state, lock
 
 
 def prepare_run_dir(
@@ -99,7 +104,7 @@ def prepare_run_dir(
         found = resume if resume is not None else load_latest(run_dir)
         if found is not None:
             old = from_dict(ExperimentConfig, migrate(stored_config(found[1]))[0])
-    elif run_dir.is_dir() and any(run_dir.iterdir()):
+    elif run_dir.is_dir() and any(p.name != LOCK_NAME for p in run_dir.iterdir()):
         raise ValueError(
             f"run dir {run_dir} is not empty and holds no audiodiff config.yaml; choose an empty "
             "or new directory"

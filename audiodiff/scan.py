@@ -17,10 +17,11 @@ from typing import Any
 
 import soundfile as sf
 
+from audiodiff.audio import load_audio
 from audiodiff.config import DataConfig
 from audiodiff.dist import DistContext, all_gather_object, broadcast_object
-from audiodiff.encoding import native_path, path_from_text, path_to_text
-from audiodiff.levels import OVER_RANGE_PEAK
+from audiodiff.encoding import native_path, path_from_text, path_to_text, unreadable_reason
+from audiodiff.levels import OVER_RANGE_PEAK, level_problem
 from audiodiff.manifest import read_manifest
 from audiodiff.probe import clip_problem, probe_clip
 
@@ -28,12 +29,16 @@ from audiodiff.probe import clip_problem, probe_clip
 _SCAN_REASONS = {"empty": "empty: 0 frames", "non_finite": "non-finite samples (NaN or inf)"}
 
 
-def check_clip(path: str, *, min_duration_s: float, silence_threshold: float) -> dict[str, Any]:
+def check_clip(
+    path: str, *, min_duration_s: float, silence_threshold: float, sample_rate: int | None = None
+) -> dict[str, Any]:
     """Open a clip, read it once in blocks, and say whether it is usable.
 
     The rules are :func:`audiodiff.probe.clip_problem`'s (the level rule on the peak of the mono
     mix the trainer crops, so an out-of-phase stereo pair is silent), on
-    :func:`audiodiff.probe.probe_clip`'s measurement at the file's rate.
+    :func:`audiodiff.probe.probe_clip`'s measurement at the file's rate; with ``sample_rate``
+    (the model's), a file above it is measured again after the resampling the loader applies,
+    so a clip with nothing below the model's Nyquist frequency is skipped as silent.
 
     Returns:
         ``{"reason": None | str, "file_rate": Hz, "n_frames": decoded frames, "channels": n}``.
@@ -42,12 +47,22 @@ def check_clip(path: str, *, min_duration_s: float, silence_threshold: float) ->
     probe = probe_clip(path)
     if probe.error is not None:
         err = probe.error
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        return {"reason": f"unreadable: {reason}", "file_rate": 0, "n_frames": 0, "channels": 0}
+        reason = unreadable_reason(path, err)
+        kind = "empty" if reason.startswith("empty file") else "unreadable"
+        return {"reason": f"{kind}: {reason}", "file_rate": 0, "n_frames": 0, "channels": 0}
     info = {"file_rate": probe.sample_rate, "n_frames": probe.n_frames, "channels": probe.channels}
     problem = clip_problem(
         probe, min_duration_s=min_duration_s, silence_threshold=silence_threshold
     )
+    if problem is None and sample_rate is not None and probe.sample_rate > sample_rate:
+        # Downsampling drops everything above the model's Nyquist frequency: a clip with nothing
+        # below it (an ultrasonic tone, a test signal) is silent in what the model consumes.
+        audio, _ = load_audio(path, sample_rate)
+        problem = level_problem(float(audio.abs().max()), silence_threshold=silence_threshold)
+        if problem is not None:
+            kind, detail = problem
+            where = f"after resampling from {probe.sample_rate} to {sample_rate} Hz"
+            return {"reason": f"{kind.replace('_', ' ')}: {where}, {detail}", **info}
     if problem is None:
         return {"reason": None, **info}
     kind, detail = problem
@@ -61,6 +76,7 @@ def scan_clips(
     silence_threshold: float,
     indices: Sequence[int] | None = None,
     max_threads: int = 8,
+    sample_rate: int | None = None,
 ) -> dict[int, dict[str, Any]]:
     """:func:`check_clip` for ``rows[i]`` for each ``i`` in ``indices`` (all by default).
 
@@ -70,7 +86,10 @@ def scan_clips(
 
     def one(i: int) -> tuple[int, dict[str, Any]]:
         return i, check_clip(
-            rows[i]["path"], min_duration_s=min_duration_s, silence_threshold=silence_threshold
+            rows[i]["path"],
+            min_duration_s=min_duration_s,
+            silence_threshold=silence_threshold,
+            sample_rate=sample_rate,
         )
 
     with ThreadPoolExecutor(max_workers=max(1, min(max_threads, len(indices)))) as pool:
@@ -170,6 +189,7 @@ def usable_clips(
     data_cfg: DataConfig,
     ctx: DistContext,
     cache_path: Path | None = None,
+    sample_rate: int | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """Read a manifest and sort out its broken clips.
 
@@ -190,6 +210,8 @@ def usable_clips(
     rows = read_manifest(manifest)
     # Every limit check_clip applies: a cache made under other limits describes another scan.
     thresholds = [data_cfg.min_duration_s, data_cfg.silence_threshold, OVER_RANGE_PEAK]
+    if sample_rate is not None:  # the model's rate: the level is checked after resampling
+        thresholds.append(sample_rate)
     cache = _read_scan_cache(cache_path, thresholds) if ctx.is_main else None
     cache = broadcast_object(ctx, cache)
 
@@ -207,6 +229,7 @@ def usable_clips(
         min_duration_s=data_cfg.min_duration_s,
         silence_threshold=data_cfg.silence_threshold,
         indices=stale,
+        sample_rate=sample_rate,
     )
     share = {i: (identity, probed.get(i, check)) for i, identity, check in known}
     entries: dict[int, tuple[list[Any], dict[str, Any]]] = {}

@@ -306,6 +306,8 @@ class NoiseSchedule:
         """
         preset = diffwave_fast_preset(self)
         n = len(DIFFWAVE_FAST_BETAS[preset])
+        if steps < 1:  # not a schedule question: no sampler takes 0 steps
+            raise ValueError(f"steps must be at least 1 (one network evaluation each), got {steps}")
         if steps != n:
             raise ValueError(
                 f"diffwave-fast has a fixed {n}-step schedule but steps is {steps}; use 'ddim' "

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from audiodiff.audio import load_model_audio
+from audiodiff.input_notes import InputNotes
 from audiodiff.manifest import read_manifest
 from audiodiff.mel import MelSpectrogram
 from audiodiff.metrics import align_pair, log_mel_l1, mr_stft_distance
@@ -294,11 +295,14 @@ def load_clips_from_manifest(
     max_clips: int = 4,
     max_seconds: float = 1.5,
     log: Callable[[str], None] = print,
+    notes: InputNotes | None = None,
 ) -> list[torch.Tensor]:
     """The first ``max_clips`` usable clips of a manifest, resampled, each cut to its middle
     ``max_seconds``.
 
-    Unreadable or too short clips are skipped with a line to ``log``.
+    Unreadable or too short clips are skipped with a line to ``log``; what was done to the
+    clips read (resampled, mixed down) is counted in ``notes`` when given, for the caller's one
+    note line (:class:`audiodiff.input_notes.InputNotes`).
 
     Returns:
         Audio tensors ``[1, T]`` at ``sample_rate``, ``T <= max_seconds * sample_rate``.
@@ -317,7 +321,7 @@ def load_clips_from_manifest(
         if len(clips) == max_clips:
             break
         try:
-            audio, _ = load_model_audio(row["path"], sample_rate)  # silent ones are skipped too
+            audio, _ = load_model_audio(row["path"], sample_rate, notes)  # silent ones skipped
         except ValueError as err:
             log(f"skipping {row['path']}: {err}")
             continue

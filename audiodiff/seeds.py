@@ -38,12 +38,15 @@ def rotate32(value: int) -> int:
 
 
 def item_key(item: torch.Tensor) -> int:
-    """A 63-bit noise key of one item, from its exact float32 values and shape.
+    """A 63-bit noise key of one item, from its values rounded to float16, and its shape.
 
     The same mel gives the same key (hence the same noise and the same audio) in any batch and at
-    any position; a mel that differs in any bit (e.g. computed on another device) gets another.
+    any position, and so does its float16 twin: a TTS model running in half precision hands over
+    the float32 mel rounded to float16, and must get the same audio within that rounding, not
+    another noise draw. Mels that differ by more than float16's rounding get another key.
     """
-    data = item.detach().to("cpu", torch.float32).contiguous()
+    # float32 -> float16 rounds to nearest, so a float32 mel and its float16 copy hash equal.
+    data = item.detach().to("cpu", torch.float32).to(torch.float16).contiguous()
     digest = hashlib.sha256(str(tuple(data.shape)).encode("utf-8"))
     digest.update(data.numpy().tobytes())
     return int.from_bytes(digest.digest()[:8], "little") >> 1

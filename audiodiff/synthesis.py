@@ -132,8 +132,9 @@ def make_sampling_spec(
     (``cfg.sample``) and searched schedule.
 
     Raises:
-        ValueError: unknown sampler (known ones listed), an impossible step count, or a
-            refinement of a model that is not in the stft domain or with negative iterations.
+        ValueError: unknown sampler (known ones listed), an impossible step count, an ``eta``
+            for a sampler whose eta is fixed (it would do nothing), or a refinement of a model
+            that is not in the stft domain or with negative iterations.
     """
     name = sampler or cfg.sample.sampler
     if name not in SAMPLERS:
@@ -161,6 +162,12 @@ def make_sampling_spec(
     if t_mapping not in ("diffwave", "log-sigma"):
         raise ValueError(f"t_mapping must be 'diffwave' or 'log-sigma', got {t_mapping!r}")
     resolved_eta = SAMPLERS[name].eta  # fixed by the sampler, or the caller's (ddim)
+    if eta is not None and resolved_eta is not None and eta != resolved_eta:
+        # A setting that would do nothing is refused, not ignored.
+        raise ValueError(
+            f"eta {eta} does nothing with sampler {name!r}, whose eta is fixed at "
+            f"{resolved_eta:g}; eta applies to 'ddim' only"
+        )
     if resolved_eta is None:
         resolved_eta = cfg.sample.eta if eta is None else eta
     refinement = Refinement(

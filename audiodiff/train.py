@@ -45,6 +45,7 @@ from audiodiff.config import ExperimentConfig, TrainConfig
 from audiodiff.config_rules import validate
 from audiodiff.diffusion import start_training_loss, training_loss
 from audiodiff.domains import build_domain
+from audiodiff.interrupt import StopGuard
 from audiodiff.manifest import check_manifests
 from audiodiff.mel import MelSpectrogram
 from audiodiff.pretrained import load_model_source
@@ -119,8 +120,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
         # Run directory: refuse a foreign one, write the resolved config.yaml first, and load the
-        # checkpoint to resume (once; rank 0 decides and tells the others).
-        self.last_checkpoint, resume = open_run_dir(cfg, self.run_dir, self.ctx, self.log)
+        # checkpoint to resume (once; rank 0 decides and tells the others); hold it (run_lock).
+        self.last_checkpoint, resume, self.run_lock = open_run_dir(
+            cfg, self.run_dir, self.ctx, self.log
+        )
 
         # Data: usable clips only (broken ones reported), hop-aligned crops, resumable sampler.
         self.train_set, self.val_set = load_datasets(cfg, self.run_dir, self.ctx, self.log)
@@ -172,11 +175,13 @@ class Trainer:
         Raises:
             TrainingStopped: ``train.max_bad_steps`` non-finite steps in a row (the last good
                 checkpoint is kept; the message names the step).
+            TrainingInterrupted: SIGTERM/SIGINT (:mod:`audiodiff.interrupt`), after a saved step.
         """
         cfg, tr, out = self.cfg, self.cfg.train, self.run_log
         out.start(tr.max_steps, self.step)
         batches = self.batches()
         window, last_loss = LogWindow(cfg, self.ctx.world_size, self.device), None
+        stop = StopGuard(self.ctx, tr.save_every_minutes).install()  # SIGTERM/SIGINT, save clock
         try:
             while self.step < tr.max_steps:
                 t0 = time.perf_counter()
@@ -211,9 +216,14 @@ class Trainer:
                     if self.ctx.is_main:
                         out.record("eval", self.step, evaluate(self))
                     dist.barrier(self.ctx)
-                if self.step % tr.save_every == 0 or self.step == tr.max_steps:
+                # poll first: it is a collective every rank must reach at every step.
+                if stop.poll() or self.step % tr.save_every == 0 or self.step == tr.max_steps:
                     self.save()
+                    stop.saved()
+                stop.check(self.step, self.last_checkpoint)
         finally:
+            stop.restore()
+            self.run_lock.release()
             out.close()
         digest = self.check_ranks_agree()
         return TrainResult(
@@ -430,13 +440,19 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """``train.precision`` -> ``"fp32" | "bf16" | "fp16"``; ``auto`` is bf16 on capable GPUs.
 
     Raises:
-        ValueError: fp16 requested without CUDA (GradScaler and fp16 kernels need a GPU).
+        ValueError: fp16 requested without CUDA (GradScaler and fp16 kernels need a GPU), or
+            bf16 on a CPU, where it would change nothing.
     """
     if precision == "auto":
         bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         return "bf16" if bf16 else "fp32"
     if precision == "fp16" and device.type != "cuda":
         raise ValueError(f"train.precision 'fp16' needs a CUDA device, but the device is {device}")
+    if precision == "bf16" and device.type == "cpu":  # refused, not ignored (issue 23)
+        raise ValueError(
+            "train.precision 'bf16' does nothing on a CPU (the network stays float32 under "
+            "autocast: its loss is fp32's bit for bit); use 'fp32' or 'auto' (bf16 on GPUs)"
+        )
     return precision
 
 

@@ -25,6 +25,7 @@ from audiodiff.data import (
     label_index,
     make_loader,
 )
+from audiodiff.input_notes import InputNotes
 from audiodiff.mel import MelSpectrogram, MelStatsAccumulator
 from audiodiff.scan import no_usable_clips_error, summary_line, usable_clips
 
@@ -54,9 +55,14 @@ def load_datasets(
     for split, manifest in (("train", d.train_manifest), ("val", d.val_manifest)):
         if not manifest:
             continue
-        rows, checks, report = usable_clips(manifest, d, ctx, run_dir / f".scan_{split}.json")
+        cache = run_dir / f".scan_{split}.json"
+        rows, checks, report = usable_clips(manifest, d, ctx, cache, cfg.mel.sample_rate)
         splits[split], reports[split] = (rows, checks), report
         log(f"{split} {summary_line(report, report_path)}")
+        notes = InputNotes(cfg.mel.sample_rate, cfg.mel.f_max)  # what the loader converts
+        notes.add_counts(report["sample_rates"], report["channels"])
+        if notes.note():
+            log(f"{split} data {notes.note()}")
     if ctx.is_main:
         report_path.write_text(json.dumps(reports, indent=1) + "\n", encoding="utf-8")
     for report in reports.values():

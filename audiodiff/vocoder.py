@@ -16,6 +16,7 @@ from audiodiff.config import ExperimentConfig, MelConfig
 from audiodiff.diffusion import Denoiser
 from audiodiff.dist import resolve_device
 from audiodiff.domains import build_domain
+from audiodiff.input_notes import InputNotes
 from audiodiff.mel import MelSpectrogram
 from audiodiff.mel_checks import (  # noqa: F401  (re-exported: the checks' old home)
     MEL_RANGE_TOLERANCE,
@@ -116,10 +117,11 @@ class Vocoder:
             check_level(x, "audio", stage=stage)
         return self._mel(x.to(self.device)).float().cpu()
 
-    def mel_from_file(self, path: str | Path) -> torch.Tensor:
+    def mel_from_file(self, path: str | Path, notes: InputNotes | None = None) -> torch.Tensor:
         """``[1, n_mels, frames]`` mel of an audio file (any rate; resampled), level-checked on
-        the mixed-down, resampled signal (:func:`audiodiff.audio.load_model_audio`)."""
-        audio, rate = load_model_audio(path, self.sample_rate)
+        the mixed-down, resampled signal (:func:`audiodiff.audio.load_model_audio`, which also
+        records the conversions in ``notes``)."""
+        audio, rate = load_model_audio(path, self.sample_rate, notes)
         try:
             return self.mel(audio, rate, check=False)
         except ValueError as err:  # e.g. shorter than one analysis window: name the file

@@ -66,6 +66,10 @@ LAYER = {
     "synthesis": 3,  # the one sampling engine: below vocoder, generate, train, schedule search
     "streaming": 3.5,  # mel chunks in, audio out: spans for the engine as the input arrives
     "pretrained": 4,
+    "output_level": 0,  # the one policy for audio above full scale when written: no imports of ours
+    "input_notes": 0,  # counts of resampled / mixed-down / band-limited inputs: imports nothing
+    "run_lock": 0,  # one process per run directory (fcntl): imports nothing of ours
+    "interrupt": 1.5,  # SIGTERM/SIGINT and the save clock of the training loop (above dist)
     "run_dir": 4,  # a run directory: config.yaml, metrics.jsonl, the checkpoint a resume loads
     "train_data": 4,  # a training run's datasets, class names, sampler and loader
     "train_eval": 4,  # in-training evaluation: validation loss, copy synthesis and its scores

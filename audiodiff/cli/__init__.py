@@ -21,10 +21,13 @@ from typing import Any, TypeVar
 
 import click
 
+from audiodiff.atomic import WriteFailed  # os and uuid only: --help stays fast
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 USER_ERRORS = (
     ValueError,
+    WriteFailed,  # disk full: one line naming the file, not a traceback
     FileExistsError,
     FileNotFoundError,
     IsADirectoryError,

@@ -134,6 +134,7 @@ def search_schedule_command(
 
     from audiodiff.checkpoint import latest_checkpoint, model_files
     from audiodiff.files import plan_output
+    from audiodiff.input_notes import InputNotes
     from audiodiff.pretrained import resolve_source
     from audiodiff.schedule_search import load_clips_from_manifest, search_schedule
     from audiodiff.schedule_store import check_store_target, store_schedule
@@ -165,9 +166,12 @@ def search_schedule_command(
         )
         check_store_target(source, target)
     vocoder = Vocoder.from_pretrained(checkpoint)
+    notes = InputNotes(vocoder.sample_rate, vocoder.mel_config.f_max)
     clips = load_clips_from_manifest(
-        manifest, vocoder.sample_rate, max_clips=max_clips, log=click.echo
+        manifest, vocoder.sample_rate, max_clips=max_clips, log=click.echo, notes=notes
     )
+    if notes.note():
+        click.echo(notes.note())
     result = search_schedule(
         vocoder, clips, steps=steps, seed=seed, sampler=sampler, log=click.echo
     )

@@ -41,7 +41,7 @@ def _sampling_options(fn: F) -> F:
         default=None,
         help="Sampler (default: the model's own).",
     )(fn)
-    return click.option("--steps", type=int, default=None, help=STEPS_HELP)(fn)
+    return click.option("--steps", type=click.IntRange(min=1), default=None, help=STEPS_HELP)(fn)
 
 
 @main.command("mel")
@@ -77,6 +77,7 @@ def mel_command(
     from audiodiff.audio import load_model_audio
     from audiodiff.config import mel_profile
     from audiodiff.files import make_output_dirs, plan_outputs, save_mel
+    from audiodiff.input_notes import InputNotes
     from audiodiff.mel import MelSpectrogram
     from audiodiff.plot import spectrogram_png
 
@@ -97,14 +98,16 @@ def mel_command(
     )
     mel_fn = MelSpectrogram(cfg)
     # Every input is read and checked before the first file is written (mels are small).
-    mels = []
+    mels, notes = [], InputNotes(cfg.sample_rate, cfg.f_max)
     for path in audio:
-        wave, _ = load_model_audio(path, cfg.sample_rate)  # level-checked at the model's rate
+        wave, _ = load_model_audio(path, cfg.sample_rate, notes)  # level-checked at this rate
         try:
             mels.append(mel_fn(wave)[0])
         except ValueError as err:  # e.g. shorter than one analysis window
             raise ValueError(f"{path}: {err}") from None
     make_output_dirs(paths)
+    if notes.note():
+        click.echo(f"audiodiff: {notes.note()}", err=True)
     for i, (path, mel) in enumerate(zip(audio, mels, strict=True)):
         save_mel(paths[i], mel, overwrite=overwrite, profile=cfg)
         if plot:
@@ -194,6 +197,8 @@ def vocode_command(
     from audiodiff.audio import save_audio
     from audiodiff.files import is_mel_file, make_output_dirs, plan_outputs, read_mel_file
     from audiodiff.griffin_lim import griffin_lim
+    from audiodiff.input_notes import InputNotes
+    from audiodiff.output_level import PeakPolicy
     from audiodiff.seeds import item_key, item_seed
     from audiodiff.synthesis import batches_by_length, make_sampling_spec
     from audiodiff.vocoder import Vocoder, check_mel
@@ -209,19 +214,23 @@ def vocode_command(
         create=False,
     )
     # Read and check every input first: a bad file stops the run before any work is done.
-    mels = []
+    mels, notes = [], InputNotes(vocoder.sample_rate, vocoder.mel_config.f_max)
     for p in inputs:
-        mel, recorded = read_mel_file(p) if is_mel_file(p) else (vocoder.mel_from_file(p), None)
+        is_mel = is_mel_file(p)
+        mel, recorded = read_mel_file(p) if is_mel else (vocoder.mel_from_file(p, notes), None)
         try:
             mels.append(check_mel(mel, vocoder.mel_config, recorded))
         except ValueError as err:
             raise ValueError(f"{p}: {err}") from None
     make_output_dirs(paths)  # every input passed: only now is anything created
+    if notes.note():
+        click.echo(f"audiodiff: {notes.note()}", err=True)
     # Each item's noise (and Griffin-Lim phase) is keyed by its own mel, and batches hold only
     # mels of one length: a file's output does not depend on the files run with it.
     keys = [item_key(mel[0]) for mel in mels]  # a row, as Vocoder.__call__ keys it
     batches = batches_by_length([mel.shape[-1] for mel in mels], batch_size)
     compute_s = audio_s = 0.0
+    peaks = PeakPolicy()  # never a silent clip (audiodiff.output_level)
     if method == "griffin-lim":
         bar = tqdm(total=len(mels), unit="file", disable=None)
     else:  # per chunk: one long file is many chunks (6 s each for waveform models)
@@ -254,11 +263,14 @@ def vocode_command(
             )
         compute_s += time.perf_counter() - start
         for row, i in enumerate(group):
-            save_audio(paths[i], audio[row], vocoder.sample_rate, overwrite=overwrite)
+            out = peaks(paths[i].name, audio[row])
+            save_audio(paths[i], out, vocoder.sample_rate, overwrite=overwrite)
             audio_s += audio.shape[-1] / vocoder.sample_rate
         done += len(group)
         bar.set_postfix_str(f"{done}/{len(mels)} files")
     bar.close()
+    if peaks.note():
+        click.echo(f"audiodiff: {peaks.note()}", err=True)
     click.echo(
         f"wrote {len(paths)} file(s) to {out_dir}: {audio_s:.2f} s of audio in {compute_s:.2f} s, "
         f"real-time factor {compute_s / max(audio_s, 1e-9):.3f} ({method}, {vocoder.device})"
@@ -307,6 +319,7 @@ def generate_command(
     from audiodiff.audio import save_audio
     from audiodiff.files import plan_outputs, save_mel
     from audiodiff.generate import GenerativeModel, check_same_profile
+    from audiodiff.output_level import PeakPolicy
     from audiodiff.plot import spectrogram_png
     from audiodiff.vocoder import Vocoder
 
@@ -359,8 +372,9 @@ def generate_command(
         mels, audio = None, out
     bar.close()
     elapsed = time.perf_counter() - start
+    peaks = PeakPolicy()  # never a silent clip (audiodiff.output_level)
     for i in range(count):
-        save_audio(paths[i], audio[i], model.sample_rate, overwrite=overwrite)
+        save_audio(paths[i], peaks(paths[i].name, audio[i]), model.sample_rate, overwrite=overwrite)
         if save_mels and mels is not None:  # only with --save-mels: their paths are planned
             save_mel(paths[count + i], mels[i], overwrite=overwrite, profile=model.config.mel)
             if plot:
@@ -371,6 +385,8 @@ def generate_command(
                     overwrite=overwrite,
                 )
     audio_s = count * audio.shape[-1] / model.sample_rate
+    if peaks.note():
+        click.echo(f"audiodiff: {peaks.note()}", err=True)
     click.echo(
         f"wrote {count} clip(s) of {audio.shape[-1] / model.sample_rate:.2f} s to {out_dir} in "
         f"{elapsed:.2f} s (real-time factor {elapsed / audio_s:.3f})"
@@ -381,7 +397,7 @@ def generate_command(
 @click.option("-o", "--out-dir", default="out", show_default=True, help="Output folder.")
 @click.option("--model", default="small-speech", show_default=True, help="Vocoder to use.")
 @click.option("--clip", default=None, help="Speech clip (default: the shipped example).")
-@click.option("--steps", type=int, default=None, help=STEPS_HELP)
+@click.option("--steps", type=click.IntRange(min=1), default=None, help=STEPS_HELP)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @threads_option

@@ -3,6 +3,7 @@ with its manifests to a trained run."""
 
 from __future__ import annotations
 
+import shlex
 import sys
 from typing import Any
 
@@ -20,6 +21,7 @@ RUN_DIR_FILES = (
     "data_report.json",
     ".scan_train.json",
     ".scan_val.json",
+    ".lock",
 )
 
 
@@ -51,6 +53,7 @@ def train_command(recipe: str, run_dir: str, overrides: tuple[str, ...]) -> None
     from audiodiff.config_io import load_config
     from audiodiff.config_rules import validate
     from audiodiff.files import check_not_inputs, check_writable_dir
+    from audiodiff.interrupt import TrainingInterrupted
     from audiodiff.train import TrainingStopped, run
 
     cfg = validate(load_config(recipe, overrides))
@@ -64,6 +67,13 @@ def train_command(recipe: str, run_dir: str, overrides: tuple[str, ...]) -> None
     except TrainingStopped as err:
         click.echo(f"audiodiff: training stopped: {err}", err=True)
         sys.exit(1)
+    except TrainingInterrupted as err:
+        # Every rank stops with the code; rank 0 (the one that wrote the checkpoint) says so.
+        if err.is_main:
+            again = ["audiodiff", "train", recipe, "--run-dir", run_dir]
+            again += [a for o in overrides for a in ("--set", o)]
+            click.echo(f"audiodiff: {err}; resume with: {shlex.join(again)}", err=True)
+        sys.exit(err.exit_code)
     if result.is_main:
         click.echo(
             f"trained to step {result.step} ({result.skipped_steps} skipped); "

@@ -21,7 +21,7 @@ from audiodiff.datasets.layouts import (
     Layout,
     PrepareOptions,
 )
-from audiodiff.encoding import json_text, path_from_text, path_to_text
+from audiodiff.encoding import json_text, path_from_text, path_to_text, unreadable_reason
 from audiodiff.probe import clip_problem, probe_clip
 
 MANIFEST_NAMES = tuple(f"{s}.jsonl" for s in SPLITS) + ("prepare_report.json",)
@@ -50,8 +50,8 @@ def probe_audio(
         path, decode=full, hash_content=full, stop_at_non_finite=True, errors=_UNREADABLE
     )
     if probe.error is not None:
-        err = probe.error
-        return {"skip": ("unreadable", str(err).strip() or type(err).__name__)}
+        reason = unreadable_reason(path, probe.error)
+        return {"skip": ("empty" if reason.startswith("empty file") else "unreadable", reason)}
     out: dict[str, Any] = {"sample_rate": probe.sample_rate, "channels": probe.channels}
     if probe.content is not None:
         out["content"] = probe.content
