@@ -183,7 +183,9 @@ class DiffusionConfig:
     schedule: Literal["linear", "cosine", "linear-zsnr"] = "linear"
     beta_start: float = 1e-4
     beta_end: float = 0.05
-    target: Literal["eps", "v"] = "eps"
+    # "residual" (model.start "estimate" only): x0_hat = x + F, the network's output is the
+    # correction to its (noised) start whatever sigma is, as FreeV's residual over the prior.
+    target: Literal["eps", "v", "residual"] = "eps"
     loss: Literal["l1", "l2"] = "l1"
     label_dropout: float = 0.0
     # model.start "estimate": training noises the DSP estimate at a sigma drawn log-uniformly from

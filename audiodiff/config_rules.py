@@ -344,6 +344,11 @@ def _check_estimate_start(cfg: ExperimentConfig) -> None:
             f"{tr.discriminator_lr} and {tr.discriminator_channels}"
         )
     if mo.start == "noise":
+        if d.target == "residual":
+            raise ValueError(
+                "diffusion.target 'residual' is a correction to the estimate sampling starts "
+                "from: it needs model.start 'estimate'"
+            )
         return
     if mo.domain != "stft" or mo.conditioning != "mel":
         raise ValueError(

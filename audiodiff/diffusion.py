@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from audiodiff.schedule import NoiseSchedule, TMapping
 
-Target = Literal["eps", "v"]
+Target = Literal["eps", "v", "residual"]
 LossKind = Literal["l1", "l2"]
 
 
@@ -157,7 +157,10 @@ def start_training_loss(
     (eps) loss: that weights the ``x0`` error by ``1 / c_out^2`` (``1 / sigma^2``), right when
     the corruption is the noise, but here most of it is the estimate's own error, which does not
     shrink with sigma, and the small sigmas would swamp the rest (measured: a loss of ~100 at
-    the start of a fine-tune, against ~1 for the auxiliary losses).
+    the start of a fine-tune, against ~1 for the auxiliary losses). For the same reason
+    ``target="residual"`` suits this start best: ``x0_hat = x + F``, where v's ``c_out = sigma /
+    sqrt(1 + sigma^2)`` lets the network move the estimate by only ~sigma (0.05 at the sampling
+    sigma) per unit of output.
 
     Draws, in this order from ``generator``: ``u ~ U[0, 1)`` ``[B]`` (the sigmas) and ``eps ~
     N(0, I)`` like ``x0``.
@@ -189,10 +192,12 @@ def start_training_loss(
         c_skip = _per_example((c_in * c_in).to(x0.dtype), x0)
         c_out = _per_example((sigma * c_in).to(x0.dtype), x0)
         x0_hat = c_skip * x - c_out * prediction
+    elif target == "residual":
+        x0_hat = x + prediction
     elif target == "eps":
         x0_hat = x - _per_example(sigma.to(x0.dtype), x0) * prediction
     else:
-        raise ValueError(f"unknown target {target!r}; expected 'eps' or 'v'")
+        raise ValueError(f"unknown target {target!r}; expected 'eps', 'v' or 'residual'")
     error = x0_hat - x0
     error = error.abs() if loss == "l1" else error.square()
     per_example = error.reshape(batch, -1).mean(dim=1)
@@ -243,8 +248,8 @@ class Denoiser(nn.Module):
         t_mapping: TMapping = "diffwave",
     ) -> None:
         super().__init__()
-        if target not in ("eps", "v"):
-            raise ValueError(f"unknown target {target!r}; expected 'eps' or 'v'")
+        if target not in ("eps", "v", "residual"):
+            raise ValueError(f"unknown target {target!r}; expected 'eps', 'v' or 'residual'")
         if t_mapping not in ("diffwave", "log-sigma"):
             raise ValueError(f"unknown t_mapping {t_mapping!r}; expected 'diffwave' or 'log-sigma'")
         self.net = net
@@ -288,6 +293,9 @@ class Denoiser(nn.Module):
         if self.target == "eps":
             # x = x0 + sigma * eps
             return x - _per_example(sigma64.to(x.dtype), x) * out
+        if self.target == "residual":
+            # The correction to the (noised) estimate the sampling started from.
+            return x + out
         # x0 = sqrt(ab) x_vp - sqrt(1 - ab) v, with sqrt(ab) = c_in, sqrt(1 - ab) = sigma c_in
         c_skip = (c_in * c_in).to(x.dtype)
         c_out = (sigma64 * c_in).to(x.dtype)

@@ -188,3 +188,24 @@ def test_estimate_start_streams_exactly(tiny_config, tmp_path, size):
     pieces = [mel[..., i : i + size] for i in range(0, mel.shape[-1], size)]
     out = torch.cat(list(voc.stream(pieces, seed=4, key=3, chunk_frames=16)), dim=-1)
     assert out.shape == offline.shape and float((out - offline).abs().max()) <= 1e-5
+
+
+def test_residual_target_returns_the_start_plus_the_network_output(tiny_config):
+    from audiodiff.diffusion import Denoiser
+
+    class Const(torch.nn.Module):
+        def forward(self, x, c_noise, cond=None):
+            return torch.full_like(x, 0.25)
+
+    cfg = _cfg(tiny_config, "diffusion.target=residual")
+    schedule = NoiseSchedule.from_config(cfg.diffusion)
+    x = torch.randn(2, 3, 4)
+    out = Denoiser(Const(), schedule, target="residual")(x, 0.05)
+    assert torch.allclose(out, x + 0.25)
+    loss = start_training_loss(
+        Const(), x, x - 0.25, schedule=schedule, sigma_range=(1e-8, 1e-8), target="residual",
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    assert float(loss.max()) < 1e-12  # x_start + tiny noise + 0.25 is x0 itself
+    with pytest.raises(ValueError, match="needs model.start 'estimate'"):
+        validate(apply_overrides(tiny_config, [*STFT_TINY, "diffusion.target=residual"]))
