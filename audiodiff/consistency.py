@@ -245,3 +245,46 @@ def refine_spectrum(
         momentum=refinement.momentum, **window,
     )  # fmt: skip
     return magnitude * phase
+
+
+def dsp_estimate(
+    mel_linear: Tensor,
+    mel_basis: Tensor,
+    *,
+    power: float,
+    nnls_iters: int,
+    griffin_lim_iters: int,
+    first_frame: int,
+    total_frames: int,
+    stft_args: dict,
+) -> Tensor:
+    """The STFT a mel implies, by DSP alone: the non-negative least-squares inverse of the
+    filterbank (:func:`filterbank_inverse`, ``nnls_iters`` updates) with the phase of
+    ``griffin_lim_iters`` fast Griffin-Lim iterations (:func:`griffin_lim_phase`) started from
+    zero phase. FreeV (Lv et al. 2024) gives its network the same pseudo-inverse magnitude;
+    MelFlow starts its flow from it; ``model.start: estimate`` vocoders start sampling from it.
+
+    Zero phase rather than a random one: the estimate is then a function of the mel alone, so
+    training and every chunk of synthesis see the same start.
+
+    Args:
+        mel_linear: ``[B, n_mels, n]`` decompressed mel, frames ``[first_frame, first_frame +
+            n)`` of a ``total_frames``-frame utterance.
+        mel_basis: ``[n_mels, n_freq]``; ``power``: the profile's.
+        stft_args: the profile's STFT (:func:`audiodiff.stft.profile_stft`).
+
+    Returns:
+        ``[B, n_freq, n]`` complex, in the STFT's own scale; frames ``griffin_lim_iters *
+        ceil(n_fft / hop)`` away from an inner window edge equal the whole utterance's.
+    """
+    basis = mel_basis.to(device=mel_linear.device, dtype=mel_linear.dtype)
+    scale = normalized_scale(
+        stft_args["win_length"], stft_args["n_fft"], stft_args.get("normalized", False)
+    )
+    magnitude = filterbank_inverse(mel_linear, basis, power=power, iters=nnls_iters) / scale
+    complex_dtype = torch.complex128 if magnitude.dtype == torch.float64 else torch.complex64
+    phase = griffin_lim_phase(
+        magnitude, torch.ones_like(magnitude, dtype=complex_dtype), n_iter=griffin_lim_iters,
+        first_frame=first_frame, total_frames=total_frames, stft_args=stft_args,
+    )  # fmt: skip
+    return magnitude * phase

@@ -40,17 +40,11 @@ from torch import Tensor
 
 from audiodiff.config import ExperimentConfig, MelConfig
 from audiodiff.config_rules import model_channels
-from audiodiff.consistency import (
-    Refinement,
-    filterbank_inverse,
-    griffin_lim_phase,
-    refine_spectrum,
-)
+from audiodiff.consistency import Refinement, dsp_estimate, refine_spectrum
 from audiodiff.mel import MelSpectrogram, decompress_mel
 from audiodiff.stft import (
     mel_frame_rms,
     mel_to_linear_envelope,
-    normalized_scale,
     profile_istft,
     profile_istft_window,
     profile_stft,
@@ -328,42 +322,19 @@ class StftDomain(Domain):
         return self.config.model.estimate_griffin_lim_iters * self.decode_halo
 
     def estimate(self, mel: Tensor, *, first: int = 0, total: int | None = None) -> Tensor:
-        """The whitened DSP estimate of the STFT that ``mel`` implies (``model.start:
-        estimate``): the non-negative least-squares inverse of the filterbank
-        (:func:`audiodiff.consistency.filterbank_inverse`, ``model.estimate_nnls_iters``
-        updates) with the phase of ``model.estimate_griffin_lim_iters`` fast Griffin-Lim
-        iterations started from zero phase (Perraudin et al. 2013), compressed and whitened like
-        :meth:`to_model`. FreeV (Lv et al. 2024) feeds the same pseudo-inverse magnitude to its
-        network; MelFlow starts its flow from it.
-
-        Args:
-            mel: ``[B, n_mels, n]`` frames ``[first, first + n)`` of a ``total``-frame mel
-                (``total`` None: the whole mel).
-
-        Returns:
-            ``[B, 2 * n_freq, n]``; the frames :meth:`estimate_halo` away from an inner window
-            edge equal the whole utterance's.
-        """
+        """The whitened DSP estimate of the STFT ``mel`` implies (``model.start: estimate``;
+        :func:`audiodiff.consistency.dsp_estimate`), compressed and whitened like
+        :meth:`to_model`: ``[B, 2 * n_freq, n]`` for the ``[B, n_mels, n]`` frames ``[first,
+        first + n)`` of a ``total``-frame mel (None: the whole mel); frames :meth:`estimate_halo`
+        away from an inner window edge equal the whole utterance's."""
         m, mo = self.config.mel, self.config.model
-        total = mel.shape[-1] if total is None else total
-        mel_linear = linear_mel(mel, m)
-        basis = self._mel_basis.to(device=mel.device, dtype=mel_linear.dtype)
-        scale = normalized_scale(m.win_length, m.n_fft, m.normalized)
-        magnitude = (
-            filterbank_inverse(mel_linear, basis, power=m.power, iters=mo.estimate_nnls_iters)
-            / scale
-        )
-        # Zero phase, not a random one: the estimate is a deterministic function of the mel, so
-        # training and every chunk of synthesis see the same start.
-        phase = torch.ones_like(
-            magnitude,
-            dtype=torch.complex128 if magnitude.dtype == torch.float64 else torch.complex64,
-        )
-        phase = griffin_lim_phase(
-            magnitude, phase, n_iter=mo.estimate_griffin_lim_iters, first_frame=first,
-            total_frames=total, stft_args=self._stft_args,
+        spec = dsp_estimate(
+            linear_mel(mel, m), self._mel_basis, power=m.power,
+            nnls_iters=mo.estimate_nnls_iters, griffin_lim_iters=mo.estimate_griffin_lim_iters,
+            first_frame=first, total_frames=mel.shape[-1] if total is None else total,
+            stft_args=self._stft_args,
         )  # fmt: skip
-        c = self.compress(magnitude * phase)
+        c = self.compress(spec)
         return torch.cat([c.real, c.imag], dim=1) / self.prior_std(mel)
 
     def window_halo(self, refinement: Refinement | None = None) -> int:

@@ -22,7 +22,6 @@ plus one per ``log_every`` steps for the logged values.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import time
@@ -33,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from audiodiff import dist
 from audiodiff.checkpoint import (
@@ -41,14 +39,13 @@ from audiodiff.checkpoint import (
     params_digest,
     save_checkpoint,
 )
-from audiodiff.config import ExperimentConfig, TrainConfig
+from audiodiff.config import ExperimentConfig
 from audiodiff.config_rules import validate
 from audiodiff.diffusion import start_training_loss, training_loss
 from audiodiff.domains import build_domain
 from audiodiff.interrupt import StopGuard
 from audiodiff.manifest import check_manifests
 from audiodiff.mel import MelSpectrogram
-from audiodiff.pretrained import load_model_source
 from audiodiff.run_dir import (
     open_run_dir,
     resume_training,
@@ -57,7 +54,6 @@ from audiodiff.run_dir import (
 )
 from audiodiff.schedule import NoiseSchedule
 from audiodiff.seeds import derived_seed
-from audiodiff.subband import build_network
 from audiodiff.train_adversarial import AdversarialStage
 from audiodiff.train_data import (
     class_names,
@@ -69,6 +65,13 @@ from audiodiff.train_data import (
 from audiodiff.train_eval import check_sampling, evaluate, perceptual_scorer
 from audiodiff.train_log import LogWindow, RunLog
 from audiodiff.train_losses import auxiliary_loss
+from audiodiff.train_setup import (  # noqa: F401  (lr_at, TrainingStopped: re-exported)
+    TrainingStopped,
+    build_networks,
+    init_weights_from,
+    lr_at,
+    resolve_precision,
+)
 
 __all__ = ["TrainResult", "Trainer", "TrainingStopped", "run"]
 
@@ -373,101 +376,3 @@ def run(cfg: ExperimentConfig, run_dir: str | Path) -> TrainResult:
         return Trainer(cfg, run_dir, ctx=ctx).train()
     finally:
         dist.teardown(ctx)
-
-
-# --------------------------------------------------------------------------------------------------
-# Helpers of the Trainer
-# --------------------------------------------------------------------------------------------------
-
-
-class TrainingStopped(RuntimeError):
-    """Training cannot go on (too many non-finite steps in a row); the message names the step."""
-
-
-def build_networks(
-    cfg: ExperimentConfig, ctx: dist.DistContext
-) -> tuple[torch.nn.Module, torch.nn.Module, torch.optim.Optimizer, torch.nn.Module]:
-    """``(model, EMA copy, optimiser, the network a step runs: DDP-wrapped and/or compiled)``."""
-    # Model, EMA copy, optimiser. Seeded so every rank starts from the same weights.
-    init_gen = torch.Generator().manual_seed(derived_seed("init", cfg.train.seed))
-    model = build_network(cfg, generator=init_gen).to(ctx.device)
-    ema = copy.deepcopy(model).requires_grad_(False).eval()
-    opt_cls = torch.optim.AdamW if cfg.train.optimizer == "adamw" else torch.optim.Adam
-    # The fused kernel makes the same update in one pass over all parameters instead of a loop of
-    # small ops: 44-67 -> 16-18 ms a step for the 9.3 M-parameter stft network on 2 CPU threads
-    # (benchmarks/loss_speed.py).
-    optimizer = opt_cls(
-        model.parameters(),
-        lr=cfg.train.lr,
-        betas=tuple(cfg.train.adam_betas),
-        weight_decay=cfg.train.weight_decay,
-        fused=ctx.device.type in ("cpu", "cuda"),
-    )
-    net: torch.nn.Module = model
-    if ctx.distributed:
-        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        net = DistributedDataParallel(model, device_ids=ids)
-    if cfg.train.compile:
-        net = torch.compile(net)
-    return model, ema, optimizer, net
-
-
-def init_weights_from(
-    source: str, model: torch.nn.Module, ema: torch.nn.Module, log: Callable[[str], None]
-) -> None:
-    """Start ``model`` and its EMA copy from the (EMA) weights of ``source`` (``train.init_from``:
-    a checkpoint, run directory, export or shipped model name), cast to their dtype.
-
-    Raises:
-        FileNotFoundError: nothing at ``source``.
-        ValueError: weights that do not fit this run's architecture.
-    """
-    state, _, info = load_model_source(source)
-    own = model.state_dict()
-    state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
-    try:
-        model.load_state_dict(state)
-        ema.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(
-            f"train.init_from {source}: its weights do not fit this run's model "
-            f"({str(err).splitlines()[0]})"
-        ) from None
-    log(f"initialised from {info['path']} (step {info['step']})")
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``train.precision`` -> ``"fp32" | "bf16" | "fp16"``; ``auto`` is bf16 on capable GPUs.
-
-    Raises:
-        ValueError: fp16 requested without CUDA (GradScaler and fp16 kernels need a GPU), or
-            bf16 on a CPU, where it would change nothing.
-    """
-    if precision == "auto":
-        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return "bf16" if bf16 else "fp32"
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError(f"train.precision 'fp16' needs a CUDA device, but the device is {device}")
-    if precision == "bf16" and device.type == "cpu":  # refused, not ignored (issue 23)
-        raise ValueError(
-            "train.precision 'bf16' does nothing on a CPU (the network stays float32 under "
-            "autocast: its loss is fp32's bit for bit); use 'fp32' or 'auto' (bf16 on GPUs)"
-        )
-    return precision
-
-
-def lr_at(tr: TrainConfig, step: int) -> float:
-    """Learning rate for optimiser step ``step`` (0-based): linear warm-up over
-    ``warmup_steps``, then constant, step decay (times ``lr_gamma`` from each of
-    ``lr_milestones`` on) or cosine decay to ``min_lr_ratio * lr`` at ``max_steps``
-    (Loshchilov & Hutter 2017, without restarts)."""
-    if step < tr.warmup_steps:
-        return tr.lr * (step + 1) / tr.warmup_steps
-    if tr.lr_decay == "constant":
-        return tr.lr
-    if tr.lr_decay == "step":
-        return tr.lr * tr.lr_gamma ** sum(step >= m for m in tr.lr_milestones)
-    progress = min(1.0, (step - tr.warmup_steps) / max(1, tr.max_steps - tr.warmup_steps))
-    return tr.lr * (
-        tr.min_lr_ratio + (1 - tr.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    )

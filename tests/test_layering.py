@@ -63,6 +63,7 @@ LAYER = {
     "evaluation": 2.5,  # the evaluate job: pairs two folders and scores them with metrics
     "griffin_lim": 2,
     "checkpoint": 3,
+    "sampling_spec": 2.5,  # sampler, sigmas, eta and refinement of one run, resolved once
     "synthesis": 3,  # the one sampling engine: below vocoder, generate, train, schedule search
     "streaming": 3.5,  # mel chunks in, audio out: spans for the engine as the input arrives
     "pretrained": 4,
@@ -75,6 +76,7 @@ LAYER = {
     "train_eval": 4,  # in-training evaluation: validation loss, copy synthesis and its scores
     "train_losses": 4,  # auxiliary losses on a clean estimate: spectral, mel, phase, consistency
     "train_adversarial": 4,  # the trainer's discriminator, its optimiser and its step
+    "train_setup": 4.5,  # the trainer's networks, optimiser, init weights, precision, LR schedule
     "train_log": 4,  # rank 0 output of a run: messages, progress bar, metrics.jsonl, TensorBoard
     "train": 5,
     "vocoder": 5,
