@@ -69,4 +69,5 @@ class InputNotes:
                 f"(a file at {low} Hz holds nothing above {low / 2:g} Hz, so the mel is empty "
                 "there)"
             )
-        return f"note: of {self.total} inputs, " + ", ".join(parts)
+        noun = "input" if self.total == 1 else "inputs"
+        return f"note: of {self.total} {noun}, " + ", ".join(parts)

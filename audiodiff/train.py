@@ -183,7 +183,8 @@ class Trainer:
         cfg, tr, out = self.cfg, self.cfg.train, self.run_log
         out.start(tr.max_steps, self.step)
         batches = self.batches()
-        window, last_loss = LogWindow(cfg, self.ctx.world_size, self.device), None
+        window = LogWindow(cfg, self.ctx.world_size, self.device, first_step=self.step)
+        last_loss = None
         stop = StopGuard(self.ctx, tr.save_every_minutes).install()  # SIGTERM/SIGINT, save clock
         try:
             while self.step < tr.max_steps:
@@ -207,14 +208,14 @@ class Trainer:
                 self.elapsed_s += time.perf_counter() - t0
                 out.advance(self.step, tr.save_every)
                 if self.step % tr.log_every == 0:
-                    stats = window.stats(tr.log_every, lr_at(tr, self.step - 1), self.skipped_steps)
+                    stats = window.stats(self.step, lr_at(tr, self.step - 1), self.skipped_steps)
                     if self.disc_losses:
                         stats["disc_loss"] = sum(self.disc_losses) / len(self.disc_losses)
                         self.disc_losses = []
                     last_loss = stats["loss"]
                     out.record("train", self.step, stats)
                     out.show(stats)
-                    window.restart()
+                    window.restart(self.step)
                 if self.step % tr.eval_every == 0 and self.val_set is not None:
                     if self.ctx.is_main:
                         out.record("eval", self.step, evaluate(self))

@@ -62,3 +62,21 @@ def test_speed_estimate_names_the_next_checkpoint(seconds, first, step, total, s
 
     line = speed_estimate(seconds, first, step, total, save_every)
     assert text in line and line.count("step 6 ") <= 1
+
+
+def test_a_window_counts_its_own_steps_after_a_resume(monkeypatch):
+    """A run resumed at step 21 logs at 25 after 4 steps: its speed is 4 steps over the
+    window's time, not log_every's 5 (which overstated a resumed run's speed)."""
+    import torch
+
+    from audiodiff import train_log
+    from audiodiff.config import ExperimentConfig
+
+    clock = iter([100.0, 108.0])
+    monkeypatch.setattr(train_log.time, "perf_counter", lambda: next(clock))
+    window = train_log.LogWindow(ExperimentConfig(), 1, torch.device("cpu"), first_step=21)
+    for _ in range(4):
+        window.add(torch.tensor(1.0), torch.tensor(0.5))
+    stats = window.stats(25, 1e-3, 0)
+    assert stats["steps_per_s"] == pytest.approx(4 / 8.0)
+    assert stats["loss"] == pytest.approx(1.0)

@@ -18,12 +18,18 @@ from audiodiff.cli import fail, main, threads_option, user_errors
     default=None,
     help="Default: from OUT_PATH's suffix (.safetensors or .onnx).",
 )
-@click.option("--steps", type=int, default=None, help="onnx: steps of the schedule (the model's).")
+@click.option(
+    "--steps",
+    type=int,
+    default=None,
+    help="onnx: steps of the schedule, at least 1 (default: the model's own).",
+)
 @click.option(
     "--sampler",
     type=click.Choice(["diffwave-fast", "ddpm", "ddim"]),
     default=None,
-    help="onnx: sampler of the schedule (default: the model's).",
+    help="onnx: sampler of the schedule (default: the model's own; a one-step dpmpp-2m model "
+    "exports as one ddim step, more steps need --sampler ddim).",
 )
 @click.option(
     "--half", is_flag=True, help="safetensors: store the weights as float16 (half the size)."
@@ -41,9 +47,10 @@ def export_command(
 ) -> None:
     """Write CHECKPOINT's EMA weights and config (with any searched schedule) as one
     .safetensors file, whose loading executes no code (CHECKPOINT: a checkpoint, run directory,
-    export or shipped model name); or, with .onnx, a waveform vocoder as
-    NAME.onnx (one denoiser step), NAME.prepare.onnx (the mel upsampler) and NAME.json (the
-    sampling schedule) for onnxruntime."""
+    export or shipped model name); or, with .onnx, a vocoder for onnxruntime: NAME.onnx (one
+    denoiser step), NAME.prepare.onnx (the per-utterance mel work) and NAME.json (schedule and
+    settings), plus for stft-domain models NAME.npz (prior map, filterbank, STFT
+    window); the README's numpy loops run them."""
     from pathlib import Path
 
     from audiodiff.checkpoint import model_files
