@@ -78,8 +78,8 @@ def check_exportable(vocoder: Vocoder) -> None:
     """Refuse what the numpy pieces do not cover (module docstring), naming it.
 
     Raises:
-        ValueError: another padding, compression, power, a normalized profile or the
-            standard prior.
+        ValueError: another padding, compression, power, a normalized profile, the standard
+            prior or a DSP-estimate start.
     """
     m, prior = vocoder.mel_config, vocoder.config.model.prior
     problems = [
@@ -88,12 +88,16 @@ def check_exportable(vocoder: Vocoder) -> None:
         f"power {m.power}" if m.power != 1.0 else "",
         "a normalized STFT" if m.normalized else "",
         f"prior {prior!r}" if prior != "mel" else "",
+        # The README's numpy loop starts from noise; the DSP estimate is not in it yet.
+        "a DSP-estimate start (model.start 'estimate')"
+        if vocoder.config.model.start == "estimate"
+        else "",
     ]
     problems = [p for p in problems if p]
     if problems:
         raise ValueError(
-            f"ONNX export of stft models covers the hifigan padding, ln mels of power 1 and the "
-            f"mel prior; this model has {', '.join(problems)}"
+            f"ONNX export of stft models covers the hifigan padding, ln mels of power 1, the "
+            f"mel prior and a start from noise; this model has {', '.join(problems)}"
         )
 
 

@@ -162,8 +162,18 @@ def test_refusals_come_before_any_work(exported, tiny_config, tmp_path):
     stft = random_export(stft_cfg, tmp_path / "stft.safetensors")
     one_line_exit_2(
         invoke(main, ["export", str(stft), str(tmp_path / "s.onnx")]),
-        "ONNX export of stft models covers the hifigan padding, ln mels of power 1 and the mel "
-        "prior; this model has prior 'standard'",
+        "ONNX export of stft models covers the hifigan padding, ln mels of power 1, the mel "
+        "prior and a start from noise; this model has prior 'standard'",
+    )
+    estimate_cfg = apply_overrides(
+        tiny_config,
+        ["model.domain=stft", "model.residual_channels=8", "model.prior=mel",
+         "model.start=estimate"],
+    )  # fmt: skip
+    estimate = random_export(estimate_cfg, tmp_path / "estimate.safetensors")
+    one_line_exit_2(
+        invoke(main, ["export", str(estimate), str(tmp_path / "e.onnx")]),
+        "this model has a DSP-estimate start (model.start 'estimate')",
     )
     prior_cfg = apply_overrides(tiny_config, ["model.prior=mel"])
     prior = random_export(prior_cfg, tmp_path / "prior.safetensors")
