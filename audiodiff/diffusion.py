@@ -185,19 +185,8 @@ def start_training_loss(
     sigma = torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x = x_start + _per_example(sigma.to(x0.dtype), x0) * eps
-    c_in = torch.rsqrt(1 + sigma * sigma)
-    c_noise = schedule.sigma_to_t(sigma, "diffwave").to(x0.dtype)
-    prediction = net(x * _per_example(c_in.to(x0.dtype), x0), c_noise, cond=cond)
-    if target == "v":
-        c_skip = _per_example((c_in * c_in).to(x0.dtype), x0)
-        c_out = _per_example((sigma * c_in).to(x0.dtype), x0)
-        x0_hat = c_skip * x - c_out * prediction
-    elif target == "residual":
-        x0_hat = x + prediction
-    elif target == "eps":
-        x0_hat = x - _per_example(sigma.to(x0.dtype), x0) * prediction
-    else:
-        raise ValueError(f"unknown target {target!r}; expected 'eps', 'v' or 'residual'")
+    # The sampler's own denoiser: training and sampling share one preconditioning.
+    x0_hat = Denoiser(net, schedule, target=target)(x, sigma, cond)
     error = x0_hat - x0
     error = error.abs() if loss == "l1" else error.square()
     per_example = error.reshape(batch, -1).mean(dim=1)

@@ -106,9 +106,10 @@ class StopGuard:
         """Whether to save after this step: a stop signal reached some rank, or the save clock
         ran out on some rank. Every rank gets the same answer (a collective under DDP)."""
         due = self.interval_s > 0 and self.clock() - self.last_save >= self.interval_s
+        # On the CPU unless NCCL must carry it: alone, reading it back costs no device sync.
+        nccl = self.ctx.distributed and self.ctx.device.type == "cuda"
         flags = torch.tensor(
-            [float(self.received or 0), float(due)],
-            device=self.ctx.device if self.ctx.device.type == "cuda" else None,
+            [float(self.received or 0), float(due)], device=self.ctx.device if nccl else None
         )
         # Any non-zero sum means stop; the signal named is this rank's own, or SIGTERM (what a
         # scheduler sends) on a rank that caught none.

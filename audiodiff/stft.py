@@ -298,13 +298,23 @@ def _overlap_add(
         # Every profile's hop divides n_fft: the overlap-add is n_fft / hop shifted adds of
         # hop-long slices, 3-4x faster than F.fold's col2im (which Griffin-Lim calls twice an
         # iteration), and the envelope is the same adds over one frame's squared window.
-        return _shifted_adds(frames_t, hop_length), _shifted_adds(
-            (window**2)[None, :, None].expand(1, n_fft, frames), hop_length
-        )[0]
+        return _shifted_adds(frames_t, hop_length), _window_envelope(window, hop_length, frames)
     fold = {"output_size": (1, total), "kernel_size": (1, n_fft), "stride": (1, hop_length)}
     signal = F.fold(frames_t, **fold).reshape(batch, -1)
     envelope = F.fold((window**2)[None, :, None].expand(1, n_fft, frames), **fold).reshape(-1)
     return signal, envelope
+
+
+def _window_envelope(window: torch.Tensor, hop_length: int, frames: int) -> torch.Tensor:
+    """The overlap-added squared window of ``frames`` frames, ``[n_fft + hop (frames - 1)]``:
+    :func:`_shifted_adds` of the same window in every frame, one broadcast add per slice instead
+    of materialising ``[n_fft, frames]`` copies of it."""
+    parts = window.shape[0] // hop_length
+    pieces = (window**2).reshape(parts, hop_length)
+    out = window.new_zeros(frames + parts - 1, hop_length)
+    for j in range(parts):
+        out[j : j + frames] += pieces[j]
+    return out.reshape(-1)
 
 
 def _shifted_adds(frames_t: torch.Tensor, hop_length: int) -> torch.Tensor:

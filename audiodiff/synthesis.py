@@ -318,7 +318,7 @@ def mel_start(spec: SamplingSpec, domain: Domain, mel: Any) -> Any:
 def sampling_halo(net: Any, spec: SamplingSpec, domain: Domain) -> int:
     """The sampler's exactness halo (:func:`halo_units`) plus the reach of the estimate it
     starts from, if any."""
-    return halo_units(net, spec.steps) + (domain.estimate_halo() if spec.start == "estimate" else 0)
+    return halo_units(net, spec.steps) + domain.estimate_halo()
 
 
 def _mel_units(domain: Domain, frames: int, chunk_samples: int | None) -> tuple[int, int]:

@@ -16,8 +16,10 @@ So stop + resume is bit-identical on CPU, and N ranks with batch B equal (to flo
 process with batch B and ``grad_accum = N``: the same shards see the same data and the same noise.
 
 Host syncs: one per step (a single flag saying whether the loss and gradients are finite, needed
-before the optimiser may step; under DDP it is summed over ranks so every rank skips together),
-plus one per ``log_every`` steps for the logged values.
+before the optimiser may step; under DDP it is summed over ranks so every rank skips together;
+the adversarial stage's discriminator step reads its own such flag), plus one per ``log_every``
+steps for the logged values. Under DDP every step also has one small collective of the stop and
+save-clock flags (:mod:`audiodiff.interrupt`), so every rank saves and stops at the same step.
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ from audiodiff.checkpoint import (
 )
 from audiodiff.config import ExperimentConfig
 from audiodiff.config_rules import validate
-from audiodiff.diffusion import start_training_loss, training_loss
 from audiodiff.domains import build_domain
 from audiodiff.interrupt import StopGuard
 from audiodiff.manifest import check_manifests
@@ -64,7 +65,7 @@ from audiodiff.train_data import (
 )
 from audiodiff.train_eval import check_sampling, evaluate, perceptual_scorer
 from audiodiff.train_log import LogWindow, RunLog
-from audiodiff.train_losses import auxiliary_loss
+from audiodiff.train_losses import auxiliary_loss, diffusion_loss
 from audiodiff.train_setup import (  # noqa: F401  (lr_at, TrainingStopped: re-exported)
     TrainingStopped,
     build_networks,
@@ -150,7 +151,7 @@ class Trainer:
         if cfg.train.adversarial > 0 or cfg.train.feature_matching > 0:
             autocast = (self.device.type, self.autocast_dtype)
             self.adversarial = AdversarialStage(cfg.train, self.ctx, autocast)
-        self.disc_losses: list[float] = []
+        self.disc_losses: list[torch.Tensor] = []  # device scalars, read when logged
         self.mel = MelSpectrogram(cfg.mel).to(self.device)
         self.schedule = NoiseSchedule.from_config(cfg.diffusion)
         self.noise_gen = torch.Generator(self.device)
@@ -210,7 +211,7 @@ class Trainer:
                 if self.step % tr.log_every == 0:
                     stats = window.stats(self.step, lr_at(tr, self.step - 1), self.skipped_steps)
                     if self.disc_losses:
-                        stats["disc_loss"] = sum(self.disc_losses) / len(self.disc_losses)
+                        stats["disc_loss"] = float(torch.stack(self.disc_losses).mean())
                         self.disc_losses = []
                     last_loss = stats["loss"]
                     out.record("train", self.step, stats)
@@ -290,7 +291,8 @@ class Trainer:
         self.scaler.update()
         if self.adversarial is not None and self.adversarial.active(self.step):
             disc_loss, _ = self.adversarial.step()
-            self.disc_losses.append(disc_loss)
+            if disc_loss is not None:
+                self.disc_losses.append(disc_loss)
         return loss_mean, grad_norm.detach().float(), ok
 
     def model_inputs(
@@ -305,30 +307,13 @@ class Trainer:
         """Per-example diffusion loss ``[B]`` with noise from this micro-batch's generator, plus
         the auxiliary losses (:mod:`audiodiff.train_losses`); ``model.start: estimate`` trains
         from the domain's DSP estimate (:func:`audiodiff.diffusion.start_training_loss`)."""
-        d = self.cfg.diffusion
         stage = self.adversarial
         judge = stage.generator_terms if stage is not None and stage.active(self.step) else None
-        x0_loss = auxiliary_loss(self.cfg.train, self.domain, self.mel, x0, cond, judge)
-        if self.cfg.model.start == "estimate":
-            with torch.no_grad():
-                x_start = self.domain.estimate(cond).to(x0.dtype)
-            return start_training_loss(
-                self.net, x0, x_start, schedule=self.schedule, cond=cond, target=d.target,
-                loss=d.loss, generator=self.noise_gen, x0_loss=x0_loss,
-                sigma_range=(d.start_sigma_min, d.start_sigma_max),
-            )  # fmt: skip
-        return training_loss(
-            self.net,
-            x0,
-            schedule=self.schedule,
-            cond=cond,
-            label=label,
-            target=d.target,
-            loss=d.loss,
-            generator=self.noise_gen,
-            label_dropout=d.label_dropout,
-            x0_loss=x0_loss,
-        )
+        return diffusion_loss(
+            self.cfg, self.net, x0, cond, label, schedule=self.schedule, domain=self.domain,
+            generator=self.noise_gen, label_dropout=self.cfg.diffusion.label_dropout,
+            x0_loss=auxiliary_loss(self.cfg.train, self.domain, self.mel, x0, cond, judge),
+        )  # fmt: skip
 
     @torch.no_grad()
     def update_ema(self) -> None:

@@ -99,16 +99,17 @@ class AdversarialStage:
         full[:n] = terms
         return full
 
-    def step(self) -> tuple[float, bool]:
+    def step(self) -> tuple[Tensor | None, bool]:
         """Train the discriminator on the queued pairs (one optimiser step), empty the queue.
 
         Returns:
-            ``(mean discriminator loss, stepped)``; a non-finite loss or gradient skips the step
+            ``(mean discriminator loss, a device scalar read only when logged; stepped)``, or
+            ``(None, False)`` with nothing queued; a non-finite loss or gradient skips the step
             on every rank alike.
         """
         pairs, self.pending = self.pending, []
         if not pairs:
-            return math.nan, False
+            return None, False
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.ctx.device)
         for i, (ref, gen) in enumerate(pairs):
@@ -130,7 +131,7 @@ class AdversarialStage:
         ok = dist.all_reduce_sum(self.ctx, bad.float()).item() == 0
         if ok:
             self.optimizer.step()
-        return float(mean), ok
+        return mean, ok
 
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint's ``discriminator`` and ``discriminator_optimizer`` entries."""

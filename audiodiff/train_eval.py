@@ -14,12 +14,13 @@ from typing import Any
 import torch
 
 from audiodiff.config import ExperimentConfig
-from audiodiff.diffusion import Denoiser, start_training_loss, training_loss
+from audiodiff.diffusion import Denoiser
 from audiodiff.mel import MelSpectrogram
 from audiodiff.perceptual import PerceptualScorer
 from audiodiff.schedule import NoiseSchedule
 from audiodiff.seeds import derived_seed
 from audiodiff.synthesis import make_sampling_spec, vocode_mel
+from audiodiff.train_losses import diffusion_loss
 
 # Copy synthesis during validation: clips and length (seconds) per clip.
 EVAL_CLIPS, EVAL_SECONDS = 2, 2.0
@@ -80,16 +81,10 @@ def evaluate(trainer: Any) -> dict[str, float]:
         batch = {k: v.unsqueeze(0) for k, v in val[i].items()}
         x0, cond, label = trainer.model_inputs(batch)
         gen.manual_seed(derived_seed("eval-loss", cfg.train.seed, i))
-        d = cfg.diffusion
-        if cfg.model.start == "estimate":
-            loss = start_training_loss(
-                ema, x0, trainer.domain.estimate(cond).to(x0.dtype), schedule=trainer.schedule,
-                sigma_range=(d.start_sigma_min, d.start_sigma_max), cond=cond, target=d.target,
-                loss=d.loss, generator=gen,
-            )  # fmt: skip
-        else:
-            loss = training_loss(ema, x0, schedule=trainer.schedule, cond=cond, label=label,
-                                 target=d.target, loss=d.loss, generator=gen)  # fmt: skip
+        loss = diffusion_loss(
+            cfg, ema, x0, cond, label, schedule=trainer.schedule, domain=trainer.domain,
+            generator=gen,
+        )  # fmt: skip
         losses.append(loss)
     stats = {"val_loss": float(torch.cat(losses).mean())}
     if cfg.model.conditioning != "mel":

@@ -21,11 +21,45 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from audiodiff.config import TrainConfig
+from audiodiff.config import ExperimentConfig, TrainConfig
+from audiodiff.diffusion import start_training_loss, training_loss
 from audiodiff.domains import Domain
 from audiodiff.mel import MelSpectrogram
 from audiodiff.phase_loss import phase_losses
+from audiodiff.schedule import NoiseSchedule
 from audiodiff.spectral_loss import mr_stft_terms
+
+
+def diffusion_loss(
+    cfg: ExperimentConfig,
+    net: torch.nn.Module,
+    x0: Tensor,
+    cond: Tensor | None,
+    label: Tensor | None,
+    *,
+    schedule: NoiseSchedule,
+    domain: Domain,
+    generator: torch.Generator,
+    label_dropout: float = 0.0,
+    x0_loss: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
+    """The run's per-example diffusion loss ``[B]``, for training and validation alike: from the
+    domain's DSP estimate (``model.start: estimate``,
+    :func:`audiodiff.diffusion.start_training_loss`) or DiffWave's
+    (:func:`audiodiff.diffusion.training_loss`), plus ``x0_loss`` (:func:`auxiliary_loss`)."""
+    d = cfg.diffusion
+    if cfg.model.start == "estimate":
+        with torch.no_grad():
+            x_start = domain.estimate(cond).to(x0.dtype)
+        return start_training_loss(
+            net, x0, x_start, schedule=schedule, cond=cond, target=d.target, loss=d.loss,
+            generator=generator, x0_loss=x0_loss,
+            sigma_range=(d.start_sigma_min, d.start_sigma_max),
+        )  # fmt: skip
+    return training_loss(
+        net, x0, schedule=schedule, cond=cond, label=label, target=d.target, loss=d.loss,
+        generator=generator, label_dropout=label_dropout, x0_loss=x0_loss,
+    )  # fmt: skip
 
 
 def auxiliary_loss(

@@ -13,6 +13,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from audiodiff import dist
 from audiodiff.config import ExperimentConfig, TrainConfig
+from audiodiff.encoding import one_line
 from audiodiff.pretrained import load_model_source
 from audiodiff.seeds import derived_seed
 from audiodiff.subband import build_network
@@ -68,8 +69,7 @@ def init_weights_from(
         ema.load_state_dict(state)
     except RuntimeError as err:
         raise ValueError(
-            f"train.init_from {source}: its weights do not fit this run's model "
-            f"({str(err).splitlines()[0]})"
+            f"train.init_from {source}: its weights do not fit this run's model ({one_line(err)})"
         ) from None
     log(f"initialised from {info['path']} (step {info['step']})")
 

@@ -113,7 +113,6 @@ def test_warm_up_then_fine_tune_a_checkpoint_without_discriminator(
 
 def test_export_carries_no_discriminator(tmp_path, tiny_config, manifests):
     run = tmp_path / "run"
-    Trainer(_cfg(tiny_config, manifests, *ADV, "train.max_steps=1", "train.save_every=1"), run)
     Trainer(
         _cfg(tiny_config, manifests, *ADV, "train.max_steps=1", "train.save_every=1"), run
     ).train()

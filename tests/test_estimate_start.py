@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from audiodiff.config import ExperimentConfig
 from audiodiff.config_io import apply_overrides
 from audiodiff.config_rules import validate
 from audiodiff.diffusion import start_training_loss
@@ -132,10 +133,8 @@ def test_start_training_loss_is_the_clean_estimate_error():
             return torch.zeros_like(x)
 
     schedule = NoiseSchedule.from_config(
-        validate(apply_overrides(validate(apply_overrides(
-            __import__("audiodiff.config", fromlist=["ExperimentConfig"]).ExperimentConfig(),
-            STFT_TINY)), [])).diffusion
-    )  # fmt: skip
+        validate(apply_overrides(ExperimentConfig(), STFT_TINY)).diffusion
+    )
     x0, x_start = torch.randn(3, 4, 5), torch.randn(3, 4, 5)
     gen = torch.Generator().manual_seed(7)
     loss = start_training_loss(

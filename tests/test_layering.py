@@ -74,7 +74,7 @@ LAYER = {
     "run_dir": 4,  # a run directory: config.yaml, metrics.jsonl, the checkpoint a resume loads
     "train_data": 4,  # a training run's datasets, class names, sampler and loader
     "train_eval": 4,  # in-training evaluation: validation loss, copy synthesis and its scores
-    "train_losses": 4,  # auxiliary losses on a clean estimate: spectral, mel, phase, consistency
+    "train_losses": 3.9,  # auxiliary losses on a clean estimate: spectral, mel, phase, consistency
     "train_adversarial": 4,  # the trainer's discriminator, its optimiser and its step
     "train_setup": 4.5,  # the trainer's networks, optimiser, init weights, precision, LR schedule
     "train_log": 4,  # rank 0 output of a run: messages, progress bar, metrics.jsonl, TensorBoard
