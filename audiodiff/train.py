@@ -69,7 +69,7 @@ from audiodiff.train_losses import auxiliary_loss, diffusion_loss
 from audiodiff.train_setup import (  # noqa: F401  (lr_at, TrainingStopped: re-exported)
     TrainingStopped,
     build_networks,
-    init_weights_from,
+    load_init_weights,
     lr_at,
     resolve_precision,
 )
@@ -113,6 +113,7 @@ class Trainer:
         # Before the run directory exists: a refusal leaves nothing behind.
         check_manifests(train_manifest=cfg.data.train_manifest, val_manifest=cfg.data.val_manifest)
         self.perceptual = perceptual_scorer(cfg)  # a missing extra, also before the run dir
+        init = load_init_weights(cfg)  # train.init_from: a wrong source, also before it
         self.run_dir = Path(run_dir)
         self.ctx = ctx if ctx is not None else dist.init(cfg.train.device)
         self.device = self.ctx.device
@@ -145,8 +146,11 @@ class Trainer:
         self.sampler, self.loader = train_loader(cfg, self.train_set, self.ctx)
 
         self.model, self.ema, self.optimizer, self.net = build_networks(cfg, self.ctx)
-        if resume is None and cfg.train.init_from:
-            init_weights_from(cfg.train.init_from, self.model, self.ema, self.log)
+        if resume is None and init is not None:
+            self.model.load_state_dict(init[0])
+            self.ema.load_state_dict(init[0])
+            self.log(init[1])
+        del init
         self.adversarial = None
         if cfg.train.adversarial > 0 or cfg.train.feature_matching > 0:
             autocast = (self.device.type, self.autocast_dtype)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -51,27 +50,28 @@ def build_networks(
     return model, ema, optimizer, net
 
 
-def init_weights_from(
-    source: str, model: torch.nn.Module, ema: torch.nn.Module, log: Callable[[str], None]
-) -> None:
-    """Start ``model`` and its EMA copy from the (EMA) weights of ``source`` (``train.init_from``:
-    a checkpoint, run directory, export or shipped model name), cast to their dtype.
+def load_init_weights(cfg: ExperimentConfig) -> tuple[dict[str, torch.Tensor], str] | None:
+    """The (EMA) weights ``train.init_from`` names (a checkpoint, run directory, export or
+    shipped model name), checked against the network ``cfg`` builds, as float32, with a line
+    saying where they came from; None without ``init_from``. Called before the run directory
+    is touched, so a wrong source costs nothing.
 
     Raises:
-        FileNotFoundError: nothing at ``source``.
+        FileNotFoundError: nothing at the source.
         ValueError: weights that do not fit this run's architecture.
     """
+    source = cfg.train.init_from
+    if not source:
+        return None
     state, _, info = load_model_source(source)
-    own = model.state_dict()
-    state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:
-        model.load_state_dict(state)
-        ema.load_state_dict(state)
+        build_network(cfg).load_state_dict(state)
     except RuntimeError as err:
         raise ValueError(
             f"train.init_from {source}: its weights do not fit this run's model ({one_line(err)})"
         ) from None
-    log(f"initialised from {info['path']} (step {info['step']})")
+    return state, f"initialised from {info['path']} (step {info['step']})"
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

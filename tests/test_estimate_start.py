@@ -173,6 +173,13 @@ def test_fine_tune_from_an_export_with_phase_and_consistency_losses(
             validate(apply_overrides(cfg, ["model.residual_channels=12"])),
             tmp_path / "run2", log=lambda _: None,
         )  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="neither an existing file"):
+        Trainer(
+            validate(apply_overrides(cfg, ["train.init_from=no-such-model"])),
+            tmp_path / "run3", log=lambda _: None,
+        )  # fmt: skip
+    # Refused before the run directory is made: nothing to clean up, nothing lost.
+    assert not (tmp_path / "run2").exists() and not (tmp_path / "run3").exists()
 
 
 @pytest.mark.parametrize("size", [1, 7, 64])
